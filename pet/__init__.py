@@ -1,0 +1,1 @@
+"""Pet: a YACS-configured training solver for PyTorch."""

@@ -1,0 +1,42 @@
+"""The command line shared by every tool: ``--cfg FILE [KEY VALUE ...]`` and exit status 2 on a
+bad config."""
+import argparse
+import contextlib
+import sys
+from typing import Iterator, Optional, Sequence
+
+from yacs.config import CfgNode
+
+from pet.lib.config.errors import ConfigError
+from pet.lib.config.loader import load_cfg
+
+EXIT_BAD_CONFIG = 2
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    """A parser with ``--cfg`` and trailing ``KEY VALUE`` overrides; tools add their own flags."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--cfg", dest="cfg_file", required=True, metavar="FILE",
+                        help="YAML config file merged over the defaults")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                        help="config overrides, e.g. SOLVER.OPTIMIZER.BASE_LR 0.05")
+    return parser
+
+
+@contextlib.contextmanager
+def exit_on_config_error() -> Iterator[None]:
+    """Turn a ConfigError into one line on stderr and exit status 2 (no traceback)."""
+    try:
+        yield
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_BAD_CONFIG)
+
+
+def parse_cfg(parser: argparse.ArgumentParser,
+              argv: Optional[Sequence[str]] = None) -> "tuple[argparse.Namespace, CfgNode]":
+    """Parse ``argv`` and return (args, merged config); exits 2 on a bad file, key or value."""
+    args = parser.parse_args(argv)
+    with exit_on_config_error():
+        cfg = load_cfg(args.cfg_file, args.opts)
+    return args, cfg

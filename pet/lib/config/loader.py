@@ -1,0 +1,181 @@
+"""Merge YAML files and ``KEY VALUE`` overrides into a config, with one-line errors.
+
+yacs' own merge raises on an int given for a float key ("BASE_LR 1"), names no close key for a
+typo, and fails with a traceback; this merge coerces the safe cases, suggests the closest valid
+key and raises ConfigError with the full key.
+"""
+import ast
+import difflib
+import os
+from typing import Any, Iterator, List, Sequence, Tuple
+
+import yaml
+from yacs.config import CfgNode
+
+from pet.lib.config.defaults import get_cfg
+from pet.lib.config.errors import ConfigError
+
+_SCALAR_TYPES = (str, int, float, bool, type(None))
+
+
+def load_cfg(cfg_file: str = None, overrides: Sequence[str] = ()) -> CfgNode:
+    """Return the defaults merged with ``cfg_file`` (YAML) and then ``overrides``.
+
+    Raises ConfigError for a missing or unreadable file, an unknown key or a value of the
+    wrong type.
+    """
+    cfg = get_cfg()
+    if cfg_file is not None:
+        merge_from_file(cfg, cfg_file)
+    merge_from_list(cfg, overrides)
+    return cfg
+
+
+def merge_from_file(cfg: CfgNode, cfg_file: str) -> None:
+    """Merge the YAML file ``cfg_file`` into ``cfg`` in place."""
+    if not os.path.isfile(cfg_file):
+        raise ConfigError(f"--cfg {cfg_file}: no such file")
+    if os.path.splitext(cfg_file)[1] not in (".yaml", ".yml"):
+        raise ConfigError(f"--cfg {cfg_file}: only YAML files (.yaml, .yml) are accepted")
+    try:
+        with open(cfg_file) as f:
+            loaded = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"--cfg {cfg_file}: not valid YAML ({first_line})") from None
+    if loaded is None:
+        return
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"--cfg {cfg_file}: the top level must be a mapping of keys")
+    for full_key, value in _flatten(loaded):
+        _set(cfg, full_key, value, source=cfg_file)
+
+
+def merge_from_list(cfg: CfgNode, overrides: Sequence[str]) -> None:
+    """Merge ``[KEY, VALUE, KEY, VALUE, ...]`` into ``cfg`` in place; values are Python
+    literals (``0.05``, ``"(300, 400)"``, ``True``) or bare strings (``ADAMW``)."""
+    if len(overrides) % 2 != 0:
+        raise ConfigError(
+            f"overrides must be KEY VALUE pairs; {overrides[-1]!r} has no value"
+        )
+    for full_key, text in zip(overrides[0::2], overrides[1::2]):
+        _set(cfg, full_key, _parse_literal(text), source="command line")
+
+
+def all_keys(cfg: CfgNode, prefix: str = "") -> List[str]:
+    """Every leaf key of ``cfg`` as a dotted full key."""
+    keys = []
+    for key, value in cfg.items():
+        full_key = prefix + key
+        if isinstance(value, CfgNode):
+            keys.extend(all_keys(value, full_key + "."))
+        else:
+            keys.append(full_key)
+    return keys
+
+
+def _flatten(mapping: dict, prefix: str = "") -> Iterator[Tuple[str, Any]]:
+    for key, value in mapping.items():
+        full_key = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            yield from _flatten(value, full_key + ".")
+        else:
+            yield full_key, value
+
+
+def _parse_literal(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _set(cfg: CfgNode, full_key: str, value: Any, source: str) -> None:
+    node = cfg
+    parts = full_key.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(node, CfgNode) or part not in node:
+            raise ConfigError(_unknown_key_message(cfg, full_key, source))
+        if depth < len(parts) - 1:
+            node = node[part]
+    leaf = parts[-1]
+    default = node[leaf]
+    if isinstance(default, CfgNode):
+        raise ConfigError(f"{full_key} ({source}): is a section, not a key; set one of its keys")
+    node[leaf] = _coerce(full_key, value, default)
+
+
+def _unknown_key_message(cfg: CfgNode, full_key: str, source: str) -> str:
+    candidates = all_keys(cfg)
+    close = difflib.get_close_matches(full_key.upper(), candidates, n=1, cutoff=0.5)
+    if not close:
+        # A right leaf name under a wrong section: match on the last component.
+        leaf = full_key.split(".")[-1].upper()
+        close = [k for k in candidates if k.split(".")[-1] == leaf][:1]
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"unknown config key {full_key} ({source}){hint}"
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def _coerce(full_key: str, value: Any, default: Any) -> Any:
+    """Return ``value`` converted to the type of ``default``, or raise ConfigError."""
+    if isinstance(value, (list, tuple)):
+        value = tuple(value)
+    if default is None:
+        # Optional keys (TOTAL_EPOCHS, WARM_UP_EPOCHS, ...): any scalar; validation checks it.
+        if isinstance(value, _SCALAR_TYPES) or isinstance(value, tuple):
+            return value
+    elif isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(default, tuple):
+        if isinstance(value, tuple):
+            return _coerce_tuple(full_key, value, default)
+    raise ConfigError(
+        f"{full_key}: expected {_describe(default)}, got {value!r} ({_type_name(value)})"
+    )
+
+
+def _coerce_tuple(full_key: str, value: tuple, default: tuple) -> tuple:
+    element_types = {type(v) for v in default}
+    if element_types == {int} or element_types == {float} or element_types == {int, float}:
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{full_key}: expected a list of numbers, got {value!r}")
+        if element_types == {float}:
+            return tuple(float(v) for v in value)
+        return value
+    if element_types == {str}:
+        if not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{full_key}: expected a list of strings, got {value!r}")
+    return value
+
+
+def _describe(default: Any) -> str:
+    if isinstance(default, bool):
+        return "True or False"
+    if isinstance(default, float):
+        return "a number"
+    if isinstance(default, int):
+        return "an integer"
+    if isinstance(default, str):
+        return "a string"
+    if isinstance(default, tuple):
+        return "a list"
+    return _type_name(default)
+

@@ -1,0 +1,108 @@
+"""Defaults of the ``SOLVER`` section: the reference documentation of every solver key.
+
+Units are named in each comment: "iterations" means optimizer steps, "epochs" means passes over
+the training set (converted to iterations with the data loader's length).
+"""
+from yacs.config import CfgNode as CN
+
+SOLVER = CN()
+
+# ---------------------------------------------------------------------------------------------
+# Optimizer: how parameters are grouped and which torch.optim class updates them.
+# ---------------------------------------------------------------------------------------------
+SOLVER.OPTIMIZER = CN()
+# One of SGD, ADAMW, ADAM, RMSPROP (case-insensitive).
+SOLVER.OPTIMIZER.TYPE = "SGD"
+# Which torch kernel runs the step: "auto" (fused where torch supports it for the optimizer,
+# device and dtype, else foreach on CUDA, else the per-tensor loop), or force one of
+# "fused", "foreach", "loop".
+SOLVER.OPTIMIZER.IMPLEMENTATION = "auto"
+# Learning rate of the default parameter group at the top of the schedule (no unit; the
+# scheduler multiplies it by the schedule's factor every iteration).
+SOLVER.OPTIMIZER.BASE_LR = 0.1
+# lr multiplier for biases that are not norm or embedding parameters: lr = BASE_LR * factor.
+SOLVER.OPTIMIZER.BIAS_LR_FACTOR = 1.0
+# lr multiplier for every parameter under the top-level module `backbone` (applied on top of
+# the bias factor).
+SOLVER.OPTIMIZER.BACKBONE_LR_FACTOR = 1.0
+# Weight decay (L2 for SGD/ADAM/RMSPROP, decoupled for ADAMW) of the default parameters.
+SOLVER.OPTIMIZER.WEIGHT_DECAY = 1e-4
+# Weight decay of biases that are not norm or embedding parameters.
+SOLVER.OPTIMIZER.WEIGHT_DECAY_BIAS = 0.0
+# Weight decay of the weights and biases of normalization layers (BatchNorm, GroupNorm,
+# InstanceNorm, LayerNorm, LocalResponseNorm and their subclasses).
+SOLVER.OPTIMIZER.WEIGHT_DECAY_NORM = 0.0
+# Weight decay of embedding parameters (nn.Embedding weights and names matching EMBED_KEYWORDS).
+SOLVER.OPTIMIZER.WEIGHT_DECAY_EMBED = 0.0
+# A parameter whose last name component contains one of these words is an embedding parameter.
+SOLVER.OPTIMIZER.EMBED_KEYWORDS = (
+    "pos_embed",
+    "position_embedding",
+    "absolute_pos_embed",
+    "cls_token",
+    "dist_token",
+    "relative_position_bias_table",
+)
+# Momentum of SGD and RMSPROP (0 disables it).
+SOLVER.OPTIMIZER.MOMENTUM = 0.9
+# Use Nesterov momentum in SGD (needs MOMENTUM > 0).
+SOLVER.OPTIMIZER.NESTEROV = False
+# (beta1, beta2) of ADAM and ADAMW: decay rates of the first and second moment estimates.
+SOLVER.OPTIMIZER.BETAS = (0.9, 0.999)
+# Term added to the denominator of ADAM, ADAMW and RMSPROP for numerical stability.
+SOLVER.OPTIMIZER.EPS = 1e-8
+# Smoothing constant of RMSPROP's squared-gradient average.
+SOLVER.OPTIMIZER.RMSPROP_ALPHA = 0.99
+
+# Gradient clipping, applied inside optimizer.step() to the real (unscaled) gradients.
+SOLVER.OPTIMIZER.CLIP_GRADIENTS = CN()
+SOLVER.OPTIMIZER.CLIP_GRADIENTS.ENABLED = False
+# "value": clamp every gradient element to [-CLIP_VALUE, CLIP_VALUE];
+# "norm": clip each parameter's gradient separately to norm CLIP_VALUE;
+# "full_model": clip all gradients jointly to total norm CLIP_VALUE.
+SOLVER.OPTIMIZER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+# The bound: a maximum absolute value ("value") or a maximum norm ("norm", "full_model").
+SOLVER.OPTIMIZER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
+# The p of the p-norm for "norm" and "full_model" (> 0; .inf for the max-norm).
+SOLVER.OPTIMIZER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+
+# ---------------------------------------------------------------------------------------------
+# Scheduler: the learning-rate factor as a closed-form function of the iteration.
+# ---------------------------------------------------------------------------------------------
+SOLVER.SCHEDULER = CN()
+# One of STEP, COSINE, STEP_COSINE, POLY (case-insensitive).
+SOLVER.SCHEDULER.POLICY = "STEP"
+# Length of the schedule in iterations (used when TOTAL_EPOCHS is None).
+SOLVER.SCHEDULER.TOTAL_ITERS = 1000
+# Length of the schedule in epochs; when set, the schedule is epoch-based: TOTAL_ITERS is
+# ignored and STEPS are read in epochs.
+SOLVER.SCHEDULER.TOTAL_EPOCHS = None
+# Milestones where STEP and STEP_COSINE multiply the lr by GAMMA, sorted, in iterations (or in
+# epochs when TOTAL_EPOCHS is set). STEP_COSINE switches to cosine at the last one.
+SOLVER.SCHEDULER.STEPS = (600, 800)
+# Factor applied at each milestone (> 0).
+SOLVER.SCHEDULER.GAMMA = 0.1
+# Length of the warm-up in iterations (used when WARM_UP_EPOCHS is None; 0 disables warm-up).
+SOLVER.SCHEDULER.WARM_UP_ITERS = 50
+# Length of the warm-up in epochs; when set, it replaces WARM_UP_ITERS.
+SOLVER.SCHEDULER.WARM_UP_EPOCHS = None
+# lr factor at the first warm-up iteration, in [0, 1].
+SOLVER.SCHEDULER.WARM_UP_FACTOR = 1.0 / 3
+# CONSTANT (factor WARM_UP_FACTOR during the warm-up) or LINEAR (from WARM_UP_FACTOR to 1).
+SOLVER.SCHEDULER.WARM_UP_METHOD = "LINEAR"
+# An lr change whose ratio (new/old or old/new) exceeds this is written to the log.
+SOLVER.SCHEDULER.LOG_LR_CHANGE_THRESHOLD = 1.1
+# Power of the POLY decay.
+SOLVER.SCHEDULER.LR_POW = 0.9
+# Floor of COSINE, POLY and the cosine part of STEP_COSINE, as a fraction of each group's lr,
+# in [0, 1].
+SOLVER.SCHEDULER.MIN_LR_FACTOR = 0.0
+
+# ---------------------------------------------------------------------------------------------
+# Checkpointing.
+# ---------------------------------------------------------------------------------------------
+# Save a checkpoint every this many iterations (0 disables periodic checkpoints; the final
+# model is always saved).
+SOLVER.SNAPSHOT_ITERS = 0
+# Save a checkpoint every this many epochs (replaces SNAPSHOT_ITERS when set).
+SOLVER.SNAPSHOT_EPOCHS = None
