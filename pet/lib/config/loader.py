@@ -109,11 +109,11 @@ def _set(cfg: CfgNode, full_key: str, value: Any, source: str) -> None:
 
 def _unknown_key_message(cfg: CfgNode, full_key: str, source: str) -> str:
     candidates = all_keys(cfg)
-    close = difflib.get_close_matches(full_key.upper(), candidates, n=1, cutoff=0.5)
+    # A right name under a wrong section is the likelier slip; then the closest spelling.
+    leaf = full_key.split(".")[-1].upper()
+    close = [k for k in candidates if k.split(".")[-1] == leaf][:1]
     if not close:
-        # A right leaf name under a wrong section: match on the last component.
-        leaf = full_key.split(".")[-1].upper()
-        close = [k for k in candidates if k.split(".")[-1] == leaf][:1]
+        close = difflib.get_close_matches(full_key.upper(), candidates, n=1, cutoff=0.5)
     hint = f" (did you mean {close[0]}?)" if close else ""
     return f"unknown config key {full_key} ({source}){hint}"
 

@@ -56,6 +56,7 @@ SOLVER.OPTIMIZER.RMSPROP_ALPHA = 0.99
 
 # Gradient clipping, applied inside optimizer.step() to the real (unscaled) gradients.
 SOLVER.OPTIMIZER.CLIP_GRADIENTS = CN()
+# Clip gradients at every step (all optimizer types).
 SOLVER.OPTIMIZER.CLIP_GRADIENTS.ENABLED = False
 # "value": clamp every gradient element to [-CLIP_VALUE, CLIP_VALUE];
 # "norm": clip each parameter's gradient separately to norm CLIP_VALUE;

@@ -1,0 +1,128 @@
+"""get_cfg, YAML and command-line merging, and the one-line errors of bad keys and values."""
+import re
+
+import pytest
+from yacs.config import CfgNode
+
+from pet.lib.config import ConfigError, get_cfg, load_cfg, validate_solver
+from pet.lib.config.loader import all_keys
+from pet.lib.config.solver import SOLVER
+
+SEED_KEYS = [
+    "SOLVER.OPTIMIZER." + k
+    for k in ("TYPE", "BASE_LR", "BIAS_LR_FACTOR", "BACKBONE_LR_FACTOR", "WEIGHT_DECAY",
+              "WEIGHT_DECAY_BIAS", "WEIGHT_DECAY_NORM", "WEIGHT_DECAY_EMBED", "MOMENTUM",
+              "CLIP_GRADIENTS.ENABLED", "CLIP_GRADIENTS.CLIP_TYPE", "CLIP_GRADIENTS.CLIP_VALUE",
+              "CLIP_GRADIENTS.NORM_TYPE")
+] + [
+    "SOLVER.SCHEDULER." + k
+    for k in ("POLICY", "TOTAL_ITERS", "TOTAL_EPOCHS", "STEPS", "GAMMA", "WARM_UP_ITERS",
+              "WARM_UP_EPOCHS", "WARM_UP_FACTOR", "WARM_UP_METHOD", "LOG_LR_CHANGE_THRESHOLD",
+              "LR_POW", "MIN_LR_FACTOR")
+]
+
+
+def test_get_cfg_is_a_fresh_unfrozen_clone():
+    a, b = get_cfg(), get_cfg()
+    assert isinstance(a, CfgNode) and not a.is_frozen()
+    a.SOLVER.OPTIMIZER.BASE_LR = 123.0
+    assert b.SOLVER.OPTIMIZER.BASE_LR != 123.0
+    assert get_cfg().SOLVER.OPTIMIZER.BASE_LR == SOLVER.OPTIMIZER.BASE_LR
+
+
+def test_seed_keys_keep_their_names_and_extra_keys_exist():
+    keys = set(all_keys(get_cfg()))
+    for key in SEED_KEYS + ["SOLVER.OPTIMIZER.BETAS", "SOLVER.OPTIMIZER.EPS", "SOLVER.OPTIMIZER.NESTEROV"]:
+        assert key in keys
+    assert get_cfg().SOLVER.SCHEDULER.MIN_LR_FACTOR == 0.0
+
+
+def test_every_solver_key_has_a_comment_in_the_defaults_file():
+    source = open("pet/lib/config/solver.py").read().splitlines()
+    for index, line in enumerate(source):
+        if re.match(r"^SOLVER(\.\w+)+ = (?!CN\(\))", line):
+            assert source[index - 1].lstrip().startswith("#") or "#" in line, line
+
+
+def test_defaults_pass_validation():
+    validate_solver(get_cfg().SOLVER)
+
+
+def test_yaml_then_overrides_merge_in_order(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text(
+        "SOLVER:\n  OPTIMIZER:\n    TYPE: ADAMW\n    BASE_LR: 1\n  SCHEDULER:\n    STEPS: [300, 400]\n"
+        "    TOTAL_EPOCHS: 12\n"
+    )
+    cfg = load_cfg(str(path), ["SOLVER.OPTIMIZER.BASE_LR", "0.05", "SOLVER.SCHEDULER.STEPS", "(30, 40)",
+                               "SOLVER.OPTIMIZER.CLIP_GRADIENTS.ENABLED", "True"])
+    assert cfg.SOLVER.OPTIMIZER.TYPE == "ADAMW"
+    assert cfg.SOLVER.OPTIMIZER.BASE_LR == 0.05
+    assert cfg.SOLVER.SCHEDULER.STEPS == (30, 40)
+    assert cfg.SOLVER.SCHEDULER.TOTAL_EPOCHS == 12
+    assert cfg.SOLVER.OPTIMIZER.CLIP_GRADIENTS.ENABLED is True
+
+
+def test_integer_for_a_float_key_is_accepted_as_float():
+    cfg = load_cfg(None, ["SOLVER.OPTIMIZER.BASE_LR", "1"])
+    assert cfg.SOLVER.OPTIMIZER.BASE_LR == 1.0 and isinstance(cfg.SOLVER.OPTIMIZER.BASE_LR, float)
+
+
+def test_yaml_infinity_norm_type(tmp_path):
+    path = tmp_path / "inf.yaml"
+    path.write_text("SOLVER:\n  OPTIMIZER:\n    CLIP_GRADIENTS:\n      NORM_TYPE: .inf\n")
+    assert load_cfg(str(path)).SOLVER.OPTIMIZER.CLIP_GRADIENTS.NORM_TYPE == float("inf")
+
+
+def config_error(cfg_file=None, overrides=()):
+    with pytest.raises(ConfigError) as error:
+        load_cfg(cfg_file, overrides)
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_unknown_override_key_suggests_the_closest():
+    assert config_error(None, ["SOLVER.SCHEDULER.WARM_UP_ITER", "3"]) == (
+        "unknown config key SOLVER.SCHEDULER.WARM_UP_ITER (command line) "
+        "(did you mean SOLVER.SCHEDULER.WARM_UP_ITERS?)"
+    )
+
+
+def test_unknown_yaml_key_suggests_the_closest(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("SOLVER:\n  OPTIMIZER:\n    BASE_LRR: 0.1\n")
+    assert config_error(str(path)) == (
+        f"unknown config key SOLVER.OPTIMIZER.BASE_LRR ({path}) (did you mean SOLVER.OPTIMIZER.BASE_LR?)"
+    )
+
+
+def test_a_key_under_the_wrong_section_suggests_its_right_place():
+    message = config_error(None, ["SOLVER.OPTIMIZER.GAMMA", "0.5"])
+    assert message.endswith("(did you mean SOLVER.SCHEDULER.GAMMA?)")
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (["SOLVER.OPTIMIZER.BASE_LR", "fast"], "SOLVER.OPTIMIZER.BASE_LR: expected a number, got 'fast' (str)"),
+        (["SOLVER.SCHEDULER.TOTAL_ITERS", "1.5"], "SOLVER.SCHEDULER.TOTAL_ITERS: expected an integer, got 1.5 (float)"),
+        (["SOLVER.OPTIMIZER.NESTEROV", "1"], "SOLVER.OPTIMIZER.NESTEROV: expected True or False, got 1 (int)"),
+        (["SOLVER.SCHEDULER.STEPS", "300"], "SOLVER.SCHEDULER.STEPS: expected a list, got 300 (int)"),
+        (["SOLVER.SCHEDULER.STEPS", "(3, 'a')"], "SOLVER.SCHEDULER.STEPS: expected a list of numbers, got (3, 'a')"),
+        (["SOLVER.OPTIMIZER", "3"], "SOLVER.OPTIMIZER (command line): is a section, not a key; set one of its keys"),
+        (["SOLVER.OPTIMIZER.BASE_LR"], "overrides must be KEY VALUE pairs; 'SOLVER.OPTIMIZER.BASE_LR' has no value"),
+    ],
+)
+def test_wrong_types_are_one_line_errors_naming_the_key(override, message):
+    assert config_error(None, override) == message
+
+
+def test_missing_and_non_yaml_files(tmp_path):
+    assert config_error(str(tmp_path / "nope.yaml")) == f"--cfg {tmp_path / 'nope.yaml'}: no such file"
+    py = tmp_path / "cfg.py"
+    py.write_text("x = 1\n")
+    assert config_error(str(py)).endswith("only YAML files (.yaml, .yml) are accepted")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("SOLVER: [unclosed\n")
+    assert config_error(str(broken)).startswith(f"--cfg {broken}: not valid YAML")
