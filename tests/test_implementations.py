@@ -1,0 +1,192 @@
+"""Every kernel (fused, foreach, loop) x clip type x GradScaler gives the update of the plain loop
+optimizer stepping on gradients clipped by torch.nn.utils: the fast paths change speed, not
+results."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from pet.lib.config import get_cfg
+from pet.lib.utils.optimizer import OPTIMIZERS, Optimizer, implementation_kwargs
+
+TYPES = ("SGD", "ADAMW", "ADAM", "RMSPROP")
+FUSED_TYPES = tuple(t for t in TYPES if OPTIMIZERS[t].has_fused)
+# (optimizer, implementation) pairs that exist: RMSprop has no fused kernel.
+KERNELS = [(t, impl) for t in TYPES for impl in ("fused", "foreach", "loop")
+           if impl != "fused" or t in FUSED_TYPES]
+CLIPS = [None, ("value", 0.05, 2.0), ("norm", 0.3, 2.0), ("full_model", 0.5, 2.0)]
+OTHER_NORMS = [("norm", 0.3, 1.0), ("norm", 0.2, float("inf")),
+               ("full_model", 0.5, 1.0), ("full_model", 0.1, float("inf"))]
+STEPS = 3
+
+
+class TinyNet(nn.Module):
+    """Backbone, norm, embedding and bias parameters, so the grouping rules make several groups."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Linear(6, 10), nn.LayerNorm(10))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 10))
+        self.head = nn.Linear(10, 3)
+
+
+def tiny_net():
+    torch.manual_seed(0)
+    return TinyNet()
+
+
+def solver_cfg(type_, implementation, clip):
+    o = get_cfg().SOLVER.OPTIMIZER
+    o.TYPE = type_
+    o.IMPLEMENTATION = implementation
+    o.BASE_LR = 0.05
+    o.BIAS_LR_FACTOR = 2.0
+    o.BACKBONE_LR_FACTOR = 0.5
+    o.WEIGHT_DECAY = 1e-2
+    o.MOMENTUM = 0.9 if type_ == "SGD" else 0.5
+    if clip is not None:
+        o.CLIP_GRADIENTS.ENABLED = True
+        o.CLIP_GRADIENTS.CLIP_TYPE, o.CLIP_GRADIENTS.CLIP_VALUE, o.CLIP_GRADIENTS.NORM_TYPE = clip
+    return o
+
+
+def target_grads(model, step):
+    """Fixed gradients of a few sizes, large enough that every clip type bites."""
+    gen = torch.Generator().manual_seed(step)
+    return [torch.randn(p.shape, generator=gen) * 0.5 for p in model.parameters()]
+
+
+def backward(model, grads, scaler=None):
+    """Make ``p.grad == g`` exactly through autograd (and ``scale * g`` under a GradScaler)."""
+    for p in model.parameters():
+        p.grad = None
+    loss = sum((p * g).sum() for p, g in zip(model.parameters(), grads))
+    (loss if scaler is None else scaler.scale(loss)).backward()
+
+
+def clip_like_torch_(params, clip):
+    """The independent reference: torch.nn.utils' clip functions on the true gradients."""
+    if clip is None:
+        return
+    clip_type, clip_value, norm_type = clip
+    if clip_type == "value":
+        torch.nn.utils.clip_grad_value_(params, clip_value)
+    elif clip_type == "norm":
+        for p in params:
+            torch.nn.utils.clip_grad_norm_([p], clip_value, norm_type)
+    else:
+        torch.nn.utils.clip_grad_norm_(params, clip_value, norm_type)
+
+
+def reference_params(type_, clip):
+    """Parameters after STEPS steps of the loop kernel, without clipping in step()."""
+    model = tiny_net()
+    opt = Optimizer(model, solver_cfg(type_, "loop", None)).build()
+    for step in range(STEPS):
+        backward(model, target_grads(model, step))
+        clip_like_torch_(list(model.parameters()), clip)
+        opt.step()
+    return [p.detach() for p in model.parameters()]
+
+
+def solver_params(type_, implementation, clip, scaler=None, unscale_first=False):
+    """Parameters after STEPS steps of the solver-built optimizer (clipping inside step())."""
+    model = tiny_net()
+    opt = Optimizer(model, solver_cfg(type_, implementation, clip)).build()
+    for step in range(STEPS):
+        backward(model, target_grads(model, step), scaler)
+        if scaler is None:
+            opt.step()
+            continue
+        if unscale_first:
+            scaler.unscale_(opt)
+        scaler.step(opt)
+        scaler.update()
+        assert not hasattr(opt, "grad_scale"), "the scaler's grad_scale must not outlive step()"
+    return [p.detach() for p in model.parameters()]
+
+
+def assert_params_close(actual, expected):
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
+
+
+def scaler():
+    # A power of two, so scaling and unscaling are exact and the reference is bit-comparable.
+    return torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=1)
+
+
+@pytest.mark.parametrize("clip", CLIPS, ids=lambda c: c[0] if c else "no_clip")
+@pytest.mark.parametrize("type_,implementation", KERNELS)
+def test_every_kernel_and_clip_matches_the_loop_reference(type_, implementation, clip):
+    assert_params_close(solver_params(type_, implementation, clip), reference_params(type_, clip))
+
+
+@pytest.mark.parametrize("clip", OTHER_NORMS, ids=lambda c: f"{c[0]}-p{c[2]}")
+@pytest.mark.parametrize("implementation", ["fused", "foreach", "loop"])
+def test_other_norm_types_match_the_loop_reference(implementation, clip):
+    assert_params_close(solver_params("ADAMW", implementation, clip), reference_params("ADAMW", clip))
+
+
+@pytest.mark.parametrize("clip", CLIPS, ids=lambda c: c[0] if c else "no_clip")
+@pytest.mark.parametrize("type_,implementation", KERNELS)
+def test_grad_scaler_clips_the_true_gradients(type_, implementation, clip):
+    """Fused kernels get the scale as optimizer.grad_scale (unscaled inside the kernel); the
+    others are unscaled by the scaler before step(). Either way the clip sees true gradients."""
+    actual = solver_params(type_, implementation, clip, scaler=scaler())
+    assert_params_close(actual, reference_params(type_, clip))
+
+
+@pytest.mark.parametrize("clip", CLIPS[1:], ids=lambda c: c[0])
+@pytest.mark.parametrize("type_", FUSED_TYPES)
+def test_grad_scaler_unscale_before_step_with_fused(type_, clip):
+    """scaler.unscale_(opt) first (the way users clip by hand): step() gets grad_scale=None."""
+    actual = solver_params(type_, "fused", clip, scaler=scaler(), unscale_first=True)
+    assert_params_close(actual, reference_params(type_, clip))
+
+
+@pytest.mark.parametrize("clip", CLIPS[1:], ids=lambda c: c[0])
+@pytest.mark.parametrize("type_,implementation", KERNELS)
+def test_grad_scaler_skips_the_step_on_inf_despite_clipping(type_, implementation, clip):
+    """Clipping must not hide an overflow: the step is skipped and the scale backs off."""
+    model = tiny_net()
+    opt = Optimizer(model, solver_cfg(type_, implementation, clip)).build()
+    amp = scaler()
+    grads = target_grads(model, 0)
+    grads[0][0, 0] = float("inf")
+    before = [p.detach().clone() for p in model.parameters()]
+    backward(model, grads, amp)
+    amp.step(opt)
+    amp.update()
+    for p, p0 in zip(model.parameters(), before):
+        assert torch.equal(p.detach(), p0)
+    assert amp.get_scale() == 2.0 ** 9
+
+
+@pytest.mark.parametrize("type_", TYPES)
+def test_auto_picks_fused_where_torch_has_it_else_the_loop_on_cpu(type_):
+    info = OPTIMIZERS[type_]
+    params = list(tiny_net().parameters())
+    expected = dict(fused=True) if info.has_fused else dict(foreach=False)
+    assert implementation_kwargs("auto", info, params) == expected
+
+
+@pytest.mark.parametrize("implementation,flags", [
+    ("fused", dict(fused=True)), ("foreach", dict(foreach=True)), ("loop", dict(foreach=False)),
+    ("FUSED", dict(fused=True)),
+])
+def test_a_forced_implementation_reaches_torch(implementation, flags):
+    opt = Optimizer(tiny_net(), solver_cfg("ADAMW", implementation, None)).build()
+    for key, value in flags.items():
+        assert all(group[key] is value for group in opt.param_groups)
+
+
+@pytest.mark.parametrize("type_", FUSED_TYPES)
+def test_fused_clipped_optimizer_keeps_amp_support_after_pickling(type_):
+    """GradScaler relies on _step_supports_amp_scaling to hand over the scale; it must survive."""
+    import pickle
+
+    opt = Optimizer(tiny_net(), solver_cfg(type_, "fused", CLIPS[3])).build()
+    assert pickle.loads(pickle.dumps(opt))._step_supports_amp_scaling
+    assert copy.deepcopy(opt)._step_supports_amp_scaling
