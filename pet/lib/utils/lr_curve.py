@@ -1,0 +1,54 @@
+"""The learning rate of every param group over a whole schedule, as training will see it.
+
+The values come from stepping the training ``LearningRateScheduler`` on the real optimizer, not
+from a second implementation of the formulas, so a plot of them cannot disagree with a run.
+"""
+import warnings
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
+
+import torch
+from yacs.config import CfgNode
+
+from pet.lib.utils.lr_scheduler import LearningRateScheduler
+
+
+@dataclass(frozen=True)
+class LrCurve:
+    """The lr at iterations 0..max_iter shared by one or more param groups."""
+
+    label: str  # the rule labels of its groups joined by "/", e.g. "default/norm"
+    groups: Tuple[int, ...]  # indices into optimizer.param_groups
+    lrs: Tuple[float, ...]
+
+
+def record_lrs(optimizer: torch.optim.Optimizer, solver: CfgNode,
+               iter_per_epoch: int = -1) -> Tuple[LearningRateScheduler, List[List[float]]]:
+    """Step a fresh ``LearningRateScheduler`` over ``optimizer`` from iteration 0 to max_iter.
+
+    Returns (the scheduler, ``lrs``) where ``lrs[g][i]`` is group g's lr at iteration i; the last
+    entry is the lr at max_iter, where the schedule ends. The groups' lrs are left at max_iter.
+    Raises ConfigError on a bad SCHEDULER config.
+    """
+    with warnings.catch_warnings():
+        # Nothing is trained here, so torch's "scheduler.step() before optimizer.step()" is moot.
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+        scheduler = LearningRateScheduler(optimizer, solver, iter_per_epoch=iter_per_epoch)
+        lrs = [[group["lr"]] for group in optimizer.param_groups]
+        for _ in range(scheduler.max_iter):
+            scheduler.step()
+            for curve, group in zip(lrs, optimizer.param_groups):
+                curve.append(group["lr"])
+    return scheduler, lrs
+
+
+def distinct_curves(lrs: Sequence[Sequence[float]], rules: Sequence[Tuple[str, ...]]) -> List[LrCurve]:
+    """Merge groups whose lr curves are identical (e.g. same lr, different weight decay), in
+    order of first appearance; ``rules[g]`` are the rule labels of group g."""
+    merged = {}
+    for index, (curve, group_rules) in enumerate(zip(lrs, rules)):
+        key = tuple(curve)
+        groups, labels = merged.setdefault(key, ([], []))
+        groups.append(index)
+        labels.extend(rule for rule in group_rules if rule not in labels)
+    return [LrCurve("/".join(labels), tuple(groups), key) for key, (groups, labels) in merged.items()]

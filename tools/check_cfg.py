@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""Check a config before training: merge it, run every check train_net runs, print the result.
+
+    python tools/check_cfg.py --cfg cfgs/x.yaml [--iter-per-epoch N] [KEY VALUE ...]
+
+Prints the merged config (YAML, loadable with --cfg) and the quantities training derives from
+it: iterations per epoch, max_iter, warm-up iterations and milestones in iterations (and in
+epochs). Exit status 0 when the config is valid, 2 with one line on stderr when it is not.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
+from pet.lib.utils.lr_schedules import build_schedule  # noqa: E402
+from pet.lib.utils.tool_options import add_iter_per_epoch_argument, validate_job  # noqa: E402
+
+
+def derived_lines(cfg, schedule, iter_per_epoch, source):
+    """The derived quantities, one ``name: value`` line each; lengths in iterations with their
+    epochs alongside."""
+    def in_epochs(iterations):
+        return f"{iterations} iterations = {iterations / iter_per_epoch:g} epochs"
+
+    scheduler = cfg.SOLVER.SCHEDULER
+    unit = "epoch" if scheduler.TOTAL_EPOCHS is not None else "iteration"
+    milestones = ", ".join(str(m) for m in schedule.milestones) or "none"
+    milestone_epochs = ", ".join(f"{m / iter_per_epoch:g}" for m in schedule.milestones)
+    lines = [
+        f"iterations per epoch: {iter_per_epoch} ({source})",
+        f"schedule: {schedule.policy}, {unit}-based",
+        f"max_iter: {in_epochs(schedule.max_iter)}",
+        f"warm-up: {in_epochs(schedule.warmup_iters)} "
+        f"({schedule.warmup_method} from factor {schedule.warmup_factor:g})",
+        f"milestones (iterations): {milestones}",
+    ]
+    if schedule.milestones:
+        lines.append(f"milestones (epochs): {milestone_epochs}")
+    return lines
+
+
+def main(argv=None):
+    parser = build_parser("Merge and check a config; print it and the quantities derived from it.")
+    add_iter_per_epoch_argument(parser)
+    args, cfg = parse_cfg(parser, argv)
+    with exit_on_config_error():
+        iter_per_epoch = validate_job(cfg, args.iter_per_epoch)
+        schedule = build_schedule(cfg.SOLVER.SCHEDULER, iter_per_epoch)
+    source = "--iter-per-epoch" if args.iter_per_epoch else f"data set {cfg.DATA.DATASET}, DATA.BATCH_SIZE {cfg.DATA.BATCH_SIZE}"
+    print(f"# merged config: {args.cfg_file}" + (f" + {len(args.opts) // 2} override(s)" if args.opts else ""))
+    print(cfg.dump(), end="")
+    print("\n# derived")
+    for line in derived_lines(cfg, schedule, iter_per_epoch, source):
+        print(f"# {line}")
+    print("# OK: the config is valid")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+#!/usr/bin/env python
+"""Show what the optimizer does to every parameter of the configured model, before training.
+
+    python tools/explain_solver.py --cfg cfgs/x.yaml [--json] [--strict] [KEY VALUE ...]
+
+For every parameter: its name, shape, the rule that placed it (default, bias, norm, embed, each
+possibly +backbone for BACKBONE_LR_FACTOR; or frozen), its lr at the top of the schedule, its
+weight decay and its param group; then one line per param group (tensors and elements), then
+warnings for the classic mistakes: a normalization layer the rules do not recognize, and a
+bias- or scale-like parameter left in the default rule with weight decay.
+
+Exit status: 0, or 1 with ``--strict`` when there is a warning, or 2 on a bad config.
+``--json`` prints one JSON document {"optimizer", "params", "groups", "warnings"} instead.
+"""
+import dataclasses
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
+from pet.lib.utils.optimizer import Optimizer  # noqa: E402
+from pet.lib.utils.param_groups import explain_params  # noqa: E402
+from pet.lib.utils.param_report import FROZEN, group_rows, grouping_warnings, param_rows  # noqa: E402
+from pet.lib.utils.tool_options import validate_job  # noqa: E402
+from pet.models import build_model  # noqa: E402
+
+EXIT_WARNINGS = 1
+
+
+def format_table(header, rows):
+    """Left-aligned columns, each as wide as its widest cell."""
+    cells = [[str(c) for c in header]] + [[_cell(c) for c in row] for row in rows]
+    widths = [max(len(row[k]) for row in cells) for k in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
+
+
+def _cell(value):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(map(str, value)) + ")" if len(value) != 1 else f"({value[0]},)"
+    return str(value)
+
+
+def print_text(optimizer_name, params, groups, warnings):
+    print(format_table(
+        ("parameter", "shape", "rule", "lr", "weight_decay", "group"),
+        [(p.name, p.shape, p.rule, p.lr, p.weight_decay, p.group) for p in params],
+    ))
+    print(f"\n{len(groups)} param group(s) of {optimizer_name}:")
+    print(format_table(
+        ("group", "lr", "weight_decay", "rules", "tensors", "elements"),
+        [(g.index, g.lr, g.weight_decay, "/".join(g.rules), g.tensors, g.elements) for g in groups],
+    ))
+    frozen = [p for p in params if p.rule == FROZEN]
+    if frozen:
+        print(f"\n{len(frozen)} frozen parameter(s) (requires_grad=False) are not optimized.")
+    print(f"\n{len(warnings)} warning(s)" + (":" if warnings else "."))
+    for warning in warnings:
+        print(f"WARNING: {warning}")
+
+
+def main(argv=None):
+    parser = build_parser("Show the rule, lr, weight decay and param group of every parameter.")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when there is a warning")
+    args, cfg = parse_cfg(parser, argv)
+    with exit_on_config_error():
+        validate_job(cfg)
+        model = build_model(cfg)
+        optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
+    assignments = explain_params(model, cfg.SOLVER.OPTIMIZER)
+    params = param_rows(model, assignments, optimizer.param_groups)
+    groups = group_rows(optimizer.param_groups, assignments)
+    warnings = grouping_warnings(model, assignments)
+    optimizer_name = type(optimizer).__name__
+    if args.json:
+        print(json.dumps({
+            "optimizer": optimizer_name,
+            "params": [dataclasses.asdict(p) for p in params],
+            "groups": [dataclasses.asdict(g) for g in groups],
+            "warnings": warnings,
+        }, indent=1))
+    else:
+        print_text(optimizer_name, params, groups, warnings)
+    if args.strict and warnings:
+        sys.exit(EXIT_WARNINGS)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+#!/usr/bin/env python
+"""Plot the learning rate of every distinct param group over the whole schedule.
+
+    python tools/plot_lr.py --cfg cfgs/x.yaml [--out lr_curve.png] [--csv lr.csv]
+                            [--iter-per-epoch N] [KEY VALUE ...]
+
+The lrs come from stepping the training LearningRateScheduler on the real model's Optimizer
+(no data is loaded, nothing is trained). Groups with identical curves are drawn once, labeled by
+their rules (default, bias, norm, embed, each possibly +backbone).
+
+CSV columns: ``iteration``; ``epoch`` (iteration / iterations per epoch); then one column per
+distinct curve, named ``lr:`` and its rules joined by "/" (e.g. ``lr:default/norm``,
+``lr:bias+backbone``). Row i holds the lr that iteration i trains with; the last row,
+i = max_iter, is where the schedule ends.
+"""
+import csv
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")  # files only: no display on training machines
+import matplotlib.pyplot as plt  # noqa: E402
+
+from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
+from pet.lib.utils.lr_curve import distinct_curves, record_lrs  # noqa: E402
+from pet.lib.utils.optimizer import Optimizer  # noqa: E402
+from pet.lib.utils.param_groups import explain_params  # noqa: E402
+from pet.lib.utils.param_report import group_rules  # noqa: E402
+from pet.lib.utils.tool_options import add_iter_per_epoch_argument, validate_job  # noqa: E402
+from pet.models import build_model  # noqa: E402
+
+
+def write_csv(path, curves, iter_per_epoch):
+    """One row per iteration 0..max_iter: iteration, epoch, one lr per curve."""
+    header = ["iteration", "epoch"] + [f"lr:{c.label}" for c in curves]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for iteration, lrs in enumerate(zip(*(c.lrs for c in curves))):
+            writer.writerow([iteration, repr(iteration / iter_per_epoch)] + [repr(lr) for lr in lrs])
+
+
+def draw(path, curves, scheduler, iter_per_epoch, title):
+    """Save the curves as a PNG, with the warm-up end and the milestones marked."""
+    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
+    iterations = range(scheduler.max_iter + 1)
+    for curve in curves:
+        ax.plot(iterations, curve.lrs, label=f"{curve.label} (max {max(curve.lrs):.3g})", linewidth=1.5)
+    if scheduler.warmup_iters > 0:
+        ax.axvline(scheduler.warmup_iters, color="gray", linestyle="--", linewidth=1,
+                   label=f"warm-up end ({scheduler.warmup_iters})")
+    for index, milestone in enumerate(scheduler.milestones):
+        ax.axvline(milestone, color="black", linestyle=":", linewidth=1,
+                   label="milestones" if index == 0 else None)
+    ax.set_xlim(0, scheduler.max_iter)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("learning rate")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    # Outside the axes: the legend must not hide the top of a curve.
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    epochs = ax.secondary_xaxis("top", functions=(lambda i: i / iter_per_epoch, lambda e: e * iter_per_epoch))
+    epochs.set_xlabel("epoch")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = build_parser("Plot the learning rate of every param group over the whole schedule.")
+    parser.add_argument("--out", default="lr_curve.png", metavar="PNG", help="the plot (default: %(default)s)")
+    parser.add_argument("--csv", default=None, metavar="FILE", help="also write the lrs as CSV")
+    add_iter_per_epoch_argument(parser)
+    args, cfg = parse_cfg(parser, argv)
+    with exit_on_config_error():
+        iter_per_epoch = validate_job(cfg, args.iter_per_epoch)
+        model = build_model(cfg)
+        optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
+        scheduler, lrs = record_lrs(optimizer, cfg.SOLVER, iter_per_epoch)
+    rules = group_rules(optimizer.param_groups, explain_params(model, cfg.SOLVER.OPTIMIZER))
+    curves = distinct_curves(lrs, rules)
+    title = (f"{os.path.basename(args.cfg_file)}: {scheduler.schedule.policy}, "
+             f"{type(optimizer).__name__}, {scheduler.max_iter} iterations")
+    draw(args.out, curves, scheduler, iter_per_epoch, title)
+    print(f"wrote {args.out}: {len(curves)} lr curve(s) over iterations 0..{scheduler.max_iter}")
+    if args.csv:
+        write_csv(args.csv, curves, iter_per_epoch)
+        print(f"wrote {args.csv}")
+
+
+if __name__ == "__main__":
+    main()
