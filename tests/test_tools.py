@@ -1,0 +1,185 @@
+"""End-to-end tests of the user tools (plot_lr, explain_solver, check_cfg), each run as a user runs
+it: ``python tools/NAME.py --cfg FILE [KEY VALUE ...]`` in a subprocess."""
+import csv
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TOOLS = ("plot_lr", "explain_solver", "check_cfg")
+
+# A small epoch-based job: 44 iterations per epoch with the digits' 1437 training images in
+# batches of 32, so 4 epochs are 176 iterations.
+EPOCH_CFG = {
+    "MODEL": {"TYPE": "transformer", "TRANSFORMER": {"EMBED_DIM": 16, "DEPTH": 1, "NUM_HEADS": 2}},
+    "SOLVER": {
+        "OPTIMIZER": {"BASE_LR": 0.05, "BIAS_LR_FACTOR": 2.0, "BACKBONE_LR_FACTOR": 0.5},
+        "SCHEDULER": {"POLICY": "STEP", "TOTAL_EPOCHS": 4, "STEPS": [2, 3], "WARM_UP_EPOCHS": 1},
+    },
+}
+
+
+def run_tool(name, *args, cwd):
+    """Run tools/NAME.py with ``args`` from ``cwd``; return the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools" / f"{name}.py"), *map(str, args)],
+        cwd=cwd, capture_output=True, text=True, timeout=300,
+    )
+
+
+def write_cfg(directory, cfg, name="job.yaml"):
+    path = Path(directory) / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def read_png_size(path):
+    """(width, height) from the IHDR chunk; asserts the PNG signature."""
+    header = Path(path).read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG file"
+    assert header[12:16] == b"IHDR"
+    return struct.unpack(">II", header[16:24])
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    return rows[0], [[float(cell) for cell in row] for row in rows[1:]]
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# plot_lr
+# ---------------------------------------------------------------------------------------------
+def test_plot_lr_writes_png_and_csv_per_distinct_curve(tmp_path):
+    cfg = write_cfg(tmp_path, EPOCH_CFG)
+    result = run_tool("plot_lr", "--cfg", cfg, "--out", "lr.png", "--csv", "lr.csv", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    width, height = read_png_size(tmp_path / "lr.png")
+    assert 400 <= width <= 3000 and 300 <= height <= 2000
+    assert 10_000 < (tmp_path / "lr.png").stat().st_size < 500_000
+
+    header, rows = read_csv(tmp_path / "lr.csv")
+    # Backbone weights, norms and embeddings share lr 0.025 (weight decays differ), backbone
+    # biases and head weights 0.05, head biases 0.1: three curves.
+    assert header == ["iteration", "epoch", "lr:embed+backbone/norm+backbone/default+backbone",
+                      "lr:bias+backbone/default", "lr:bias"]
+    assert [row[0] for row in rows] == list(range(177))
+    assert rows[88][1] == 2.0
+    tops = [0.025, 0.05, 0.1]
+    # Warm-up from 1/3 at iteration 0 to the top at epoch 1, x0.1 at epochs 2 and 3.
+    assert rows[0][2:] == pytest.approx([top / 3 for top in tops], rel=1e-12)
+    assert rows[44][2:] == pytest.approx(tops, rel=1e-12)
+    assert rows[87][2:] == pytest.approx(tops, rel=1e-12)
+    assert rows[88][2:] == pytest.approx([top * 0.1 for top in tops], rel=1e-12)
+    assert rows[176][2:] == pytest.approx([top * 0.01 for top in tops], rel=1e-12)
+
+
+def test_plot_lr_takes_iterations_per_epoch_explicitly(tmp_path):
+    cfg = write_cfg(tmp_path, EPOCH_CFG)
+    result = run_tool("plot_lr", "--cfg", cfg, "--iter-per-epoch", 10, "--csv", "lr.csv",
+                      "SOLVER.SCHEDULER.POLICY", "COSINE", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "lr_curve.png").is_file()  # the default --out, in the working directory
+    header, rows = read_csv(tmp_path / "lr.csv")
+    assert len(rows) == 41 and rows[-1][:2] == [40, 4.0]
+    assert rows[-1][2:] == [0.0] * (len(header) - 2)  # cosine down to MIN_LR_FACTOR 0
+
+
+# ---------------------------------------------------------------------------------------------
+# explain_solver
+# ---------------------------------------------------------------------------------------------
+def test_explain_solver_json_lists_every_parameter_and_group(tmp_path):
+    cfg = write_cfg(tmp_path, EPOCH_CFG)
+    result = run_tool("explain_solver", "--cfg", cfg, "--json", "--strict", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["optimizer"] == "SGD" and report["warnings"] == []
+    params = {p["name"]: p for p in report["params"]}
+    assert params["backbone.cls_token"] == {
+        "name": "backbone.cls_token", "shape": [1, 1, 16], "rule": "embed+backbone",
+        "lr": 0.025, "weight_decay": 0.0, "group": 0,
+    }
+    assert params["head.bias"]["rule"] == "bias" and params["head.bias"]["lr"] == 0.1
+    groups = report["groups"]
+    assert sum(g["tensors"] for g in groups) == len(params)
+    for p in params.values():
+        group = groups[p["group"]]
+        assert (group["lr"], group["weight_decay"]) == (p["lr"], p["weight_decay"])
+        assert p["rule"] in group["rules"]
+
+
+def test_explain_solver_text_table(tmp_path):
+    cfg = write_cfg(tmp_path, {"MODEL": {"TYPE": "cnn"}})
+    result = run_tool("explain_solver", "--cfg", cfg, "SOLVER.OPTIMIZER.TYPE", "ADAMW", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["parameter", "shape", "rule", "lr", "weight_decay", "group"]
+    bn_weight = next(line for line in lines if line.startswith("backbone.conv1.bn.weight"))
+    assert bn_weight.split()[-4:] == ["norm+backbone", "0.1", "0", "1"]
+    assert "param group(s) of AdamW:" in result.stdout
+    assert lines[-1] == "0 warning(s)."
+
+
+# ---------------------------------------------------------------------------------------------
+# check_cfg
+# ---------------------------------------------------------------------------------------------
+def test_check_cfg_prints_merged_config_and_derived_quantities(tmp_path):
+    cfg = write_cfg(tmp_path, EPOCH_CFG)
+    result = run_tool("check_cfg", "--cfg", cfg, "SOLVER.SCHEDULER.STEPS", "(1.5, 3)", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "# max_iter: 176 iterations = 4 epochs" in result.stdout
+    assert "# warm-up: 44 iterations = 1 epochs (LINEAR from factor 0.333333)" in result.stdout
+    assert "# milestones (iterations): 66, 132" in result.stdout
+    assert "# iterations per epoch: 44 (data set digits, DATA.BATCH_SIZE 32)" in result.stdout
+    assert result.stdout.rstrip().endswith("# OK: the config is valid")
+    # The output is the merged config: it loads back as a config and checks the same.
+    merged = tmp_path / "merged.yaml"
+    merged.write_text(result.stdout)
+    assert yaml.safe_load(result.stdout)["SOLVER"]["SCHEDULER"]["STEPS"] == [1.5, 3]
+    again = run_tool("check_cfg", "--cfg", merged, "--iter-per-epoch", 10, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "# max_iter: 40 iterations = 4 epochs" in again.stdout
+    assert "# iterations per epoch: 10 (--iter-per-epoch)" in again.stdout
+
+
+def test_check_cfg_unknown_yaml_key_suggests_the_closest(tmp_path):
+    cfg = write_cfg(tmp_path, {"SOLVER": {"SCHEDULER": {"WARMUP_ITERS": 10}}})
+    result = run_tool("check_cfg", "--cfg", cfg, cwd=tmp_path)
+    assert_one_line_error(result, "unknown config key SOLVER.SCHEDULER.WARMUP_ITERS",
+                          "did you mean SOLVER.SCHEDULER.WARM_UP_ITERS?")
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("overrides, fragments", [
+    (["SOLVER.SCHEDULER.GAMA", "0.5"], ["did you mean SOLVER.SCHEDULER.GAMMA?"]),
+    (["SOLVER.SCHEDULER.POLICY", "LINEAR"], ["SOLVER.SCHEDULER.POLICY: unknown value 'LINEAR'"]),
+    (["MODEL.TYPE", "resnet"], ["MODEL.TYPE: unknown value 'resnet'; allowed: cnn, transformer"]),
+    (["SOLVER.SCHEDULER.STEPS", "(3, 5)"], ["SOLVER.SCHEDULER.STEPS", "below the schedule's length (4 epochs)"]),
+])
+def test_check_cfg_bad_override_exits_2_with_one_line(tmp_path, overrides, fragments):
+    cfg = write_cfg(tmp_path, EPOCH_CFG)
+    assert_one_line_error(run_tool("check_cfg", "--cfg", cfg, *overrides, cwd=tmp_path), *fragments)
+
+
+# ---------------------------------------------------------------------------------------------
+# The same errors from every tool
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("tool", ["plot_lr", "explain_solver"])
+def test_every_tool_rejects_a_bad_config_like_train_net(tmp_path, tool):
+    cfg = write_cfg(tmp_path, EPOCH_CFG)
+    result = run_tool(tool, "--cfg", cfg, "SOLVER.SCHEDULER.WARM_UP_ITER", "5", cwd=tmp_path)
+    assert_one_line_error(result, "did you mean SOLVER.SCHEDULER.WARM_UP_ITERS?")
+    assert not (tmp_path / "lr_curve.png").exists()
