@@ -10,6 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pet.lib.config import load_cfg
+from pet.lib.utils.optimizer import Optimizer
+from pet.lib.utils.param_groups import explain_params
+from pet.lib.utils.param_report import group_rules
+from pet.models import build_model
+
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = ("plot_lr", "explain_solver", "check_cfg")
 
@@ -85,6 +91,43 @@ def test_plot_lr_writes_png_and_csv_per_distinct_curve(tmp_path):
     assert rows[87][2:] == pytest.approx(tops, rel=1e-12)
     assert rows[88][2:] == pytest.approx([top * 0.1 for top in tops], rel=1e-12)
     assert rows[176][2:] == pytest.approx([top * 0.01 for top in tops], rel=1e-12)
+
+
+def test_plot_lr_csv_equals_the_lrs_of_a_real_training_run(tmp_path):
+    """train_net logs (LOG_PERIOD 1) the lr of its largest param group at every iteration: the
+    CSV column of the curve holding that group must equal it exactly."""
+    job = {
+        "OUTPUT_DIR": str(tmp_path / "run"),
+        "LOG_PERIOD": 1,
+        "NUM_THREADS": 1,
+        "MODEL": {"TYPE": "cnn", "CNN": {"CHANNELS": [4, 8, 8], "HIDDEN_DIM": 16}},
+        "SOLVER": {
+            "OPTIMIZER": {"BASE_LR": 0.05, "BIAS_LR_FACTOR": 2.0, "BACKBONE_LR_FACTOR": 0.5},
+            "SCHEDULER": {"POLICY": "STEP_COSINE", "TOTAL_ITERS": 24, "STEPS": [8, 16], "WARM_UP_ITERS": 4},
+        },
+    }
+    cfg_file = write_cfg(tmp_path, job)
+    trained = subprocess.run([sys.executable, str(REPO / "tools" / "train_net.py"), "--cfg", str(cfg_file)],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr
+    with open(tmp_path / "run" / "metrics.json") as f:
+        trained_lrs = {record["iteration"]: record["lr"] for record in map(json.loads, f)}
+    assert sorted(trained_lrs) == list(range(24))
+
+    result = run_tool("plot_lr", "--cfg", cfg_file, "--csv", "lr.csv", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    header, rows = read_csv(tmp_path / "lr.csv")
+    assert len(rows) == 25  # iterations 0..24: the last is where the schedule ends
+
+    cfg = load_cfg(str(cfg_file))
+    model = build_model(cfg)
+    groups = Optimizer(model, cfg.SOLVER.OPTIMIZER).build().param_groups
+    largest = max(range(len(groups)), key=lambda g: sum(p.numel() for p in groups[g]["params"]))
+    rules = group_rules(groups, explain_params(model, cfg.SOLVER.OPTIMIZER))[largest]
+    column = next(k for k, name in enumerate(header) if set(rules) <= set(name[3:].split("/")))
+    assert header[column].startswith("lr:")
+    assert len(set(header)) == len(header) > 3  # several distinct curves, so the choice matters
+    assert [rows[i][column] for i in range(24)] == [trained_lrs[i] for i in range(24)]
 
 
 def test_plot_lr_takes_iterations_per_epoch_explicitly(tmp_path):
