@@ -32,7 +32,8 @@ def test_record_lrs_follows_the_schedule_for_every_group_without_warnings():
     assert scheduler.max_iter == schedule.max_iter == 42
     for curve, group in zip(lrs, optimizer.param_groups):
         assert len(curve) == 43
-        assert curve == pytest.approx([schedule.factor(i) * group["initial_lr"] for i in range(43)], rel=1e-12)
+        expected = [schedule.factor(i) * group["initial_lr"] for i in range(43)]
+        assert curve == pytest.approx(expected, rel=1e-12)
 
 
 def test_record_lrs_needs_iter_per_epoch_for_epoch_configs():

@@ -210,7 +210,8 @@ def test_check_cfg_unknown_yaml_key_suggests_the_closest(tmp_path):
     (["SOLVER.SCHEDULER.GAMA", "0.5"], ["did you mean SOLVER.SCHEDULER.GAMMA?"]),
     (["SOLVER.SCHEDULER.POLICY", "LINEAR"], ["SOLVER.SCHEDULER.POLICY: unknown value 'LINEAR'"]),
     (["MODEL.TYPE", "resnet"], ["MODEL.TYPE: unknown value 'resnet'; allowed: cnn, transformer"]),
-    (["SOLVER.SCHEDULER.STEPS", "(3, 5)"], ["SOLVER.SCHEDULER.STEPS", "below the schedule's length (4 epochs)"]),
+    (["SOLVER.SCHEDULER.STEPS", "(3, 5)"],
+     ["SOLVER.SCHEDULER.STEPS", "below the schedule's length (4 epochs)"]),
 ])
 def test_check_cfg_bad_override_exits_2_with_one_line(tmp_path, overrides, fragments):
     cfg = write_cfg(tmp_path, EPOCH_CFG)

@@ -47,8 +47,12 @@ def main(argv=None):
     with exit_on_config_error():
         iter_per_epoch = validate_job(cfg, args.iter_per_epoch)
         schedule = build_schedule(cfg.SOLVER.SCHEDULER, iter_per_epoch)
-    source = "--iter-per-epoch" if args.iter_per_epoch else f"data set {cfg.DATA.DATASET}, DATA.BATCH_SIZE {cfg.DATA.BATCH_SIZE}"
-    print(f"# merged config: {args.cfg_file}" + (f" + {len(args.opts) // 2} override(s)" if args.opts else ""))
+    if args.iter_per_epoch:
+        source = "--iter-per-epoch"
+    else:
+        source = f"data set {cfg.DATA.DATASET}, DATA.BATCH_SIZE {cfg.DATA.BATCH_SIZE}"
+    overrides = f" + {len(args.opts) // 2} override(s)" if args.opts else ""
+    print(f"# merged config: {args.cfg_file}{overrides}")
     print(cfg.dump(), end="")
     print("\n# derived")
     for line in derived_lines(cfg, schedule, iter_per_epoch, source):

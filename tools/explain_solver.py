@@ -41,8 +41,6 @@ def _cell(value):
         return "-"
     if isinstance(value, float):
         return f"{value:g}"
-    if isinstance(value, tuple):
-        return "(" + ", ".join(map(str, value)) + ")" if len(value) != 1 else f"({value[0]},)"
     return str(value)
 
 

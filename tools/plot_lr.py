@@ -71,7 +71,8 @@ def draw(path, curves, scheduler, iter_per_epoch, title):
 
 def main(argv=None):
     parser = build_parser("Plot the learning rate of every param group over the whole schedule.")
-    parser.add_argument("--out", default="lr_curve.png", metavar="PNG", help="the plot (default: %(default)s)")
+    parser.add_argument("--out", default="lr_curve.png", metavar="PNG",
+                        help="the plot (default: %(default)s in the working directory)")
     parser.add_argument("--csv", default=None, metavar="FILE", help="also write the lrs as CSV")
     add_iter_per_epoch_argument(parser)
     args, cfg = parse_cfg(parser, argv)

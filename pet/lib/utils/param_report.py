@@ -44,7 +44,8 @@ def rule_label(assignment: ParamAssignment) -> str:
     return f"{assignment.rule}+backbone" if assignment.backbone else assignment.rule
 
 
-def group_rules(param_groups: Sequence[Dict], assignments: Sequence[ParamAssignment]) -> List[Tuple[str, ...]]:
+def group_rules(param_groups: Sequence[Dict],
+                assignments: Sequence[ParamAssignment]) -> List[Tuple[str, ...]]:
     """For each optimizer param group, the rule labels of its parameters in order of first
     appearance (a group merges every rule that shares its lr and weight decay)."""
     label_of = {id(a.param): rule_label(a) for a in assignments}
