@@ -30,6 +30,7 @@ def build_model(cfg: CfgNode) -> nn.Module:
             num_heads=t.NUM_HEADS,
             mlp_ratio=t.MLP_RATIO,
             dropout=t.DROPOUT,
+            patch_size=t.PATCH_SIZE,
             num_classes=model_cfg.NUM_CLASSES,
         )
     raise ValueError(f"MODEL.TYPE: unknown model {model_cfg.TYPE!r}; allowed: {', '.join(MODEL_TYPES)}")

@@ -12,14 +12,18 @@ MODEL.WEIGHTS = ""
 
 MODEL.CNN = CN()
 # Output channels of the three 3x3 conv layers (each followed by BatchNorm and ReLU).
-MODEL.CNN.CHANNELS = (32, 64, 128)
+MODEL.CNN.CHANNELS = (16, 32, 64)
 # Width of the hidden fully connected layer of the head.
-MODEL.CNN.HIDDEN_DIM = 128
+MODEL.CNN.HIDDEN_DIM = 64
 # Dropout probability before the last linear layer, in [0, 1).
 MODEL.CNN.DROPOUT = 0.2
 
 MODEL.TRANSFORMER = CN()
-# Width of every token (embedding dimension); must be divisible by NUM_HEADS.
+# Side of the square image patch that makes one token, in pixels: 1 (64 pixel tokens), 2 (16
+# tokens) or 4 (4 tokens). Fewer tokens train much faster on a CPU.
+MODEL.TRANSFORMER.PATCH_SIZE = 2
+# Width of every token; must be divisible by NUM_HEADS and by PATCH_SIZE**2 (a token is the
+# concatenation of its PATCH_SIZE**2 pixels' embeddings, EMBED_DIM / PATCH_SIZE**2 wide each).
 MODEL.TRANSFORMER.EMBED_DIM = 64
 # Number of encoder blocks.
 MODEL.TRANSFORMER.DEPTH = 2
@@ -27,5 +31,5 @@ MODEL.TRANSFORMER.DEPTH = 2
 MODEL.TRANSFORMER.NUM_HEADS = 4
 # Width of each block's MLP as a multiple of EMBED_DIM.
 MODEL.TRANSFORMER.MLP_RATIO = 2.0
-# Dropout probability inside the blocks, in [0, 1).
-MODEL.TRANSFORMER.DROPOUT = 0.1
+# Dropout probability inside the blocks (attention weights and MLP), in [0, 1).
+MODEL.TRANSFORMER.DROPOUT = 0.0

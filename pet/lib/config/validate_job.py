@@ -14,6 +14,8 @@ from pet.lib.config.validate import validate_solver
 # torch; tests assert that these agree with the builders.
 MODEL_TYPES = ("cnn", "transformer")
 DATASETS = ("digits",)
+# Patch sides that tile the 8x8 images.
+PATCH_SIZES = (1, 2, 4)
 
 
 def validate_cfg(cfg: CfgNode) -> int:
@@ -62,6 +64,12 @@ def validate_model(model: CfgNode) -> None:
     _check_int(t.EMBED_DIM, "MODEL.TRANSFORMER.EMBED_DIM", minimum=1)
     _check_int(t.DEPTH, "MODEL.TRANSFORMER.DEPTH", minimum=1)
     _check_int(t.NUM_HEADS, "MODEL.TRANSFORMER.NUM_HEADS", minimum=1)
+    _check_choice(t.PATCH_SIZE, "MODEL.TRANSFORMER.PATCH_SIZE", PATCH_SIZES)
+    if t.EMBED_DIM % t.PATCH_SIZE ** 2 != 0:
+        raise ConfigError(
+            f"MODEL.TRANSFORMER.EMBED_DIM: {t.EMBED_DIM} must be divisible by "
+            f"MODEL.TRANSFORMER.PATCH_SIZE**2={t.PATCH_SIZE ** 2}"
+        )
     if t.EMBED_DIM % t.NUM_HEADS != 0:
         raise ConfigError(
             f"MODEL.TRANSFORMER.EMBED_DIM: {t.EMBED_DIM} must be divisible by "
@@ -96,7 +104,7 @@ def validate_test(test: CfgNode) -> None:
 
 def _check_choice(value: Any, key: str, allowed: tuple) -> None:
     if value not in allowed:
-        raise ConfigError(f"{key}: unknown value {value!r}; allowed: {', '.join(allowed)}")
+        raise ConfigError(f"{key}: unknown value {value!r}; allowed: {', '.join(map(str, allowed))}")
 
 
 def _check_int(value: Any, key: str, minimum: int) -> None:

@@ -1,0 +1,5 @@
+"""The training loop, its standard hooks and evaluation."""
+from pet.engine.evaluation import evaluate
+from pet.engine.trainer import Trainer, build_train_hooks
+
+__all__ = ["Trainer", "build_train_hooks", "evaluate"]

@@ -1,0 +1,59 @@
+"""The run directory (OUTPUT_DIR): refusing to overwrite a run, and preparing it for writing."""
+import logging
+import os
+from typing import Any, Dict, Iterator, Tuple
+
+from yacs.config import CfgNode
+
+from pet.lib.config.errors import ConfigError
+from pet.lib.utils.checkpointer import LAST_CHECKPOINT, atomic_write, cfg_to_dict, find_checkpoints, last_checkpoint_path
+from pet.lib.utils.logger import attach_log_file
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+LOG_FILE = "log.txt"
+
+
+def check_output_dir(output_dir: str, resume: bool) -> None:
+    """Refuse to start a new run over an old run's checkpoints, or to resume nothing.
+
+    Raises ConfigError (exit status 2 in the tools); writes nothing.
+    """
+    existing = find_checkpoints(output_dir)
+    if not resume and existing:
+        shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        raise ConfigError(
+            f"OUTPUT_DIR {output_dir} already holds checkpoints ({shown}); add --resume to continue "
+            f"that run, or set another OUTPUT_DIR"
+        )
+    if resume and last_checkpoint_path(output_dir) is None:
+        raise ConfigError(
+            f"--resume: {os.path.join(output_dir, LAST_CHECKPOINT)} does not exist, nothing to resume; "
+            f"drop --resume to start a new run in OUTPUT_DIR {output_dir}"
+        )
+
+
+def prepare_output_dir(cfg: CfgNode, resume: bool) -> None:
+    """Create OUTPUT_DIR, write the merged config to ``config.yaml`` and start ``log.txt``
+    (appended to when resuming). The first write of a run: call it after every check."""
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    atomic_write(os.path.join(cfg.OUTPUT_DIR, CONFIG_FILE), lambda f: f.write(cfg.dump().encode()))
+    attach_log_file(os.path.join(cfg.OUTPUT_DIR, LOG_FILE), append=resume)
+
+
+def _flatten(mapping: Dict[str, Any], prefix: str = "") -> Iterator[Tuple[str, Any]]:
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def log_config_changes(saved_config: Dict[str, Any], cfg: CfgNode) -> None:
+    """Log every key whose value differs between the checkpoint's config and this run's
+    (this run's values are the ones used)."""
+    saved = dict(_flatten(saved_config))
+    for key, value in _flatten(cfg_to_dict(cfg)):
+        if key in saved and saved[key] != value:
+            logger.info("resume: %s was %r in the checkpoint's run, is %r now (used)", key, saved[key], value)

@@ -1,0 +1,125 @@
+"""The training loop and the standard hooks of a run."""
+import logging
+import os
+from typing import Callable, List
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from yacs.config import CfgNode
+
+from pet.data import ImageSplit, TrainLoader
+from pet.engine.evaluation import evaluate
+from pet.lib.utils.checkpointer import Checkpointer
+from pet.lib.utils.events import MetricsStorage
+from pet.lib.utils.hooks import (
+    EvalHook,
+    HookBase,
+    IterationTimer,
+    LRScheduler,
+    MetricsWriter,
+    PeriodicCheckpointer,
+    period_in_iters,
+)
+from pet.lib.utils.logger import ProgressBar
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+
+
+class Trainer:
+    """Runs iterations ``start_iter .. max_iter - 1``: one batch, forward, backward and
+    optimizer step each, with the hooks around them.
+
+    ``after_train`` hooks (final evaluation and checkpoint) run only when the loop finishes:
+    an exception leaves the last periodic checkpoint as the state to resume from.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, data_loader: TrainLoader,
+                 hooks: List[HookBase], start_iter: int, max_iter: int,
+                 loss_fn: Callable = F.cross_entropy) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.data_loader = data_loader
+        self.hooks = hooks
+        self.start_iter = start_iter
+        self.max_iter = max_iter
+        self.loss_fn = loss_fn
+        self.storage = MetricsStorage(start_iter)
+
+    def train(self) -> MetricsStorage:
+        """Run the loop; return the storage (its ``latest()`` holds the last step's metrics)."""
+        logger.info("Starting training at iteration %d of %d", self.start_iter, self.max_iter)
+        self.model.train()
+        for hook in self.hooks:
+            hook.before_train(self.storage)
+        for iteration in range(self.start_iter, self.max_iter):
+            self.storage.begin_iteration(iteration)
+            for hook in self.hooks:
+                hook.before_step(self.storage)
+            self.run_step(iteration)
+            for hook in self.hooks:
+                hook.after_step(self.storage)
+        self.storage.iter = max(self.start_iter, self.max_iter)
+        for hook in self.hooks:
+            hook.after_train(self.storage)
+        return self.storage
+
+    def run_step(self, iteration: int) -> None:
+        """One optimizer step on the batch of ``iteration``; raises FloatingPointError when the
+        loss is not finite (the run diverged: continuing would only waste time)."""
+        levels, labels = self.data_loader.batch(iteration)
+        loss = self.loss_fn(self.model(levels), labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss became {loss.item()} at iteration {iteration}; lower SOLVER.OPTIMIZER.BASE_LR "
+                f"or enable SOLVER.OPTIMIZER.CLIP_GRADIENTS"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.storage.put_scalar("loss", loss.item())
+
+
+def build_train_hooks(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+                      checkpointer: Checkpointer, test_split: ImageSplit, data_loader: TrainLoader,
+                      start_iter: int, progress_bar: ProgressBar = None) -> List[HookBase]:
+    """The hooks of a training run, in the order their ``after_step`` must run: timer, lr
+    (record, then step the scheduler), evaluation, checkpoints, metrics."""
+    iter_per_epoch = len(data_loader)
+    max_iter = scheduler.max_iter
+    timer = IterationTimer(max_iter, scheduler.warmup_iters, ignore_warmup_time=True)
+
+    def extra_state(iterations_done: int) -> dict:
+        epoch, batch = data_loader.position(iterations_done)
+        return {"data": {"epoch": epoch, "batch": batch}, "config": cfg}
+
+    return [
+        timer,
+        LRScheduler(optimizer, scheduler),
+        EvalHook(
+            lambda: evaluate(model, test_split, cfg.TEST.BATCH_SIZE),
+            period_in_iters(cfg.TEST.EVAL_ITERS, cfg.TEST.EVAL_EPOCHS, iter_per_epoch),
+            max_iter,
+            scheduler,
+            iter_per_epoch,
+        ),
+        PeriodicCheckpointer(
+            checkpointer,
+            period_in_iters(cfg.SOLVER.SNAPSHOT_ITERS, cfg.SOLVER.SNAPSHOT_EPOCHS, iter_per_epoch),
+            max_iter,
+            model,
+            optimizer,
+            scheduler,
+            extra_state,
+        ),
+        MetricsWriter(
+            os.path.join(cfg.OUTPUT_DIR, METRICS_FILE),
+            cfg.LOG_PERIOD,
+            max_iter,
+            timer,
+            start_iter=start_iter,
+            progress_bar=progress_bar,
+        ),
+    ]

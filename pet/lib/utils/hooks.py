@@ -1,0 +1,248 @@
+"""Training hooks: small objects the trainer calls around the loop and around every step.
+
+Each hook receives the ``MetricsStorage`` (``storage.iter`` is the iteration being run, from 0)
+and holds whatever else it needs (optimizer, scheduler, checkpointer) from its constructor.
+The trainer calls them in list order, so the order of ``after_step`` matters: the lr is
+recorded and the scheduler stepped first, then evaluation, then checkpoints (which must see the
+stepped scheduler and the new accuracy), then the metrics line.
+"""
+import json
+import logging
+import math
+import os
+import time
+from typing import Callable, Dict, List, Optional
+
+import torch
+from torch import nn
+
+from pet.lib.utils.checkpointer import FINAL_NAME, Checkpointer
+from pet.lib.utils.events import MetricsStorage
+from pet.lib.utils.logger import ProgressBar, format_seconds
+
+logger = logging.getLogger(__name__)
+
+
+class HookBase:
+    """A hook does nothing unless it overrides one of these."""
+
+    def before_train(self, storage: MetricsStorage) -> None:
+        pass
+
+    def after_train(self, storage: MetricsStorage) -> None:
+        pass
+
+    def before_step(self, storage: MetricsStorage) -> None:
+        pass
+
+    def after_step(self, storage: MetricsStorage) -> None:
+        pass
+
+
+def is_period_end(iteration: int, period: int) -> bool:
+    """Whether the step ``iteration`` (from 0) completes a multiple of ``period`` iterations."""
+    return period > 0 and (iteration + 1) % period == 0
+
+
+def period_in_iters(iters: int, epochs: Optional[float], iter_per_epoch: int) -> int:
+    """A period given in iterations, or in epochs when ``epochs`` is set (0: never)."""
+    if epochs is not None:
+        return max(1, int(round(epochs * iter_per_epoch)))
+    return iters
+
+
+class IterationTimer(HookBase):
+    """Times every step and estimates the time left.
+
+    The time of the warm-up iterations and of the first step of this process (one-time costs)
+    is left out of the average when ``ignore_warmup_time``, so the ETA reflects the steady speed.
+    Put it first in the hook list: its ``after_step`` then measures the step alone.
+    """
+
+    def __init__(self, max_iter: int, warmup_iters: int, ignore_warmup_time: bool = True) -> None:
+        self.max_iter = max_iter
+        self.warmup_iters = warmup_iters if ignore_warmup_time else 0
+        self._start = 0.0
+        self._first_iter = None
+        self._steady_time = 0.0
+        self._steady_count = 0
+        self._all_time = 0.0
+        self._all_count = 0
+
+    def before_step(self, storage: MetricsStorage) -> None:
+        if self._first_iter is None:
+            self._first_iter = storage.iter
+        self._start = time.perf_counter()
+
+    def after_step(self, storage: MetricsStorage) -> None:
+        seconds = time.perf_counter() - self._start
+        storage.put_scalar("time", seconds)
+        self._all_time += seconds
+        self._all_count += 1
+        if storage.iter >= self.warmup_iters and storage.iter > self._first_iter:
+            self._steady_time += seconds
+            self._steady_count += 1
+
+    def seconds_per_iter(self) -> float:
+        """Average step time, over steady iterations once there are any."""
+        if self._steady_count:
+            return self._steady_time / self._steady_count
+        return self._all_time / max(self._all_count, 1)
+
+    def eta_seconds(self, iteration: int) -> float:
+        """Seconds left after the step ``iteration``."""
+        return self.seconds_per_iter() * (self.max_iter - iteration - 1)
+
+
+class LRScheduler(HookBase):
+    """Records the lr of the largest param group (the one with most parameters), then steps
+    the scheduler: one scheduler step per optimizer step."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, scheduler) -> None:
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        sizes = [sum(p.numel() for p in group["params"]) for group in optimizer.param_groups]
+        self._best_param_group_id = max(range(len(sizes)), key=sizes.__getitem__)
+
+    def after_step(self, storage: MetricsStorage) -> None:
+        lr = self.optimizer.param_groups[self._best_param_group_id]["lr"]
+        storage.put_scalar("lr", lr, smoothing_hint=False)
+        self.scheduler.step()
+
+
+class EvalHook(HookBase):
+    """Evaluates every ``period`` iterations and at the end, and keeps the scheduler's ``info``
+    (cur_acc, cur_epoch, best_acc, best_epoch; epochs counted from 1) up to date.
+
+    ``eval_fn()`` returns a dict with at least "accuracy" (in %); every value is recorded.
+    """
+
+    def __init__(self, eval_fn: Callable[[], Dict[str, float]], period: int, max_iter: int,
+                 scheduler, iter_per_epoch: int) -> None:
+        self.eval_fn = eval_fn
+        self.period = period
+        self.max_iter = max_iter
+        self.scheduler = scheduler
+        self.iter_per_epoch = iter_per_epoch
+        self._last_eval_iter = None
+
+    def _evaluate(self, storage: MetricsStorage, iterations_done: int) -> None:
+        results = self.eval_fn()
+        epoch = max(1, math.ceil(iterations_done / self.iter_per_epoch))
+        info = self.scheduler.info
+        info["cur_acc"], info["cur_epoch"] = results["accuracy"], epoch
+        if results["accuracy"] > info["best_acc"]:
+            info["best_acc"], info["best_epoch"] = results["accuracy"], epoch
+        for name, value in results.items():
+            storage.put_scalar(name, value, smoothing_hint=False)
+        storage.put_scalar("best_accuracy", info["best_acc"], smoothing_hint=False)
+        self._last_eval_iter = iterations_done
+        logger.info(
+            "Evaluation after iteration %d (epoch %d): accuracy %.2f%%, test loss %.4f (best %.2f%% at epoch %d)",
+            iterations_done, epoch, results["accuracy"], results.get("test_loss", float("nan")),
+            info["best_acc"], info["best_epoch"],
+        )
+
+    def after_step(self, storage: MetricsStorage) -> None:
+        if is_period_end(storage.iter, self.period) or storage.iter + 1 == self.max_iter:
+            self._evaluate(storage, storage.iter + 1)
+
+    def after_train(self, storage: MetricsStorage) -> None:
+        # A run resumed from its final checkpoint takes no step: still report its accuracy.
+        if self._last_eval_iter is None:
+            self._evaluate(storage, min(storage.iter, self.max_iter))
+
+
+class PeriodicCheckpointer(HookBase):
+    """Saves the whole training state every ``period`` iterations (0: never) and the final
+    model as ``model_final``; ``extra_state(iterations_done)`` adds entries to each checkpoint."""
+
+    def __init__(self, checkpointer: Checkpointer, period: int, max_iter: int, model: nn.Module,
+                 optimizer: torch.optim.Optimizer, scheduler,
+                 extra_state: Callable[[int], Dict] = lambda iterations_done: {}) -> None:
+        self.checkpointer = checkpointer
+        self.period = period
+        self.max_iter = max_iter
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.extra_state = extra_state
+
+    def _save(self, name: str, iterations_done: int) -> None:
+        self.checkpointer.save(name, self.model, self.optimizer, self.scheduler, iterations_done,
+                               **self.extra_state(iterations_done))
+
+    def after_step(self, storage: MetricsStorage) -> None:
+        done = storage.iter + 1
+        if is_period_end(storage.iter, self.period) and done < self.max_iter:
+            self._save(f"model_{done:07d}", done)
+
+    def after_train(self, storage: MetricsStorage) -> None:
+        self._save(FINAL_NAME, self.scheduler.iteration)
+
+
+class MetricsWriter(HookBase):
+    """Appends one JSON object per logged iteration to ``metrics.json`` (every ``period``
+    iterations, at every evaluation and at the last step), writes the same as a human line to
+    the log file, and draws the progress bar on a terminal.
+
+    On resume, lines of iterations at or after ``start_iter`` (written by the interrupted run
+    after its last checkpoint) are dropped first, so each iteration appears once.
+    """
+
+    def __init__(self, path: str, period: int, max_iter: int, timer: IterationTimer,
+                 start_iter: int = 0, progress_bar: Optional[ProgressBar] = None) -> None:
+        self.path = path
+        self.period = period
+        self.max_iter = max_iter
+        self.timer = timer
+        self.progress_bar = progress_bar or ProgressBar()
+        truncate_metrics(path, start_iter)
+        self._file = open(path, "a")
+
+    def after_step(self, storage: MetricsStorage) -> None:
+        it = storage.iter
+        latest = storage.latest()
+        eta = self.timer.eta_seconds(it)
+        evaluated = "accuracy" in latest
+        if is_period_end(it, self.period) or evaluated or it + 1 == self.max_iter:
+            record = {"iteration": it, **latest, "eta_seconds": round(eta, 1)}
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+            logger.debug(
+                "iter %d/%d  lr %.6g  loss %.4f (median %.4f)  %.1f ms/iter  eta %s%s",
+                it + 1, self.max_iter, latest.get("lr", float("nan")), latest["loss"],
+                storage.median("loss", self.period), 1000 * latest.get("time", 0.0),
+                format_seconds(eta), f"  accuracy {latest['accuracy']:.2f}%" if evaluated else "",
+            )
+        self.progress_bar.update(self._status(storage, eta), force=it + 1 == self.max_iter)
+
+    def _status(self, storage: MetricsStorage, eta: float) -> str:
+        it, latest = storage.iter, storage.latest()
+        width = 20
+        filled = int(width * (it + 1) / self.max_iter)
+        speed = 1.0 / max(self.timer.seconds_per_iter(), 1e-9)
+        return (f"[{'#' * filled}{'.' * (width - filled)}] iter {it + 1}/{self.max_iter}  "
+                f"lr {latest.get('lr', float('nan')):.4g}  loss {storage.median('loss', 20):.4f}  "
+                f"{speed:.0f} it/s  eta {format_seconds(eta)}")
+
+    def after_train(self, storage: MetricsStorage) -> None:
+        self.progress_bar.close()
+        self._file.close()
+
+
+def truncate_metrics(path: str, start_iter: int) -> None:
+    """Keep only the complete lines of ``path`` whose iteration is before ``start_iter``."""
+    if not os.path.exists(path):
+        return
+    kept: List[str] = []
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill
+                continue
+            if record.get("iteration", math.inf) < start_iter:
+                kept.append(json.dumps(record) + "\n")
+    with open(path, "w") as f:
+        f.writelines(kept)

@@ -1,0 +1,114 @@
+"""Logging of a training run: a human log file, the console, and a progress bar on terminals.
+
+The console shows INFO and above. ``log.txt`` also gets DEBUG, the level of the per-iteration
+metrics lines and checkpoint saves: on a terminal the progress bar stands for them, elsewhere
+they would flood the job's output.
+
+Records are buffered until the run's OUTPUT_DIR may be written (after every check passed), then
+flushed into ``log.txt``; a run refused for bad input writes nothing.
+"""
+import logging
+import logging.handlers
+import os
+import sys
+import time
+from typing import Optional, TextIO
+
+LOG_FORMAT = "[%(asctime)s %(levelname)s %(name)s] %(message)s"
+_BUFFER_NAME = "pet-log-buffer"
+_BUFFER_CAPACITY = 100_000
+
+
+def is_terminal(stream: TextIO = None) -> bool:
+    """Whether ``stream`` (stdout by default) is an interactive terminal."""
+    stream = stream or sys.stdout
+    return hasattr(stream, "isatty") and stream.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def format_seconds(seconds: float) -> str:
+    """``3725`` -> ``"1:02:05"``."""
+    seconds = int(round(max(seconds, 0)))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class ProgressBar:
+    """One self-rewriting status line on a terminal; silent when ``stream`` is not a terminal."""
+
+    def __init__(self, stream: TextIO = None, min_interval: float = 0.1) -> None:
+        self.stream = stream or sys.stdout
+        self.enabled = is_terminal(self.stream)
+        self.min_interval = min_interval
+        self._last_draw = 0.0
+        self._visible = False
+
+    def update(self, text: str, force: bool = False) -> None:
+        """Show ``text`` (at most every ``min_interval`` seconds unless ``force``)."""
+        now = time.perf_counter()
+        if not self.enabled or (not force and now - self._last_draw < self.min_interval):
+            return
+        self._last_draw = now
+        self.stream.write("\r\033[K" + text)
+        self.stream.flush()
+        self._visible = True
+
+    def clear(self) -> None:
+        """Erase the line, so that a log message starts on a clean line."""
+        if self._visible:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self._visible = False
+
+    def close(self) -> None:
+        """Leave the last status on screen and move to the next line."""
+        if self._visible:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._visible = False
+
+
+class _ConsoleHandler(logging.StreamHandler):
+    """Clears the progress bar before each message."""
+
+    def __init__(self, stream: TextIO, progress_bar: ProgressBar) -> None:
+        super().__init__(stream)
+        self.progress_bar = progress_bar
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.progress_bar.clear()
+        super().emit(record)
+
+
+def setup_logging(progress_bar: Optional[ProgressBar] = None) -> logging.Logger:
+    """Configure the ``pet`` logger: INFO to stdout, and every record kept in memory for
+    ``log.txt`` until ``attach_log_file``. Returns the ``pet`` logger."""
+    logger = logging.getLogger("pet")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    console = _ConsoleHandler(sys.stdout, progress_bar or ProgressBar())
+    console.setLevel(logging.INFO)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(console)
+    # A MemoryHandler without a target never writes: nothing reaches the disk before
+    # attach_log_file, and nothing at all if the run is refused.
+    buffer = logging.handlers.MemoryHandler(_BUFFER_CAPACITY, flushLevel=logging.CRITICAL + 1)
+    buffer.set_name(_BUFFER_NAME)
+    logger.addHandler(buffer)
+    return logger
+
+
+def attach_log_file(path: str, append: bool) -> None:
+    """Write every ``pet`` record (the buffered ones first) to ``path`` from now on."""
+    logger = logging.getLogger("pet")
+    file_handler = logging.FileHandler(path, mode="a" if append else "w")
+    file_handler.setLevel(logging.DEBUG)
+    file_handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
+    for handler in list(logger.handlers):
+        if handler.get_name() == _BUFFER_NAME:
+            handler.setTarget(file_handler)
+            handler.flush()
+            logger.removeHandler(handler)
+            handler.close()
+    logger.addHandler(file_handler)

@@ -1,0 +1,106 @@
+#!/usr/bin/env python
+"""Train a model with Pet's solver.
+
+    python tools/train_net.py --cfg cfgs/digits_cnn_sgd_step.yaml [KEY VALUE ...]
+    python tools/train_net.py --cfg cfgs/digits_cnn_sgd_step.yaml --resume
+    python tools/train_net.py --cfg cfgs/digits_cnn_sgd_step.yaml --eval-only MODEL.WEIGHTS ckpts/x/model_final.pth
+
+The path of a run: config -> model -> Optimizer -> LearningRateScheduler -> hooks -> loop. The
+run writes config.yaml, log.txt, metrics.json and checkpoints to OUTPUT_DIR. Bad input (file,
+key, type, value, an OUTPUT_DIR that holds another run) exits with status 2 and one line on
+stderr, before anything is written.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pet.data import build_datasets, build_train_loader  # noqa: E402
+from pet.engine import Trainer, build_train_hooks, evaluate  # noqa: E402
+from pet.engine.output_dir import check_output_dir, log_config_changes, prepare_output_dir  # noqa: E402
+from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
+from pet.lib.config.errors import ConfigError  # noqa: E402
+from pet.lib.config.validate_job import validate_cfg  # noqa: E402
+from pet.lib.utils.checkpointer import Checkpointer  # noqa: E402
+from pet.lib.utils.logger import ProgressBar, format_seconds, setup_logging  # noqa: E402
+from pet.lib.utils.lr_scheduler import LearningRateScheduler  # noqa: E402
+from pet.lib.utils.optimizer import Optimizer  # noqa: E402
+from pet.lib.utils.seed import seed_everything  # noqa: E402
+from pet.models import build_model  # noqa: E402
+
+EXIT_DIVERGED = 1
+
+
+def parse_args(argv=None):
+    """(args, merged config); exits 2 on a bad config file, key or type."""
+    parser = build_parser("Train a model on the config's data set with Pet's solver.")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in OUTPUT_DIR from its last_checkpoint")
+    parser.add_argument("--eval-only", action="store_true",
+                        help="only evaluate MODEL.WEIGHTS (or, with --resume, the last checkpoint)")
+    return parse_cfg(parser, argv)
+
+
+def main(argv=None) -> int:
+    args, cfg = parse_args(argv)
+    progress_bar = ProgressBar()
+    logger = setup_logging(progress_bar)
+    with exit_on_config_error():
+        iter_per_epoch = validate_cfg(cfg)
+        if args.eval_only:
+            return eval_only(cfg, args)
+        check_output_dir(cfg.OUTPUT_DIR, args.resume)
+        seed_everything(cfg.SEED, cfg.NUM_THREADS)
+        train_split, test_split = build_datasets(cfg)
+        model = build_model(cfg)
+        checkpointer = Checkpointer(cfg.OUTPUT_DIR, resume=args.resume, weights=cfg.MODEL.WEIGHTS)
+        model = checkpointer.load_model(model)
+        optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
+        optimizer = checkpointer.load_optimizer(optimizer)
+        scheduler = LearningRateScheduler(optimizer, cfg.SOLVER, iter_per_epoch=iter_per_epoch)
+        scheduler = checkpointer.load_scheduler(scheduler)
+    if args.resume:
+        log_config_changes(checkpointer.checkpoint.get("config", {}), cfg)
+
+    # Every check passed: from here on the run writes to OUTPUT_DIR.
+    prepare_output_dir(cfg, resume=args.resume)
+    logger.info("Training %s (%d parameters) on %d images (%d held out), %d iterations per epoch, "
+                "%d iterations; writing to %s", cfg.MODEL.TYPE, sum(p.numel() for p in model.parameters()),
+                len(train_split), len(test_split), iter_per_epoch, scheduler.max_iter, cfg.OUTPUT_DIR)
+    data_loader = build_train_loader(cfg, train_split)
+    start_iter = checkpointer.start_iter
+    hooks = build_train_hooks(cfg, model, optimizer, scheduler, checkpointer, test_split, data_loader,
+                              start_iter, progress_bar)
+    checkpointer.load_rng()
+    try:
+        Trainer(model, optimizer, data_loader, hooks, start_iter, scheduler.max_iter).train()
+    except FloatingPointError as e:
+        progress_bar.close()
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
+    info = scheduler.info
+    logger.info("Done: held-out accuracy %.2f%% (best %.2f%% at epoch %d) after %d iterations, "
+                "%s per 1000 iterations; final model in %s", info["cur_acc"], info["best_acc"],
+                info["best_epoch"], scheduler.iteration, format_seconds(1000 * hooks[0].seconds_per_iter()),
+                os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
+    return 0
+
+
+def eval_only(cfg, args) -> int:
+    """Evaluate MODEL.WEIGHTS, or the last checkpoint with --resume; writes nothing."""
+    if not args.resume and not cfg.MODEL.WEIGHTS:
+        raise ConfigError("--eval-only needs MODEL.WEIGHTS (a .pth file) or --resume")
+    if args.resume:
+        check_output_dir(cfg.OUTPUT_DIR, resume=True)
+    seed_everything(cfg.SEED, cfg.NUM_THREADS)
+    _, test_split = build_datasets(cfg)
+    checkpointer = Checkpointer(cfg.OUTPUT_DIR, resume=args.resume, weights=cfg.MODEL.WEIGHTS)
+    model = checkpointer.load_model(build_model(cfg))
+    results = evaluate(model, test_split, cfg.TEST.BATCH_SIZE)
+    print(f"{checkpointer.source}: held-out accuracy {results['accuracy']:.2f}% "
+          f"({len(test_split)} images), test loss {results['test_loss']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
