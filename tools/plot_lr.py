@@ -16,6 +16,7 @@ i = max_iter, is where the schedule ends.
 import csv
 import os
 import sys
+import textwrap
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -45,10 +46,12 @@ def write_csv(path, curves, iter_per_epoch):
 
 def draw(path, curves, scheduler, iter_per_epoch, title):
     """Save the curves as a PNG, with the warm-up end and the milestones marked."""
-    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
+    # A fixed size in pixels (constrained layout, no tight bbox): the same PNG size for any config.
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=100, layout="constrained")
     iterations = range(scheduler.max_iter + 1)
     for curve in curves:
-        ax.plot(iterations, curve.lrs, label=f"{curve.label} (max {max(curve.lrs):.3g})", linewidth=1.5)
+        label = f"{curve.label.replace('/', ', ')} (max {max(curve.lrs):.3g})"
+        ax.plot(iterations, curve.lrs, label=textwrap.fill(label, 60), linewidth=1.5)
     if scheduler.warmup_iters > 0:
         ax.axvline(scheduler.warmup_iters, color="gray", linestyle="--", linewidth=1,
                    label=f"warm-up end ({scheduler.warmup_iters})")
@@ -60,11 +63,10 @@ def draw(path, curves, scheduler, iter_per_epoch, title):
     ax.set_ylabel("learning rate")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    # Outside the axes: the legend must not hide the top of a curve.
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    # Below the axes: inside, the legend would hide the top of some curve.
+    fig.legend(fontsize=8, loc="outside lower center", ncols=2, frameon=False)
     epochs = ax.secondary_xaxis("top", functions=(lambda i: i / iter_per_epoch, lambda e: e * iter_per_epoch))
     epochs.set_xlabel("epoch")
-    fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
