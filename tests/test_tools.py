@@ -198,6 +198,12 @@ def test_check_cfg_prints_merged_config_and_derived_quantities(tmp_path):
     assert "# iterations per epoch: 10 (--iter-per-epoch)" in again.stdout
 
 
+def test_check_cfg_passes_the_readme_config():
+    result = run_tool("check_cfg", "--cfg", REPO / "cfgs" / "digits_cnn_sgd_step.yaml", cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().endswith("# OK: the config is valid")
+
+
 def test_check_cfg_unknown_yaml_key_suggests_the_closest(tmp_path):
     cfg = write_cfg(tmp_path, {"SOLVER": {"SCHEDULER": {"WARMUP_ITERS": 10}}})
     result = run_tool("check_cfg", "--cfg", cfg, cwd=tmp_path)
