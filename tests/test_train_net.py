@@ -1,0 +1,327 @@
+"""End-to-end tests of tools/train_net.py, run as a user runs it: a subprocess on short schedules,
+real files, real checkpoints, a real SIGKILL."""
+import json
+import os
+import pty
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pet.lib.config import load_cfg
+from pet.lib.utils.lr_schedules import build_schedule
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_NET = REPO / "tools" / "train_net.py"
+
+# A tiny job (a few seconds): 44 iterations per epoch (1437 training images, batches of 32).
+TINY_JOB = {
+    "LOG_PERIOD": 1,
+    "MODEL": {"TYPE": "cnn", "CNN": {"CHANNELS": [4, 8, 8], "HIDDEN_DIM": 16}},
+    "SOLVER": {
+        "OPTIMIZER": {"TYPE": "SGD", "BASE_LR": 0.05, "BIAS_LR_FACTOR": 2.0},
+        "SCHEDULER": {"POLICY": "STEP", "TOTAL_ITERS": 60, "STEPS": [30, 45], "WARM_UP_ITERS": 10},
+        "SNAPSHOT_ITERS": 20,
+    },
+    "TEST": {"EVAL_ITERS": 30},
+}
+
+
+def write_cfg(directory: Path, job: dict, name: str = "job.yaml") -> Path:
+    path = directory / name
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+def train_command(cfg_file: Path, *args) -> list:
+    return [sys.executable, str(TRAIN_NET), "--cfg", str(cfg_file), *map(str, args)]
+
+
+def train(cwd: Path, cfg_file: Path, *args) -> subprocess.CompletedProcess:
+    """Run train_net in ``cwd``; return the finished process (output captured, not a terminal)."""
+    return subprocess.run(train_command(cfg_file, *args), cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def read_metrics(output_dir: Path) -> list:
+    with open(output_dir / "metrics.json") as f:
+        return [json.loads(line) for line in f]
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_bad_input(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit status 2, exactly one line on stderr holding every fragment, no traceback."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def snapshot_dir(directory: Path) -> dict:
+    """{name: (size, mtime_ns)} of every file, to prove a refused run wrote nothing."""
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in directory.iterdir()}
+
+
+# ---------------------------------------------------------------------------------------------
+# A normal run
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One tiny run with command-line overrides, shared by the tests that read its outputs."""
+    cwd = tmp_path_factory.mktemp("tiny")
+    cfg_file = write_cfg(cwd, TINY_JOB)
+    result = train(cwd, cfg_file, "OUTPUT_DIR", "out", "SOLVER.OPTIMIZER.BASE_LR", "0.02",
+                   "SOLVER.SCHEDULER.STEPS", "(20, 40)")
+    assert result.returncode == 0, result.stderr
+    return cwd, cwd / "out", result
+
+
+def test_overrides_reach_the_merged_config(tiny_run):
+    cwd, output_dir, _ = tiny_run
+    merged = load_cfg(str(output_dir / "config.yaml"))
+    assert merged.SOLVER.OPTIMIZER.BASE_LR == 0.02
+    assert merged.SOLVER.SCHEDULER.STEPS == (20, 40)
+    assert merged.SOLVER.OPTIMIZER.BIAS_LR_FACTOR == 2.0  # from the YAML file
+    assert merged.OUTPUT_DIR == "out"
+
+
+def test_run_writes_config_log_metrics_checkpoints(tiny_run):
+    _, output_dir, _ = tiny_run
+    assert sorted(p.name for p in output_dir.iterdir()) == [
+        "config.yaml", "last_checkpoint", "log.txt", "metrics.json",
+        "model_0000020.pth", "model_0000040.pth", "model_final.pth",
+    ]
+    assert (output_dir / "last_checkpoint").read_text() == "model_final.pth"
+    log = (output_dir / "log.txt").read_text()
+    assert "Evaluation after iteration 30" in log and "Done: held-out accuracy" in log
+
+
+def test_metrics_show_the_scheduled_lr_loss_and_evaluations(tiny_run):
+    _, output_dir, _ = tiny_run
+    records = read_metrics(output_dir)
+    assert [r["iteration"] for r in records] == list(range(60))
+    schedule = build_schedule(load_cfg(str(output_dir / "config.yaml")).SOLVER.SCHEDULER)
+    # The largest param group holds the conv weights: lr = BASE_LR * factor(i), exactly.
+    assert [r["lr"] for r in records] == [0.02 * schedule.factor(i) for i in range(60)]
+    assert records[0]["lr"] == pytest.approx(0.02 / 3)
+    assert records[25]["lr"] == pytest.approx(0.002)
+    assert all(r["loss"] > 0 and "time" in r and "eta_seconds" in r for r in records)
+    evaluated = [r["iteration"] for r in records if "accuracy" in r]
+    assert evaluated == [29, 59]
+    assert 0 <= records[-1]["accuracy"] <= 100 and records[-1]["test_loss"] > 0
+
+
+def test_checkpoints_hold_model_optimizer_scheduler_iteration(tiny_run):
+    _, output_dir, _ = tiny_run
+    checkpoint = load(output_dir / "model_0000040.pth")  # weights_only=True must work
+    assert {"model", "optimizer", "scheduler", "iteration", "rng", "data", "config"} <= set(checkpoint)
+    assert checkpoint["iteration"] == 40
+    assert checkpoint["scheduler"]["iteration"] == 40
+    assert checkpoint["data"] == {"epoch": 0, "batch": 40}
+    groups = checkpoint["optimizer"]["param_groups"]
+    assert any("backbone.conv1.conv.weight" in g["param_names"] for g in groups)
+    assert {g["initial_lr"] for g in groups} == {0.02, 0.04}  # BIAS_LR_FACTOR 2 for biases
+    assert all("momentum_buffer" in state for state in checkpoint["optimizer"]["state"].values())
+    final = load(output_dir / "model_final.pth")
+    assert final["iteration"] == 60
+    assert set(final["scheduler"]["info"]) == {"best_acc", "best_epoch", "cur_acc", "cur_epoch"}
+    assert final["scheduler"]["info"]["cur_acc"] == read_metrics(output_dir)[-1]["accuracy"]
+
+
+def test_output_is_quiet_when_not_a_terminal(tiny_run):
+    _, _, result = tiny_run
+    assert "\r" not in result.stdout
+    assert "iter 30/60" not in result.stdout  # the per-iteration lines go to log.txt only
+    assert len(result.stdout.splitlines()) < 15
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    job = dict(TINY_JOB, OUTPUT_DIR="out", SOLVER=dict(TINY_JOB["SOLVER"], SNAPSHOT_ITERS=0))
+    cfg_file = write_cfg(tmp_path, job)
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(train_command(cfg_file), cwd=tmp_path, stdout=follower,
+                               stderr=subprocess.PIPE, env=dict(os.environ, TERM="xterm"))
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closes when the process exits
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(timeout=300) == 0, process.stderr.read()
+    text = output.decode()
+    assert "\r" in text
+    assert "iter 60/60" in text and "lr " in text and "loss " in text and "it/s" in text and "eta " in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact resume after SIGKILL
+# ---------------------------------------------------------------------------------------------
+RESUME_JOBS = {
+    # BatchNorm, dropout, SGD momentum, shifted images, a STEP schedule over several epochs.
+    "cnn": {
+        "LOG_PERIOD": 1,
+        "MODEL": {"TYPE": "cnn"},
+        "DATA": {"MAX_SHIFT": 1},
+        "SOLVER": {
+            "OPTIMIZER": {"TYPE": "SGD", "BASE_LR": 0.05},
+            "SCHEDULER": {"POLICY": "STEP", "TOTAL_EPOCHS": 8, "STEPS": [5, 7], "WARM_UP_EPOCHS": 1},
+            "SNAPSHOT_ITERS": 50,
+        },
+        "TEST": {"EVAL_EPOCHS": 2},
+    },
+    # Embeddings, LayerNorm, attention dropout, AdamW moments, a COSINE schedule.
+    "transformer": {
+        "LOG_PERIOD": 1,
+        "MODEL": {"TYPE": "transformer", "TRANSFORMER": {"DROPOUT": 0.1}},
+        "SOLVER": {
+            "OPTIMIZER": {"TYPE": "ADAMW", "BASE_LR": 0.002, "WEIGHT_DECAY": 0.05},
+            "SCHEDULER": {"POLICY": "COSINE", "TOTAL_ITERS": 250, "WARM_UP_ITERS": 20},
+            "SNAPSHOT_ITERS": 50,
+        },
+        "TEST": {"EVAL_ITERS": 60},
+    },
+}
+
+
+def kill_after_checkpoint(cwd: Path, cfg_file: Path, checkpoint: Path, delay: float) -> None:
+    """Start a run, SIGKILL it ``delay`` seconds after ``checkpoint`` appears (between two
+    checkpoints), and check it really was killed mid-run."""
+    process = subprocess.Popen(train_command(cfg_file), cwd=cwd, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not checkpoint.exists():
+        assert process.poll() is None, f"the run ended before {checkpoint.name}: {process.stderr.read()}"
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.005)
+    time.sleep(delay)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL, "the run finished before it could be killed"
+    process.stderr.close()
+
+
+@pytest.mark.parametrize("model", sorted(RESUME_JOBS))
+def test_sigkill_and_resume_gives_bit_identical_weights(tmp_path, model):
+    job = RESUME_JOBS[model]
+    reference_cfg = write_cfg(tmp_path, dict(job, OUTPUT_DIR="reference"), "reference.yaml")
+    resumed_cfg = write_cfg(tmp_path, dict(job, OUTPUT_DIR="resumed"), "resumed.yaml")
+    reference = train(tmp_path, reference_cfg)
+    assert reference.returncode == 0, reference.stderr
+
+    kill_after_checkpoint(tmp_path, resumed_cfg, tmp_path / "resumed" / "model_0000100.pth", delay=0.15)
+    assert not (tmp_path / "resumed" / "model_final.pth").exists()
+    resumed = train(tmp_path, resumed_cfg, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming from" in resumed.stdout
+
+    final = load(tmp_path / "resumed" / "model_final.pth")
+    expected = load(tmp_path / "reference" / "model_final.pth")
+    assert final["iteration"] == expected["iteration"]
+    assert final["model"].keys() == expected["model"].keys()
+    for name, tensor in expected["model"].items():
+        assert torch.equal(final["model"][name], tensor), f"{name} differs after resume"
+    for index, state in expected["optimizer"]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(final["optimizer"]["state"][index][key], value), f"optimizer {index}.{key}"
+    assert final["scheduler"] == expected["scheduler"]
+
+    # Each iteration logged once, with the same lr and loss as the uninterrupted run.
+    def progress(records):
+        return [{k: v for k, v in r.items() if k not in ("time", "eta_seconds")} for r in records]
+    resumed_metrics = read_metrics(tmp_path / "resumed")
+    assert progress(resumed_metrics) == progress(read_metrics(tmp_path / "reference"))
+
+
+def test_resume_takes_hyperparameters_from_the_config_and_logs_them(tmp_path):
+    job = dict(TINY_JOB, OUTPUT_DIR="out")
+    job["SOLVER"] = dict(TINY_JOB["SOLVER"], SCHEDULER=dict(TINY_JOB["SOLVER"]["SCHEDULER"], TOTAL_ITERS=40,
+                                                           STEPS=[30]))
+    cfg_file = write_cfg(tmp_path, job)
+    assert train(tmp_path, cfg_file).returncode == 0
+    # Continue the finished run for 20 more iterations, with a new lr, momentum and schedule.
+    result = train(tmp_path, cfg_file, "--resume", "SOLVER.SCHEDULER.TOTAL_ITERS", "60",
+                   "SOLVER.OPTIMIZER.BASE_LR", "0.01", "SOLVER.OPTIMIZER.MOMENTUM", "0.8")
+    assert result.returncode == 0, result.stderr
+    assert "param group 0 initial_lr: 0.05 in the checkpoint, 0.01 from the config (used)" in result.stdout
+    assert "momentum: 0.9 in the checkpoint, 0.8 from the config (used)" in result.stdout
+    assert "SOLVER.OPTIMIZER.BASE_LR was 0.05 in the checkpoint's run, is 0.01 now (used)" in result.stdout
+    records = read_metrics(tmp_path / "out")
+    assert [r["iteration"] for r in records] == list(range(60))
+    assert records[45]["lr"] == pytest.approx(0.001)  # the new BASE_LR after the milestone at 30
+    final = load(tmp_path / "out" / "model_final.pth")
+    assert final["iteration"] == 60
+    assert {g["momentum"] for g in final["optimizer"]["param_groups"]} == {0.8}
+    assert {g["initial_lr"] for g in final["optimizer"]["param_groups"]} == {0.01, 0.02}
+
+
+@pytest.mark.parametrize("overrides, fragments", [
+    (["MODEL.TYPE", "transformer"], ["was saved from a different model", "MODEL.TYPE"]),
+    (["MODEL.CNN.HIDDEN_DIM", "32"], ["head.fc1.weight has shape (16, 32) there and (32, 32) here"]),
+    # Biases get the default lr: their param group merges with the weights' group.
+    (["SOLVER.OPTIMIZER.BIAS_LR_FACTOR", "1.0", "SOLVER.OPTIMIZER.WEIGHT_DECAY_BIAS", "0.0001"],
+     ["has 3 optimizer param groups, this config builds 2"]),
+])
+def test_resume_with_another_model_or_grouping_fails_clearly(tmp_path, overrides, fragments):
+    cfg_file = write_cfg(tmp_path, dict(TINY_JOB, OUTPUT_DIR="out"))
+    assert train(tmp_path, cfg_file).returncode == 0
+    before = snapshot_dir(tmp_path / "out")
+    assert_bad_input(train(tmp_path, cfg_file, "--resume", *overrides), *fragments)
+    assert snapshot_dir(tmp_path / "out") == before
+
+
+def test_eval_only_reports_accuracy_and_writes_nothing(tmp_path):
+    cfg_file = write_cfg(tmp_path, dict(TINY_JOB, OUTPUT_DIR="out"))
+    assert train(tmp_path, cfg_file).returncode == 0
+    accuracy = read_metrics(tmp_path / "out")[-1]["accuracy"]
+    result = train(tmp_path, cfg_file, "--eval-only", "OUTPUT_DIR", "elsewhere",
+                   "MODEL.WEIGHTS", tmp_path / "out" / "model_final.pth")
+    assert result.returncode == 0, result.stderr
+    assert f"held-out accuracy {accuracy:.2f}%" in result.stdout
+    assert not (tmp_path / "elsewhere").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: exit 2, one line naming the key and the problem, nothing written
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cfg_name, overrides, fragments", [
+    ("missing.yaml", [], ["--cfg missing.yaml: no such file"]),
+    ("job.json", [], ["only YAML files"]),
+    ("job.yaml", ["SOLVER.OPTIMIZER.BASE_RL", "0.1"],
+     ["unknown config key SOLVER.OPTIMIZER.BASE_RL", "did you mean SOLVER.OPTIMIZER.BASE_LR?"]),
+    ("job.yaml", ["DATA.BATCH_SIZE", "big"], ["DATA.BATCH_SIZE: expected an integer, got 'big'"]),
+    ("job.yaml", ["SOLVER.SCHEDULER.STEPS", "(45, 30)"], ["SOLVER.SCHEDULER.STEPS: must be sorted"]),
+    ("job.yaml", ["SOLVER.OPTIMIZER.BASE_LR", "-0.1"], ["SOLVER.OPTIMIZER.BASE_LR: must be >= 0"]),
+    ("job.yaml", ["MODEL.TYPE", "resnet"], ["MODEL.TYPE: unknown value 'resnet'; allowed: cnn, transformer"]),
+    ("job.yaml", ["DATA.BATCH_SIZE", "0"], ["DATA.BATCH_SIZE: expected an integer >= 1, got 0"]),
+    ("job.yaml", ["--resume"], ["--resume:", "last_checkpoint does not exist"]),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, cfg_name, overrides, fragments):
+    write_cfg(tmp_path, TINY_JOB, "job.yaml")
+    (tmp_path / "job.json").write_text(json.dumps(TINY_JOB))
+    flags = [o for o in overrides if o.startswith("--")]
+    pairs = [o for o in overrides if not o.startswith("--")]
+    result = train(tmp_path, Path(cfg_name), *flags, "OUTPUT_DIR", "out", *pairs)
+    assert_bad_input(result, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_with_checkpoints_is_not_overwritten(tmp_path):
+    cfg_file = write_cfg(tmp_path, dict(TINY_JOB, OUTPUT_DIR="out"))
+    assert train(tmp_path, cfg_file).returncode == 0
+    before = snapshot_dir(tmp_path / "out")
+    assert_bad_input(train(tmp_path, cfg_file), "OUTPUT_DIR out already holds checkpoints", "--resume")
+    assert snapshot_dir(tmp_path / "out") == before
