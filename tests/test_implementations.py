@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from pet.lib.config import get_cfg
+from pet.lib.utils import clip_ops
 from pet.lib.utils.optimizer import OPTIMIZERS, Optimizer, implementation_kwargs
 
 TYPES = ("SGD", "ADAMW", "ADAM", "RMSPROP")
@@ -29,6 +30,15 @@ class TinyNet(nn.Module):
         self.backbone = nn.Sequential(nn.Linear(6, 10), nn.LayerNorm(10))
         self.pos_embed = nn.Parameter(torch.zeros(1, 10))
         self.head = nn.Linear(10, 3)
+
+
+@pytest.fixture(params=["per_tensor", "multi_tensor"])
+def clip_path(request, monkeypatch):
+    """Run the test with the CPU's per-tensor clip ops, then with the accelerators'
+    multi-tensor ops (foreach works on the CPU too), so both paths are checked here."""
+    if request.param == "multi_tensor":
+        monkeypatch.setattr(clip_ops, "for_device", lambda device: clip_ops.MultiTensorOps)
+    return request.param
 
 
 def tiny_net():
@@ -119,19 +129,19 @@ def scaler():
 
 @pytest.mark.parametrize("clip", CLIPS, ids=lambda c: c[0] if c else "no_clip")
 @pytest.mark.parametrize("type_,implementation", KERNELS)
-def test_every_kernel_and_clip_matches_the_loop_reference(type_, implementation, clip):
+def test_every_kernel_and_clip_matches_the_loop_reference(type_, implementation, clip, clip_path):
     assert_params_close(solver_params(type_, implementation, clip), reference_params(type_, clip))
 
 
 @pytest.mark.parametrize("clip", OTHER_NORMS, ids=lambda c: f"{c[0]}-p{c[2]}")
 @pytest.mark.parametrize("implementation", ["fused", "foreach", "loop"])
-def test_other_norm_types_match_the_loop_reference(implementation, clip):
+def test_other_norm_types_match_the_loop_reference(implementation, clip, clip_path):
     assert_params_close(solver_params("ADAMW", implementation, clip), reference_params("ADAMW", clip))
 
 
 @pytest.mark.parametrize("clip", CLIPS, ids=lambda c: c[0] if c else "no_clip")
 @pytest.mark.parametrize("type_,implementation", KERNELS)
-def test_grad_scaler_clips_the_true_gradients(type_, implementation, clip):
+def test_grad_scaler_clips_the_true_gradients(type_, implementation, clip, clip_path):
     """Fused kernels get the scale as optimizer.grad_scale (unscaled inside the kernel); the
     others are unscaled by the scaler before step(). Either way the clip sees true gradients."""
     actual = solver_params(type_, implementation, clip, scaler=scaler())
@@ -140,7 +150,7 @@ def test_grad_scaler_clips_the_true_gradients(type_, implementation, clip):
 
 @pytest.mark.parametrize("clip", CLIPS[1:], ids=lambda c: c[0])
 @pytest.mark.parametrize("type_", FUSED_TYPES)
-def test_grad_scaler_unscale_before_step_with_fused(type_, clip):
+def test_grad_scaler_unscale_before_step_with_fused(type_, clip, clip_path):
     """scaler.unscale_(opt) first (the way users clip by hand): step() gets grad_scale=None."""
     actual = solver_params(type_, "fused", clip, scaler=scaler(), unscale_first=True)
     assert_params_close(actual, reference_params(type_, clip))
@@ -148,7 +158,7 @@ def test_grad_scaler_unscale_before_step_with_fused(type_, clip):
 
 @pytest.mark.parametrize("clip", CLIPS[1:], ids=lambda c: c[0])
 @pytest.mark.parametrize("type_,implementation", KERNELS)
-def test_grad_scaler_skips_the_step_on_inf_despite_clipping(type_, implementation, clip):
+def test_grad_scaler_skips_the_step_on_inf_despite_clipping(type_, implementation, clip, clip_path):
     """Clipping must not hide an overflow: the step is skipped and the scale backs off."""
     model = tiny_net()
     opt = Optimizer(model, solver_cfg(type_, implementation, clip)).build()

@@ -1,16 +1,24 @@
-"""Gradient clipping inside ``optimizer.step()``, with multi-tensor operations.
+"""Gradient clipping inside ``optimizer.step()``, at the least memory traffic each clip needs.
 
 Clipping in ``step()`` keeps every training loop correct, including ``GradScaler.step``: for a
 non-fused optimizer the scaler unscales the gradients before ``step()``; a fused optimizer gets
-the scale as ``optimizer.grad_scale`` instead and divides inside its kernel, so here the bounds
-are scaled by it (and ``full_model`` clipping is folded into that scale: no extra pass).
+the scale as ``optimizer.grad_scale`` instead (its kernel divides by it), so here the clip
+accounts for it:
+
+- "full_model" needs one read of every gradient (the total norm); the clip coefficient then
+  rides in the fused kernel's ``grad_scale`` (no pass of its own), or is one multiply pass for
+  the other kernels.
+- "norm" and "value" unscale in the same pass that clips, and hand the kernel no scale.
+
+How the passes run depends on the device (``clip_ops``): per tensor with host scalars on the
+CPU, multi-tensor (foreach) without host syncs elsewhere.
 """
 from collections import defaultdict
 from typing import Dict, List, Optional
 
 import torch
 
-EPS = 1e-6  # as torch.nn.utils.clip_grad_norm_
+from pet.lib.utils import clip_ops
 
 
 def grads_by_device(optimizer: torch.optim.Optimizer) -> Dict[torch.device, List[torch.Tensor]]:
@@ -21,37 +29,6 @@ def grads_by_device(optimizer: torch.optim.Optimizer) -> Dict[torch.device, List
             if p.grad is not None:
                 grads[p.grad.device].append(p.grad)
     return grads
-
-
-def clip_by_value_(grads: List[torch.Tensor], clip_value: float) -> None:
-    """Clamp every element to [-clip_value, clip_value] in place."""
-    torch._foreach_clamp_min_(grads, -clip_value)
-    torch._foreach_clamp_max_(grads, clip_value)
-
-
-def clip_each_norm_(grads: List[torch.Tensor], max_norm: float, norm_type: float) -> None:
-    """Scale each gradient separately so its p-norm is at most ``max_norm``, in place."""
-    coefs = torch._foreach_norm(grads, norm_type)
-    torch._foreach_add_(coefs, EPS)
-    torch._foreach_reciprocal_(coefs)
-    torch._foreach_mul_(coefs, max_norm)
-    torch._foreach_clamp_max_(coefs, 1.0)
-    torch._foreach_mul_(grads, coefs)
-
-
-def total_norm(grads_per_device: Dict[torch.device, List[torch.Tensor]], norm_type: float,
-               device: torch.device) -> torch.Tensor:
-    """The p-norm of all gradients together, as a 0-dim float32 tensor on ``device``."""
-    per_device = []
-    for grads in grads_per_device.values():
-        norms = torch._foreach_norm(grads, norm_type)
-        per_device.append(torch.linalg.vector_norm(torch.stack(norms).float(), norm_type).to(device))
-    return torch.linalg.vector_norm(torch.stack(per_device), norm_type)
-
-
-def clip_coefficient(norm: torch.Tensor, max_norm: float) -> torch.Tensor:
-    """min(1, max_norm / norm): the factor that brings a gradient of norm ``norm`` to the bound."""
-    return torch.clamp(max_norm / (norm + EPS), max=1.0)
 
 
 class GradientClipping:
@@ -80,34 +57,45 @@ class GradientClipping:
 
     @torch.no_grad()
     def clip_gradients_(self) -> None:
-        """Clip the current gradients as configured (before the kernel divides by grad_scale)."""
+        """Clip the current gradients as configured; may set ``self.grad_scale`` for the kernel.
+
+        ``grad_scale`` (set by GradScaler on fused optimizers) means the gradients are still
+        multiplied by it: the clip bounds the true gradients, ``grad / grad_scale``.
+        """
         grads_per_device = grads_by_device(self)
         if not grads_per_device:
             return
         grad_scale: Optional[torch.Tensor] = getattr(self, "grad_scale", None)
         if self.clip_type == "full_model":
-            device = next(iter(grads_per_device))
-            norm = total_norm(grads_per_device, self.norm_type, device)
-            if grad_scale is None:
-                coef = clip_coefficient(norm, self.clip_value)
-                if getattr(self, "_step_supports_amp_scaling", False):
-                    # Fused kernel: it divides every gradient by grad_scale, so the clip is free.
-                    self.grad_scale = 1.0 / coef
-                    return
-            else:
-                coef = clip_coefficient(norm / grad_scale.to(device), self.clip_value)
-                self.grad_scale = grad_scale / coef.to(grad_scale.device)
-                return
-            for device, grads in grads_per_device.items():
-                torch._foreach_mul_(grads, coef.to(device))
+            self._clip_full_model_(grads_per_device, grad_scale)
             return
-        # The kernel will divide by grad_scale: bound the scaled gradients by the scaled bound.
-        bound = self.clip_value * (1.0 if grad_scale is None else float(grad_scale))
         for grads in grads_per_device.values():
+            ops = clip_ops.for_device(grads[0].device)
             if self.clip_type == "value":
-                clip_by_value_(grads, bound)
+                ops.clip_value_(grads, self.clip_value, grad_scale)
             else:
-                clip_each_norm_(grads, bound, self.norm_type)
+                ops.clip_norm_(grads, self.clip_value, self.norm_type, grad_scale)
+        if grad_scale is not None:
+            self.grad_scale = None  # unscaled above; the scaler's found_inf still skips the step
+
+    def _clip_full_model_(self, grads_per_device: Dict[torch.device, List[torch.Tensor]],
+                          grad_scale: Optional[torch.Tensor]) -> None:
+        norms = [clip_ops.for_device(device).total_norm(grads, self.norm_type)
+                 for device, grads in grads_per_device.items()]
+        device = next(iter(grads_per_device))
+        norm = clip_ops.combine_norms(norms, self.norm_type, device)
+        if grad_scale is not None:
+            norm = norm / grad_scale.to(device)
+        coef = clip_ops.clip_coefficient(norm, self.clip_value)
+        if clip_ops.is_one(coef):
+            return  # within the bound: torch would multiply by exactly 1.0
+        if getattr(self, "_step_supports_amp_scaling", False):
+            # Fused kernel: it divides every gradient by grad_scale, so the clip costs no pass.
+            scale = 1.0 if grad_scale is None else grad_scale
+            self.grad_scale = scale / coef.to(device)
+            return
+        for device, grads in grads_per_device.items():
+            torch._foreach_mul_(grads, coef.to(device))
 
     def step(self, closure=None):
         loss = None
