@@ -3,6 +3,7 @@ real files, real checkpoints, a real SIGKILL."""
 import json
 import os
 import pty
+import shutil
 import signal
 import subprocess
 import sys
@@ -187,10 +188,10 @@ RESUME_JOBS = {
     # Embeddings, LayerNorm, attention dropout, AdamW moments, a COSINE schedule.
     "transformer": {
         "LOG_PERIOD": 1,
-        "MODEL": {"TYPE": "transformer", "TRANSFORMER": {"DROPOUT": 0.1}},
+        "MODEL": {"TYPE": "transformer", "TRANSFORMER": {"EMBED_DIM": 32, "DROPOUT": 0.1}},
         "SOLVER": {
             "OPTIMIZER": {"TYPE": "ADAMW", "BASE_LR": 0.002, "WEIGHT_DECAY": 0.05},
-            "SCHEDULER": {"POLICY": "COSINE", "TOTAL_ITERS": 250, "WARM_UP_ITERS": 20},
+            "SCHEDULER": {"POLICY": "COSINE", "TOTAL_ITERS": 200, "WARM_UP_ITERS": 20},
             "SNAPSHOT_ITERS": 50,
         },
         "TEST": {"EVAL_ITERS": 60},
@@ -246,24 +247,31 @@ def test_sigkill_and_resume_gives_bit_identical_weights(tmp_path, model):
     assert progress(resumed_metrics) == progress(read_metrics(tmp_path / "reference"))
 
 
-def test_resume_takes_hyperparameters_from_the_config_and_logs_them(tmp_path):
-    job = dict(TINY_JOB, OUTPUT_DIR="out")
-    job["SOLVER"] = dict(TINY_JOB["SOLVER"], SCHEDULER=dict(TINY_JOB["SOLVER"]["SCHEDULER"], TOTAL_ITERS=40,
-                                                           STEPS=[30]))
-    cfg_file = write_cfg(tmp_path, job)
-    assert train(tmp_path, cfg_file).returncode == 0
-    # Continue the finished run for 20 more iterations, with a new lr, momentum and schedule.
-    result = train(tmp_path, cfg_file, "--resume", "SOLVER.SCHEDULER.TOTAL_ITERS", "60",
-                   "SOLVER.OPTIMIZER.BASE_LR", "0.01", "SOLVER.OPTIMIZER.MOMENTUM", "0.8")
+def copy_of_finished_run(tiny_run, tmp_path: Path) -> Path:
+    """A copy of the tiny run's OUTPUT_DIR at ``tmp_path/out`` and its YAML at ``tmp_path/job.yaml``
+    (which says OUTPUT_DIR out); returns the YAML's path."""
+    _, output_dir, _ = tiny_run
+    shutil.copytree(output_dir, tmp_path / "out")
+    return write_cfg(tmp_path, dict(TINY_JOB, OUTPUT_DIR="out"))
+
+
+def test_resume_takes_hyperparameters_from_the_config_and_logs_them(tiny_run, tmp_path):
+    cfg_file = copy_of_finished_run(tiny_run, tmp_path)
+    # Continue the finished 60-iteration run to 80, with a new lr, momentum and milestones.
+    result = train(tmp_path, cfg_file, "--resume", "SOLVER.SCHEDULER.TOTAL_ITERS", "80",
+                   "SOLVER.SCHEDULER.STEPS", "(20, 70)", "SOLVER.OPTIMIZER.BASE_LR", "0.01",
+                   "SOLVER.OPTIMIZER.MOMENTUM", "0.8")
     assert result.returncode == 0, result.stderr
-    assert "param group 0 initial_lr: 0.05 in the checkpoint, 0.01 from the config (used)" in result.stdout
+    assert "param group 0 initial_lr: 0.02 in the checkpoint, 0.01 from the config (used)" in result.stdout
     assert "momentum: 0.9 in the checkpoint, 0.8 from the config (used)" in result.stdout
-    assert "SOLVER.OPTIMIZER.BASE_LR was 0.05 in the checkpoint's run, is 0.01 now (used)" in result.stdout
+    assert "SOLVER.OPTIMIZER.BASE_LR was 0.02 in the checkpoint's run, is 0.01 now (used)" in result.stdout
     records = read_metrics(tmp_path / "out")
-    assert [r["iteration"] for r in records] == list(range(60))
-    assert records[45]["lr"] == pytest.approx(0.001)  # the new BASE_LR after the milestone at 30
+    assert [r["iteration"] for r in records] == list(range(80))
+    # The new BASE_LR under the new milestones: one decay before 70, two after.
+    assert records[65]["lr"] == pytest.approx(0.001)
+    assert records[75]["lr"] == pytest.approx(0.0001)
     final = load(tmp_path / "out" / "model_final.pth")
-    assert final["iteration"] == 60
+    assert final["iteration"] == 80
     assert {g["momentum"] for g in final["optimizer"]["param_groups"]} == {0.8}
     assert {g["initial_lr"] for g in final["optimizer"]["param_groups"]} == {0.01, 0.02}
 
@@ -271,24 +279,22 @@ def test_resume_takes_hyperparameters_from_the_config_and_logs_them(tmp_path):
 @pytest.mark.parametrize("overrides, fragments", [
     (["MODEL.TYPE", "transformer"], ["was saved from a different model", "MODEL.TYPE"]),
     (["MODEL.CNN.HIDDEN_DIM", "32"], ["head.fc1.weight has shape (16, 32) there and (32, 32) here"]),
-    # Biases get the default lr: their param group merges with the weights' group.
+    # Biases get the default lr and weight decay: their param group merges with the weights'.
     (["SOLVER.OPTIMIZER.BIAS_LR_FACTOR", "1.0", "SOLVER.OPTIMIZER.WEIGHT_DECAY_BIAS", "0.0001"],
      ["has 3 optimizer param groups, this config builds 2"]),
 ])
-def test_resume_with_another_model_or_grouping_fails_clearly(tmp_path, overrides, fragments):
-    cfg_file = write_cfg(tmp_path, dict(TINY_JOB, OUTPUT_DIR="out"))
-    assert train(tmp_path, cfg_file).returncode == 0
+def test_resume_with_another_model_or_grouping_fails_clearly(tiny_run, tmp_path, overrides, fragments):
+    cfg_file = copy_of_finished_run(tiny_run, tmp_path)
     before = snapshot_dir(tmp_path / "out")
     assert_bad_input(train(tmp_path, cfg_file, "--resume", *overrides), *fragments)
     assert snapshot_dir(tmp_path / "out") == before
 
 
-def test_eval_only_reports_accuracy_and_writes_nothing(tmp_path):
-    cfg_file = write_cfg(tmp_path, dict(TINY_JOB, OUTPUT_DIR="out"))
-    assert train(tmp_path, cfg_file).returncode == 0
-    accuracy = read_metrics(tmp_path / "out")[-1]["accuracy"]
-    result = train(tmp_path, cfg_file, "--eval-only", "OUTPUT_DIR", "elsewhere",
-                   "MODEL.WEIGHTS", tmp_path / "out" / "model_final.pth")
+def test_eval_only_reports_accuracy_and_writes_nothing(tiny_run, tmp_path):
+    _, output_dir, _ = tiny_run
+    accuracy = read_metrics(output_dir)[-1]["accuracy"]
+    cfg_file = write_cfg(tmp_path, dict(TINY_JOB, OUTPUT_DIR="elsewhere"))
+    result = train(tmp_path, cfg_file, "--eval-only", "MODEL.WEIGHTS", output_dir / "model_final.pth")
     assert result.returncode == 0, result.stderr
     assert f"held-out accuracy {accuracy:.2f}%" in result.stdout
     assert not (tmp_path / "elsewhere").exists()
@@ -319,9 +325,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, cfg_name, 
     assert not (tmp_path / "out").exists()
 
 
-def test_a_run_with_checkpoints_is_not_overwritten(tmp_path):
-    cfg_file = write_cfg(tmp_path, dict(TINY_JOB, OUTPUT_DIR="out"))
-    assert train(tmp_path, cfg_file).returncode == 0
+def test_a_run_with_checkpoints_is_not_overwritten(tiny_run, tmp_path):
+    cfg_file = copy_of_finished_run(tiny_run, tmp_path)
     before = snapshot_dir(tmp_path / "out")
     assert_bad_input(train(tmp_path, cfg_file), "OUTPUT_DIR out already holds checkpoints", "--resume")
     assert snapshot_dir(tmp_path / "out") == before

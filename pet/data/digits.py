@@ -3,9 +3,14 @@
 Images are kept as integer intensity levels 0..16 (the data set's own encoding); each model
 decides how to read them (the CNN scales them to [0, 1], the transformer embeds each level).
 """
+import gzip
+import importlib.util
 import math
+import os
 from dataclasses import dataclass
+from typing import Tuple
 
+import numpy as np
 import torch
 
 # Images in each data set, so that iterations per epoch are known without loading anything.
@@ -27,7 +32,7 @@ class ImageSplit:
 
 
 def num_test_images(num_images: int, test_fraction: float) -> int:
-    """Held-out images of a split: ceil(fraction * N), as scikit-learn's train_test_split."""
+    """Held-out images of a split: ceil(fraction * N)."""
     return math.ceil(test_fraction * num_images)
 
 
@@ -37,22 +42,38 @@ def num_train_images(data_cfg) -> int:
     return total - num_test_images(total, data_cfg.TEST_FRACTION)
 
 
-def load_digits_split(test_fraction: float, split_seed: int) -> "tuple[ImageSplit, ImageSplit]":
-    """(train, test) splits of the digits, stratified by class and fixed by ``split_seed``."""
-    # Imported here: scikit-learn is slow to import and only needed once the job really runs.
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+def digits_file() -> str:
+    """Path of ``digits.csv.gz`` inside the installed scikit-learn.
 
-    digits = load_digits()
-    levels = digits.images.astype("uint8").reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
-    train_levels, test_levels, train_labels, test_labels = train_test_split(
-        levels,
-        digits.target,
-        test_size=test_fraction,
-        random_state=split_seed,
-        stratify=digits.target,
-    )
+    Found without importing scikit-learn: the import takes longer than a short training run,
+    and ``sklearn.datasets.load_digits`` only reads this file (tests check both agree).
+    Raises FileNotFoundError when scikit-learn or the file is missing.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("scikit-learn is not installed; it ships the digits (see requirements.txt)")
+    path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"the digits data set is not where scikit-learn keeps it: {path}")
+    return path
+
+
+def load_digits_arrays() -> Tuple[np.ndarray, np.ndarray]:
+    """All digits: levels (1797, 1, 8, 8) uint8 and labels (1797,) int64, in file order."""
+    with gzip.open(digits_file(), "rt") as f:
+        table = np.loadtxt(f, delimiter=",")  # 64 pixel levels, then the label, per row
+    levels = table[:, :-1].astype(np.uint8).reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
+    return levels, table[:, -1].astype(np.int64)
+
+
+def load_digits_split(test_fraction: float, split_seed: int) -> Tuple[ImageSplit, ImageSplit]:
+    """(train, test) splits of the digits: a permutation seeded by ``split_seed`` holds out its
+    first ceil(fraction * N) images; each split keeps the file order."""
+    levels, labels = load_digits_arrays()
+    order = np.random.default_rng(split_seed).permutation(len(labels))
+    num_test = num_test_images(len(labels), test_fraction)
+    test_index, train_index = np.sort(order[:num_test]), np.sort(order[num_test:])
     return (
-        ImageSplit(torch.from_numpy(train_levels), torch.from_numpy(train_labels).long()),
-        ImageSplit(torch.from_numpy(test_levels), torch.from_numpy(test_labels).long()),
+        ImageSplit(torch.from_numpy(levels[train_index]), torch.from_numpy(labels[train_index])),
+        ImageSplit(torch.from_numpy(levels[test_index]), torch.from_numpy(labels[test_index])),
     )

@@ -5,7 +5,7 @@ DATA = CN()
 # The data set: "digits", the 1797 8x8 handwritten digits that ship inside scikit-learn
 # (no download).
 DATA.DATASET = "digits"
-# Fraction of the images held out for evaluation, in (0, 1); the split is stratified by class.
+# Fraction of the images held out for evaluation, in (0, 1) (a random subset, fixed by SPLIT_SEED).
 DATA.TEST_FRACTION = 0.2
 # Seed of the train/test split, kept apart from SEED so that every run of a study is
 # evaluated on the same held-out images.
