@@ -63,6 +63,16 @@ def test_yaml_then_overrides_merge_in_order(tmp_path):
     assert cfg.SOLVER.OPTIMIZER.CLIP_GRADIENTS.ENABLED is True
 
 
+def test_override_is_checked_against_the_default_type_not_the_yaml_value(tmp_path):
+    """An optional key (None by default) set by a YAML to an int still takes a float or None."""
+    path = tmp_path / "x.yaml"
+    path.write_text("SOLVER:\n  SCHEDULER:\n    TOTAL_EPOCHS: 12\n    WARM_UP_EPOCHS: 1\n")
+    cfg = load_cfg(str(path), ["SOLVER.SCHEDULER.WARM_UP_EPOCHS", "0.5",
+                               "SOLVER.SCHEDULER.TOTAL_EPOCHS", "None"])
+    assert cfg.SOLVER.SCHEDULER.WARM_UP_EPOCHS == 0.5
+    assert cfg.SOLVER.SCHEDULER.TOTAL_EPOCHS is None
+
+
 def test_integer_for_a_float_key_is_accepted_as_float():
     cfg = load_cfg(None, ["SOLVER.OPTIMIZER.BASE_LR", "1"])
     assert cfg.SOLVER.OPTIMIZER.BASE_LR == 1.0 and isinstance(cfg.SOLVER.OPTIMIZER.BASE_LR, float)

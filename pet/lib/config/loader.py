@@ -16,6 +16,7 @@ from pet.lib.config.defaults import get_cfg
 from pet.lib.config.errors import ConfigError
 
 _SCALAR_TYPES = (str, int, float, bool, type(None))
+_DEFAULTS = get_cfg()
 
 
 def load_cfg(cfg_file: str = None, overrides: Sequence[str] = ()) -> CfgNode:
@@ -101,10 +102,21 @@ def _set(cfg: CfgNode, full_key: str, value: Any, source: str) -> None:
         if depth < len(parts) - 1:
             node = node[part]
     leaf = parts[-1]
-    default = node[leaf]
-    if isinstance(default, CfgNode):
+    if isinstance(node[leaf], CfgNode):
         raise ConfigError(f"{full_key} ({source}): is a section, not a key; set one of its keys")
-    node[leaf] = _coerce(full_key, value, default)
+    node[leaf] = _coerce(full_key, value, _default_value(full_key, node[leaf]))
+
+
+def _default_value(full_key: str, current: Any) -> Any:
+    """The default of ``full_key`` (``current`` for a key the defaults lack). Values are coerced
+    to the default's type, not the current one's, so an optional key that a YAML set to 1
+    (WARM_UP_EPOCHS) still takes 0.5 or None from an override."""
+    node = _DEFAULTS
+    for part in full_key.split("."):
+        if not isinstance(node, CfgNode) or part not in node:
+            return current
+        node = node[part]
+    return node
 
 
 def _unknown_key_message(cfg: CfgNode, full_key: str, source: str) -> str:
