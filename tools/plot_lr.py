@@ -65,7 +65,8 @@ def draw(path, curves, scheduler, iter_per_epoch, title):
     ax.grid(alpha=0.3)
     # Below the axes: inside, the legend would hide the top of some curve.
     fig.legend(fontsize=8, loc="outside lower center", ncols=2, frameon=False)
-    epochs = ax.secondary_xaxis("top", functions=(lambda i: i / iter_per_epoch, lambda e: e * iter_per_epoch))
+    epochs = ax.secondary_xaxis("top", functions=(lambda i: i / iter_per_epoch,
+                                                  lambda e: e * iter_per_epoch))
     epochs.set_xlabel("epoch")
     fig.savefig(path)
     plt.close(fig)
