@@ -1,0 +1,44 @@
+"""Tests of pet/lib/config/validate_job.py: every key of MODEL, DATA, TEST and the run keys is
+checked with a message naming it, and the name lists agree with the builders."""
+import pytest
+
+from pet.data import DATASETS, iter_per_epoch
+from pet.lib.config import ConfigError, get_cfg, merge_from_list
+from pet.lib.config.validate_job import validate_cfg
+
+
+def test_defaults_are_valid_and_give_the_iterations_per_epoch():
+    cfg = get_cfg()
+    assert validate_cfg(cfg) == iter_per_epoch(cfg) == 44
+    assert DATASETS == ("digits",)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["OUTPUT_DIR", " "], "OUTPUT_DIR: expected a directory path"),
+    (["SEED", "-1"], "SEED: expected an integer >= 0, got -1"),
+    (["LOG_PERIOD", "0"], "LOG_PERIOD: expected an integer >= 1, got 0"),
+    (["MODEL.TYPE", "resnet"], "MODEL.TYPE: unknown value 'resnet'; allowed: cnn, transformer"),
+    (["MODEL.NUM_CLASSES", "1"], "MODEL.NUM_CLASSES: expected an integer >= 2"),
+    (["MODEL.CNN.CHANNELS", "(8, 8)"], "MODEL.CNN.CHANNELS: expected three positive integers"),
+    (["MODEL.CNN.DROPOUT", "1.0"], "MODEL.CNN.DROPOUT: must be in [0, 1), got 1.0"),
+    (["MODEL.TRANSFORMER.PATCH_SIZE", "3"], "MODEL.TRANSFORMER.PATCH_SIZE: unknown value 3; allowed: 1, 2, 4"),
+    (["MODEL.TRANSFORMER.EMBED_DIM", "62"], "EMBED_DIM: 62 must be divisible by MODEL.TRANSFORMER.PATCH_SIZE**2=4"),
+    (["MODEL.TRANSFORMER.NUM_HEADS", "3"], "EMBED_DIM: 64 must be divisible by MODEL.TRANSFORMER.NUM_HEADS=3"),
+    (["DATA.DATASET", "mnist"], "DATA.DATASET: unknown value 'mnist'; allowed: digits"),
+    (["DATA.TEST_FRACTION", "1.0"], "DATA.TEST_FRACTION: must be in (0, 1), got 1.0"),
+    (["DATA.BATCH_SIZE", "0"], "DATA.BATCH_SIZE: expected an integer >= 1, got 0"),
+    (["DATA.BATCH_SIZE", "2000"], "DATA.BATCH_SIZE: 2000 with DATA.DROP_LAST=True leaves no full batch"),
+    (["DATA.MAX_SHIFT", "4"], "DATA.MAX_SHIFT: must be < 4 pixels"),
+    (["TEST.EVAL_EPOCHS", "0"], "TEST.EVAL_EPOCHS: expected a number > 0 or None, got 0"),
+    (["TEST.BATCH_SIZE", "0"], "TEST.BATCH_SIZE: expected an integer >= 1, got 0"),
+    # The solver is checked with the data's iterations per epoch (44): epoch 30 is past the end.
+    (["SOLVER.SCHEDULER.TOTAL_EPOCHS", "20", "SOLVER.SCHEDULER.STEPS", "(10, 30)"],
+     "SOLVER.SCHEDULER.STEPS: every milestone must be below the schedule's length (20 epochs)"),
+])
+def test_bad_values_name_their_key(overrides, message):
+    cfg = get_cfg()
+    merge_from_list(cfg, overrides)
+    with pytest.raises(ConfigError) as error:
+        validate_cfg(cfg)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
