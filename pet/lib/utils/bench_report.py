@@ -1,0 +1,98 @@
+"""The report half of tools/benchmark_solver.py: the machine, the targets, the printed table."""
+import os
+import platform
+from typing import Dict, List
+
+import torch
+
+# (row, optimizer type, the most it may take, as a multiple of torch's fused single-group step)
+STEP_TARGETS = [
+    ("solver", "ADAMW", 1.10), ("solver", "SGD", 1.10),
+    ("solver + full_model", "ADAMW", 1.6), ("solver + full_model", "SGD", 1.8),
+    ("solver + norm", "ADAMW", 1.8), ("solver + norm", "SGD", 1.8),
+    ("solver + value", "ADAMW", 1.8), ("solver + value", "SGD", 1.8),
+]
+MIN_SPEEDUP_OVER_BASELINE = 3.0
+MAX_LOOP_OVERHEAD = 0.03
+BUSY_WARNING = 0.1  # cores used by other processes above which figures are suspect
+
+
+def machine_info(device: torch.device) -> Dict:
+    """What the figures were measured on: CPU model, threads, torch, device (and GPU)."""
+    cpu = platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    info = dict(cpu=cpu, cores=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                torch=torch.__version__, device=str(device))
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _row(rows: List[Dict], name: str) -> Dict:
+    return next(r for r in rows if r["name"] == name)
+
+
+def targets(result: Dict, reference: str, baseline: str) -> List[Dict]:
+    """Each target of the issue, per model: the measured value, the limit and whether it holds."""
+    checks = []
+    for model_name, model in result["models"].items():
+        for row, optimizer_type, limit in STEP_TARGETS:
+            ratio = _row(model["steps"][optimizer_type]["rows"], row)["ratio"]
+            checks.append(dict(model=model_name, what=f"{optimizer_type} {row} / {reference}",
+                               value=ratio, limit=f"<= {limit}", met=ratio <= limit))
+        for optimizer_type in ("ADAMW", "SGD"):
+            rows = model["steps"][optimizer_type]["rows"]
+            speedup = _row(rows, baseline)["ms"] / _row(rows, "solver")["ms"]
+            checks.append(dict(model=model_name, what=f"{optimizer_type} speed-up over {baseline}",
+                               value=speedup, limit=f">= {MIN_SPEEDUP_OVER_BASELINE}",
+                               met=speedup >= MIN_SPEEDUP_OVER_BASELINE))
+    if "training_loop" in result:
+        overhead = result["training_loop"]["overhead"]
+        checks.append(dict(model="job of --cfg", what="training loop overhead over a bare loop",
+                           value=overhead, limit=f"<= {MAX_LOOP_OVERHEAD:.0%}",
+                           met=overhead <= MAX_LOOP_OVERHEAD))
+    return checks
+
+
+def _busy_line(cores) -> List[str]:
+    if cores is None or cores <= BUSY_WARNING:
+        return []
+    return [f"WARNING: other processes kept {cores:.2f} cores busy meanwhile: figures are noisy"]
+
+
+def _step_table(title: str, rows: List[Dict], reference: str) -> List[str]:
+    lines = ["", title, f"{'':32} {'ms':>8} {'x ' + reference:>30} {'GB/s':>7} {'of copy':>8}"]
+    lines += [f"{r['name']:32} {r['ms']:8.2f} {r['ratio']:29.2f}x {r['gb_per_s']:7.1f} "
+              f"{r['of_copy']:8.0%}" for r in rows]
+    return lines
+
+
+def format_report(result: Dict) -> str:
+    """The human-readable tables of the benchmark's result."""
+    m = result["machine"]
+    lines = [f"{m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, torch "
+             f"{m['torch']}, device {m['device']}{', ' + m['gpu'] if 'gpu' in m else ''}",
+             f"copy bandwidth {result['copy_gb_per_s']:.1f} GB/s (read + write); median of "
+             f"{result['repeats']} after {result['warmup']} warm-up; clip bound "
+             f"{result['clip_value']}; other processes: {result['background_cores']:.2f} cores"]
+    lines += _busy_line(result["background_cores"])
+    for name, model in result["models"].items():
+        shape = f"{name}: {model['params'] / 1e6:.1f}M params, {model['tensors']} tensors, " \
+                f"{model['groups']} solver groups"
+        for optimizer_type, block in model["steps"].items():
+            lines += _step_table(f"{shape}; {optimizer_type}", block["rows"], block["reference"])
+    lines += ["", f"scheduler step(): {result['scheduler_step_us']:.1f} us"]
+    loop = result.get("training_loop")
+    if loop:
+        lines += ["", f"training loop, the job of --cfg ({loop['iterations']} iterations, "
+                      f"median of {len(next(iter(loop['seconds'].values())))}):"]
+        lines += [f"  {name:32} {seconds:8.3f} s" for name, seconds in loop["median_s"].items()]
+        lines += [f"  overhead over the faster bare loop: {loop['overhead']:+.1%}"]
+        lines += _busy_line(loop["background_cores"])
+    lines += ["", "targets:"]
+    lines += [f"  {'met ' if t['met'] else 'MISS'}  {t['model']:12} {t['what']:58} "
+              f"{t['value']:7.3f}  ({t['limit']})" for t in result["targets"]]
+    return "\n".join(lines)

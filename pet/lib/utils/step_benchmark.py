@@ -1,0 +1,143 @@
+"""Timing optimizer steps side by side: the measurement half of tools/benchmark_solver.py.
+
+Every candidate steps the same parameter tensors (each with its own optimizer state), in a
+rotating order, after the same gradients are restored, so drift of the machine and cache
+effects hit all of them alike; each figure is a median over repeats after a warm-up.
+"""
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+import torch
+from torch import nn
+
+from pet.lib.utils.optimizer import OPTIMIZERS
+from pet.lib.utils.param_groups import explain_params
+
+# Bytes an update must move per parameter per element byte: tensors read + tensors written.
+# AdamW/Adam read param, grad, exp_avg, exp_avg_sq and write back all but the grad; SGD with
+# momentum reads param, grad, buffer and writes param and buffer.
+STEP_TRAFFIC = {"ADAMW": 7, "ADAM": 7, "SGD": 5, "RMSPROP": 5}
+# The least extra traffic each clip needs: "value" reads and writes every gradient once;
+# "norm" reads them for the per-tensor norms, then scales them (read and write);
+# "full_model" reads them once for the total norm (the scaling can ride in the step's kernel).
+CLIP_TRAFFIC = {None: 0, "value": 2, "norm": 3, "full_model": 1}
+
+
+def step_bytes(num_elements: int, element_size: int, optimizer_type: str,
+               clip_type: Optional[str]) -> int:
+    """The least memory traffic (bytes) of one step with clipping: what a step has to move."""
+    return num_elements * element_size * (STEP_TRAFFIC[optimizer_type] + CLIP_TRAFFIC[clip_type])
+
+
+@dataclass
+class Timing:
+    """The per-repeat times of one candidate, in seconds."""
+
+    name: str
+    seconds: List[float]
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.seconds) * 1e3
+
+
+def time_side_by_side(candidates: Dict[str, Callable[[], None]], prepare: Callable[[], None],
+                      warmup: int, repeats: int) -> Dict[str, Timing]:
+    """Time every candidate ``repeats`` times after ``warmup`` untimed calls each.
+
+    ``prepare`` runs, untimed, before every call (here: restore the gradients, which clipping
+    changes in place). Each round runs all candidates, starting one further along each time.
+    """
+    names = list(candidates)
+    for _ in range(warmup):
+        for name in names:
+            prepare()
+            candidates[name]()
+    timings = {name: Timing(name, []) for name in names}
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            prepare()
+            start = time.perf_counter()
+            candidates[name]()
+            timings[name].seconds.append(time.perf_counter() - start)
+    return timings
+
+
+def copy_bandwidth(num_bytes: int, repeats: int) -> float:
+    """The machine's copy bandwidth in bytes/s: ``dst.copy_(src)`` of ``num_bytes``, counted
+    as read + write (the STREAM convention), median of ``repeats`` after one warm-up."""
+    src = torch.ones(num_bytes // 4)
+    dst = torch.zeros_like(src)
+    timing = time_side_by_side({"copy": lambda: dst.copy_(src)}, lambda: None, 1, repeats)
+    return 2 * src.numel() * 4 / (timing["copy"].median_ms / 1e3)
+
+
+def torch_optimizer(optimizer_type: str, params, solver_kwargs: Dict, **implementation):
+    """torch's class for ``optimizer_type`` over ``params`` (tensors or groups)."""
+    return OPTIMIZERS[optimizer_type].cls(params, **solver_kwargs, **implementation)
+
+
+def per_tensor_groups(model: nn.Module, optimizer_cfg) -> List[Dict]:
+    """The layout of the older solvers: one param group per tensor, same lr and decay rules."""
+    return [dict(params=[item.param], lr=item.lr, weight_decay=item.weight_decay)
+            for item in explain_params(model, optimizer_cfg)]
+
+
+def fill_gradients(model: nn.Module, seed: int = 0) -> List[torch.Tensor]:
+    """Give every parameter a standard-normal gradient; return copies to restore them from.
+
+    With unit-variance elements every clip bound of order 1 bites, so the clipping paths
+    (not their early exits) are what is timed.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    saved = []
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+        saved.append(p.grad.clone())
+    return saved
+
+
+def restore_gradients(model: nn.Module, saved: List[torch.Tensor]) -> None:
+    """Copy the saved gradients back in place (clipping and fused kernels overwrite them)."""
+    torch._foreach_copy_([p.grad for p in model.parameters()], saved)
+
+
+def _busy_seconds() -> float:
+    """CPU seconds all processes have spent busy since boot (Linux /proc/stat)."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:9]]  # guest time is inside user time
+    idle = ticks[3] + ticks[4]  # idle and iowait; steal counts as busy: the host took it
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class BackgroundLoad:
+    """How many cores other processes kept busy during a ``with`` block, on average.
+
+    On a shared machine a benchmark can only be trusted when this stays near 0: with two
+    cores, one busy neighbour stalls every two-thread kernel at its barrier. ``cores`` is None
+    where /proc/stat does not exist.
+    """
+
+    def __init__(self) -> None:
+        self.cores = None
+
+    def __enter__(self) -> "BackgroundLoad":
+        self._start = self._snapshot()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        end = self._snapshot()
+        if self._start is not None and end is not None:
+            busy, own, wall = (b - a for a, b in zip(self._start, end))
+            self.cores = max(0.0, busy - own) / max(wall, 1e-9)
+
+    @staticmethod
+    def _snapshot():
+        if not os.path.exists("/proc/stat"):
+            return None
+        times = os.times()
+        return _busy_seconds(), times.user + times.system, time.perf_counter()

@@ -1,0 +1,69 @@
+"""tools/benchmark_solver.py --quick runs end to end and writes every figure: a smoke test, with
+no assertion on speed (the figures belong in the README, measured on a quiet machine)."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOL = os.path.join(ROOT, "tools", "benchmark_solver.py")
+JOB = os.path.join(ROOT, "cfgs", "digits_cnn_sgd_step.yaml")
+ROW_KEYS = {"name", "ms", "ratio", "bytes", "gb_per_s", "of_copy"}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    done = subprocess.run([sys.executable, TOOL, "--cfg", JOB, "--quick", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    return done.stdout, json.loads(out.read_text())
+
+
+def positive(value):
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_every_model_optimizer_and_row_is_timed(quick_run):
+    _, result = quick_run
+    assert positive(result["copy_gb_per_s"])
+    assert set(result["models"]) == {"vit_tiny", "resnet_tiny"}
+    for model in result["models"].values():
+        assert model["groups"] > 1, "the grouping rules must make several groups"
+        for optimizer_type in ("ADAMW", "SGD"):
+            block = model["steps"][optimizer_type]
+            names = [row["name"] for row in block["rows"]]
+            assert block["reference"] == "torch fused, 1 group" == names[0]
+            assert {"solver", "solver + value", "solver + norm", "solver + full_model",
+                    "1 group/tensor, torch default"} <= set(names)
+            for row in block["rows"]:
+                assert set(row) == ROW_KEYS
+                assert all(positive(row[key]) for key in ROW_KEYS - {"name"})
+            assert block["rows"][0]["ratio"] == 1.0
+    assert [r["name"] for r in result["models"]["vit_tiny"]["steps"]["RMSPROP"]["rows"]] == [
+        "RMSPROP foreach", "RMSPROP loop", "RMSPROP auto"]
+
+
+def test_scheduler_loop_and_targets_are_reported(quick_run):
+    stdout, result = quick_run
+    assert positive(result["scheduler_step_us"])
+    loop = result["training_loop"]
+    assert loop["iterations"] == 30
+    assert all(positive(s) for s in loop["median_s"].values())
+    assert next(iter(loop["median_s"])) == "solver + hooks (train_net)"
+    assert math.isfinite(loop["overhead"])
+    assert len(result["targets"]) == 2 * 10 + 1
+    assert all(isinstance(t["met"], bool) for t in result["targets"])
+    assert "targets:" in stdout and "vit_tiny: " in stdout and result["machine"]["cpu"] in stdout
+
+
+def test_a_bad_config_exits_2_with_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("SOLVER:\n  OPTIMIZER:\n    BASE_LR: -1.0\n")
+    done = subprocess.run([sys.executable, TOOL, "--cfg", str(bad), "--quick"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "SOLVER.OPTIMIZER.BASE_LR" in done.stderr

@@ -1,0 +1,233 @@
+#!/usr/bin/env python
+"""How fast is the solver's optimizer step? Side by side with torch's fused single-group step.
+
+    python tools/benchmark_solver.py --cfg cfgs/digits_cnn_sgd_step.yaml [--quick]
+                                     [--device cpu|cuda] [--json FILE] [KEY VALUE ...]
+
+1. For a ViT-S-like model (22M parameters, 152 tensors) and a ResNet-18-like CNN, for AdamW and
+   SGD, one run times on the same tensors: torch's fused single-group step (the reference,
+   1.00x); the solver-built optimizer (grouping rules on, IMPLEMENTATION from the config)
+   without and with each clip type; torch's clip_grad_norm_ followed by the fused step.
+2. The layout of the older solvers, one param group per tensor, with the fused kernel and with
+   torch's default kernel (the baseline to beat); and, for RMSprop (no fused kernel), the
+   foreach and loop kernels that IMPLEMENTATION=auto chooses between.
+3. Each row's achieved bandwidth (the least bytes its step must move / time) against the
+   machine's copy bandwidth.
+4. The scheduler's step() cost, and the whole training loop of the job of ``--cfg`` built as
+   tools/train_net.py builds it against a bare PyTorch loop (see pet.lib.utils.loop_benchmark).
+
+The timed solver uses the config's SOLVER.OPTIMIZER with BENCH_OVERRIDES, so that several param
+groups exist. ``--quick`` runs tiny models, a 30-iteration job and few repeats: a smoke test,
+not a measurement. Every figure is a median over repeats after a warm-up; the background load
+(cores other processes kept busy meanwhile) says whether the machine was quiet.
+"""
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
+from pet.lib.config.loader import merge_from_list  # noqa: E402
+from pet.lib.config.validate_job import validate_cfg  # noqa: E402
+from pet.lib.utils.bench_models import ResNet, VisionTransformer  # noqa: E402
+from pet.lib.utils.bench_report import format_report, machine_info, targets  # noqa: E402
+from pet.lib.utils.loop_benchmark import job_iterations, time_loops  # noqa: E402
+from pet.lib.utils.lr_scheduler import LearningRateScheduler  # noqa: E402
+from pet.lib.utils.optimizer import OPTIMIZERS, Optimizer  # noqa: E402
+from pet.lib.utils.step_benchmark import (  # noqa: E402
+    BackgroundLoad, copy_bandwidth, fill_gradients, per_tensor_groups, restore_gradients,
+    step_bytes, time_side_by_side,
+)
+
+OPTIMIZER_TYPES = ("ADAMW", "SGD")
+CLIP_TYPES = ("value", "norm", "full_model")
+# Several groups: backbone default/bias/no-decay and head default/bias (5 for the ViT).
+BENCH_OVERRIDES = dict(BACKBONE_LR_FACTOR=0.1, BIAS_LR_FACTOR=2.0, MOMENTUM=0.9)
+CLIP_VALUE = 1.0  # bites on standard-normal gradients for every clip type
+REFERENCE = "torch fused, 1 group"
+BASELINE = "1 group/tensor, torch default"
+# --quick's job: 30 iterations, with an lr step, a warm-up, evaluations and checkpoints.
+QUICK_JOB = ["SOLVER.SCHEDULER.TOTAL_EPOCHS", "None", "SOLVER.SCHEDULER.TOTAL_ITERS", "30",
+             "SOLVER.SCHEDULER.STEPS", "(20,)", "SOLVER.SCHEDULER.WARM_UP_EPOCHS", "None",
+             "SOLVER.SCHEDULER.WARM_UP_ITERS", "5", "SOLVER.SNAPSHOT_EPOCHS", "None",
+             "SOLVER.SNAPSHOT_ITERS", "10", "TEST.EVAL_EPOCHS", "None", "TEST.EVAL_ITERS", "10"]
+
+
+def bench_models(quick: bool):
+    """name -> model: ViT-S/16 and ResNet-18 shapes, or tiny stand-ins with ``quick``."""
+    if quick:
+        return {
+            "vit_tiny": VisionTransformer(image_size=32, patch_size=8, dim=32, depth=2,
+                                          num_heads=2, num_classes=10),
+            "resnet_tiny": ResNet(width=8, blocks_per_stage=(1, 1), num_classes=10),
+        }
+    return {"vit_s": VisionTransformer(), "resnet18": ResNet()}
+
+
+def solver_optimizer_cfg(cfg, optimizer_type, clip_type=None, implementation=None):
+    """``cfg.SOLVER.OPTIMIZER`` for one row: the type, BENCH_OVERRIDES and the clip."""
+    opt = cfg.SOLVER.OPTIMIZER.clone()
+    opt.TYPE = optimizer_type
+    for key, value in BENCH_OVERRIDES.items():
+        opt[key] = value
+    if implementation is not None:
+        opt.IMPLEMENTATION = implementation
+    opt.CLIP_GRADIENTS.ENABLED = clip_type is not None
+    if clip_type is not None:
+        opt.CLIP_GRADIENTS.CLIP_TYPE = clip_type
+        opt.CLIP_GRADIENTS.CLIP_VALUE = CLIP_VALUE
+    return opt
+
+
+def step_candidates(model, cfg, optimizer_type):
+    """row name -> (one step, clip type), all over ``model``'s parameter tensors."""
+    opt_cfg = solver_optimizer_cfg(cfg, optimizer_type)
+    info = OPTIMIZERS[optimizer_type]
+    hyper = dict(info.options(opt_cfg), lr=opt_cfg.BASE_LR, weight_decay=opt_cfg.WEIGHT_DECAY)
+    params = list(model.parameters())
+    clip_then_fused = info.cls(params, fused=True, **hyper)
+
+    def torch_clip_then_fused():
+        torch.nn.utils.clip_grad_norm_(params, CLIP_VALUE, foreach=True)
+        clip_then_fused.step()
+
+    rows = {REFERENCE: (info.cls(params, fused=True, **hyper).step, None),
+            "solver": (Optimizer(model, opt_cfg).build().step, None)}
+    for clip_type in CLIP_TYPES:
+        solver = Optimizer(model, solver_optimizer_cfg(cfg, optimizer_type, clip_type)).build()
+        rows[f"solver + {clip_type}"] = (solver.step, clip_type)
+    rows["torch clip_grad_norm_ + fused"] = (torch_clip_then_fused, "full_model")
+    groups = per_tensor_groups(model, opt_cfg)
+    rows["1 group/tensor, fused"] = (info.cls(groups, fused=True, **hyper).step, None)
+    rows[BASELINE] = (info.cls(per_tensor_groups(model, opt_cfg), **hyper).step, None)
+    return rows
+
+
+def kernel_choice_candidates(model, cfg):
+    """RMSprop, which has no fused kernel: the two kernels auto chooses between, and auto."""
+    rows = {f"RMSPROP {impl}":
+            Optimizer(model, solver_optimizer_cfg(cfg, "RMSPROP", None, impl)).build()
+            for impl in ("foreach", "loop", "auto")}
+    return {name: (opt.step, None) for name, opt in rows.items()}
+
+
+def synchronized(step, device):
+    """``step`` followed by a device sync, so the timer sees the kernels finish."""
+    if device.type != "cuda":
+        return step
+    return lambda: (step(), torch.cuda.synchronize())
+
+
+def time_rows(model, candidates, optimizer_type, reference, bandwidth, warmup, repeats):
+    """Time ``candidates`` (name -> (step, clip type)) side by side: {"reference": the row the
+    ratios divide by, "rows": one dict per candidate}."""
+    saved = fill_gradients(model)
+    device = next(model.parameters()).device
+    timings = time_side_by_side(
+        {name: synchronized(step, device) for name, (step, _) in candidates.items()},
+        lambda: restore_gradients(model, saved), warmup, repeats)
+    params = list(model.parameters())
+    numel, element_size = sum(p.numel() for p in params), params[0].element_size()
+    rows = []
+    for name, (_, clip_type) in candidates.items():
+        ms = timings[name].median_ms
+        moved = step_bytes(numel, element_size, optimizer_type, clip_type)
+        rows.append(dict(name=name, ms=ms, ratio=ms / timings[reference].median_ms, bytes=moved,
+                         gb_per_s=moved / ms / 1e6, of_copy=moved / ms * 1e3 / bandwidth))
+    return dict(reference=reference, rows=rows)
+
+
+def scheduler_step_cost(model, cfg, calls):
+    """Microseconds per ``LearningRateScheduler.step()`` on the solver-built optimizer."""
+    optimizer = Optimizer(model, solver_optimizer_cfg(cfg, "ADAMW")).build()
+    scheduler = LearningRateScheduler(optimizer, cfg.SOLVER, iter_per_epoch=1)
+    fill_gradients(model)
+    optimizer.step()  # else torch warns of a scheduler stepped before its optimizer
+    start = time.perf_counter()
+    for _ in range(calls):
+        scheduler.step()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def model_section(name, model, cfg, bandwidth, warmup, repeats, kernel_choice):
+    """Everything measured on one model."""
+    params = list(model.parameters())
+    section = dict(params=sum(p.numel() for p in params), tensors=len(params),
+                   groups=len(Optimizer(model, solver_optimizer_cfg(cfg, "ADAMW")).get_params()),
+                   steps={})
+    for optimizer_type in OPTIMIZER_TYPES:
+        section["steps"][optimizer_type] = time_rows(
+            model, step_candidates(model, cfg, optimizer_type), optimizer_type, REFERENCE,
+            bandwidth, warmup, repeats)
+    if kernel_choice:
+        section["steps"]["RMSPROP"] = time_rows(
+            model, kernel_choice_candidates(model, cfg), "RMSPROP", "RMSPROP loop",
+            bandwidth, warmup, repeats)
+    return section
+
+
+def loop_section(cfg, repeats):
+    """Item 4: the whole job of ``cfg`` through train_net's path against bare loops."""
+    seconds = time_loops(cfg, repeats)
+    medians = {name: statistics.median(values) for name, values in seconds.items()}
+    solver = next(iter(medians))
+    bare = min(m for name, m in medians.items() if name != solver)
+    return dict(iterations=job_iterations(cfg), seconds=seconds, median_s=medians,
+                overhead=medians[solver] / bare - 1.0)
+
+
+def run(cfg, quick, device):
+    """Every measurement of the benchmark, as one JSON-able dict."""
+    warmup, repeats = (1, 3) if quick else (3, 21)
+    if quick:
+        # A smoke test's figures mean nothing; one thread keeps it fast on a busy machine,
+        # where a two-thread kernel waits at its barrier for a descheduled thread.
+        torch.set_num_threads(1)
+    torch.manual_seed(0)
+    models = {name: m.to(device) for name, m in bench_models(quick).items()}
+    largest = max(sum(p.numel() for p in m.parameters()) for m in models.values())
+    with BackgroundLoad() as load:
+        bandwidth = copy_bandwidth(4 * largest, repeats)
+        result = dict(machine=machine_info(device), quick=quick, repeats=repeats, warmup=warmup,
+                      copy_gb_per_s=bandwidth / 1e9, clip_value=CLIP_VALUE,
+                      bench_overrides=BENCH_OVERRIDES, models={})
+        for index, (name, model) in enumerate(models.items()):
+            result["models"][name] = model_section(name, model, cfg, bandwidth, warmup, repeats,
+                                                   kernel_choice=index == 0)
+        result["scheduler_step_us"] = scheduler_step_cost(next(iter(models.values())), cfg,
+                                                          200 if quick else 2000)
+    result["background_cores"] = load.cores
+    if device.type == "cpu":
+        job = cfg.clone()
+        if quick:
+            merge_from_list(job, QUICK_JOB)
+        with BackgroundLoad() as load:
+            result["training_loop"] = loop_section(job, 1 if quick else 3)
+        result["training_loop"]["background_cores"] = load.cores
+    result["targets"] = targets(result, REFERENCE, BASELINE)
+    return result
+
+
+def main(argv=None):
+    parser = build_parser(__doc__.splitlines()[1])
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny models, a short job and few repeats: a smoke test")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON here")
+    args, cfg = parse_cfg(parser, argv)
+    with exit_on_config_error():
+        validate_cfg(cfg)
+    result = run(cfg, args.quick, torch.device(args.device))
+    print(format_report(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
