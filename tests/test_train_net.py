@@ -318,9 +318,8 @@ def test_eval_only_reports_accuracy_and_writes_nothing(tiny_run, tmp_path):
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, cfg_name, overrides, fragments):
     write_cfg(tmp_path, TINY_JOB, "job.yaml")
     (tmp_path / "job.json").write_text(json.dumps(TINY_JOB))
-    flags = [o for o in overrides if o.startswith("--")]
-    pairs = [o for o in overrides if not o.startswith("--")]
-    result = train(tmp_path, Path(cfg_name), *flags, "OUTPUT_DIR", "out", *pairs)
+    # Flags may come after the KEY VALUE pairs too.
+    result = train(tmp_path, Path(cfg_name), "OUTPUT_DIR", "out", *overrides)
     assert_bad_input(result, *fragments)
     assert not (tmp_path / "out").exists()
 
@@ -330,3 +329,12 @@ def test_a_run_with_checkpoints_is_not_overwritten(tiny_run, tmp_path):
     before = snapshot_dir(tmp_path / "out")
     assert_bad_input(train(tmp_path, cfg_file), "OUTPUT_DIR out already holds checkpoints", "--resume")
     assert snapshot_dir(tmp_path / "out") == before
+
+
+def test_a_diverging_run_stops_with_status_1_and_a_clear_line(tmp_path):
+    cfg_file = write_cfg(tmp_path, dict(TINY_JOB, OUTPUT_DIR="out"))
+    result = train(tmp_path, cfg_file, "SOLVER.OPTIMIZER.BASE_LR", "1e6")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: loss became nan at iteration ")
+    assert "lower SOLVER.OPTIMIZER.BASE_LR" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "model_final.pth").exists()

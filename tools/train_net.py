@@ -12,6 +12,7 @@ stderr, before anything is written.
 """
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -29,16 +30,23 @@ from pet.lib.utils.seed import seed_everything  # noqa: E402
 from pet.models import build_model  # noqa: E402
 
 EXIT_DIVERGED = 1
+EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
+FLAGS = ("--resume", "--eval-only")
 
 
 def parse_args(argv=None):
-    """(args, merged config); exits 2 on a bad config file, key or type."""
+    """(args, merged and frozen config); exits 2 on a bad config file, key or type."""
     parser = build_parser("Train a model on the config's data set with Pet's solver.")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in OUTPUT_DIR from its last_checkpoint")
     parser.add_argument("--eval-only", action="store_true",
                         help="only evaluate MODEL.WEIGHTS (or, with --resume, the last checkpoint)")
-    return parse_cfg(parser, argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The overrides swallow everything after --cfg FILE, flags included: put the flags first.
+    argv = [a for a in argv if a in FLAGS] + [a for a in argv if a not in FLAGS]
+    args, cfg = parse_cfg(parser, argv)
+    cfg.freeze()
+    return args, cfg
 
 
 def main(argv=None) -> int:
@@ -72,16 +80,22 @@ def main(argv=None) -> int:
     hooks = build_train_hooks(cfg, model, optimizer, scheduler, checkpointer, test_split, data_loader,
                               start_iter, progress_bar)
     checkpointer.load_rng()
+    started = time.perf_counter()
     try:
         Trainer(model, optimizer, data_loader, hooks, start_iter, scheduler.max_iter).train()
     except FloatingPointError as e:
         progress_bar.close()
         print(f"error: {e}", file=sys.stderr)
         return EXIT_DIVERGED
+    except KeyboardInterrupt:
+        progress_bar.close()
+        print(f"interrupted; continue from the last checkpoint with: --resume (OUTPUT_DIR {cfg.OUTPUT_DIR})",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     info = scheduler.info
-    logger.info("Done: held-out accuracy %.2f%% (best %.2f%% at epoch %d) after %d iterations, "
-                "%s per 1000 iterations; final model in %s", info["cur_acc"], info["best_acc"],
-                info["best_epoch"], scheduler.iteration, format_seconds(1000 * hooks[0].seconds_per_iter()),
+    logger.info("Done: held-out accuracy %.2f%% (best %.2f%% at epoch %d) after %d iterations in %s; "
+                "final model: %s", info["cur_acc"], info["best_acc"], info["best_epoch"],
+                scheduler.iteration, format_seconds(time.perf_counter() - started),
                 os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
     return 0
 
