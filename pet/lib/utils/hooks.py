@@ -150,7 +150,7 @@ class EvalHook(HookBase):
     def after_train(self, storage: MetricsStorage) -> None:
         # A run resumed from its final checkpoint takes no step: still report its accuracy.
         if self._last_eval_iter is None:
-            self._evaluate(storage, min(storage.iter, self.max_iter))
+            self._evaluate(storage, self.scheduler.iteration)
 
 
 class PeriodicCheckpointer(HookBase):
