@@ -3,7 +3,8 @@
 
     python tools/train_net.py --cfg cfgs/digits_cnn_sgd_step.yaml [KEY VALUE ...]
     python tools/train_net.py --cfg cfgs/digits_cnn_sgd_step.yaml --resume
-    python tools/train_net.py --cfg cfgs/digits_cnn_sgd_step.yaml --eval-only MODEL.WEIGHTS ckpts/x/model_final.pth
+    python tools/train_net.py --cfg cfgs/digits_cnn_sgd_step.yaml --eval-only \
+        MODEL.WEIGHTS ckpts/digits_cnn_sgd_step/model_final.pth
 
 The path of a run: config -> model -> Optimizer -> LearningRateScheduler -> hooks -> loop. The
 run writes config.yaml, log.txt, metrics.json and checkpoints to OUTPUT_DIR. Bad input (file,
@@ -73,8 +74,9 @@ def main(argv=None) -> int:
     # Every check passed: from here on the run writes to OUTPUT_DIR.
     prepare_output_dir(cfg, resume=args.resume)
     logger.info("Training %s (%d parameters) on %d images (%d held out), %d iterations per epoch, "
-                "%d iterations; writing to %s", cfg.MODEL.TYPE, sum(p.numel() for p in model.parameters()),
-                len(train_split), len(test_split), iter_per_epoch, scheduler.max_iter, cfg.OUTPUT_DIR)
+                "%d iterations; writing to %s", cfg.MODEL.TYPE,
+                sum(p.numel() for p in model.parameters()), len(train_split), len(test_split),
+                iter_per_epoch, scheduler.max_iter, cfg.OUTPUT_DIR)
     data_loader = build_train_loader(cfg, train_split)
     start_iter = checkpointer.start_iter
     hooks = build_train_hooks(cfg, model, optimizer, scheduler, checkpointer, test_split, data_loader,
@@ -89,7 +91,7 @@ def main(argv=None) -> int:
         return EXIT_DIVERGED
     except KeyboardInterrupt:
         progress_bar.close()
-        print(f"interrupted; continue from the last checkpoint with: --resume (OUTPUT_DIR {cfg.OUTPUT_DIR})",
+        print(f"interrupted; continue from the last checkpoint in {cfg.OUTPUT_DIR} with --resume",
               file=sys.stderr)
         return EXIT_INTERRUPTED
     info = scheduler.info

@@ -15,7 +15,9 @@ def iter_per_epoch(cfg: CfgNode) -> int:
 def build_datasets(cfg: CfgNode) -> "tuple[ImageSplit, ImageSplit]":
     """(train, test) splits of ``cfg.DATA.DATASET``."""
     if cfg.DATA.DATASET != "digits":
-        raise ValueError(f"DATA.DATASET: unknown data set {cfg.DATA.DATASET!r}; allowed: {', '.join(DATASETS)}")
+        raise ValueError(
+            f"DATA.DATASET: unknown data set {cfg.DATA.DATASET!r}; allowed: {', '.join(DATASETS)}"
+        )
     return load_digits_split(cfg.DATA.TEST_FRACTION, cfg.DATA.SPLIT_SEED)
 
 

@@ -51,7 +51,9 @@ def digits_file() -> str:
     """
     spec = importlib.util.find_spec("sklearn")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("scikit-learn is not installed; it ships the digits (see requirements.txt)")
+        raise FileNotFoundError(
+            "scikit-learn is not installed; it ships the digits (see requirements.txt)"
+        )
     path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"the digits data set is not where scikit-learn keeps it: {path}")

@@ -72,7 +72,8 @@ class TrainLoader:
     def _prepare_epoch(self, epoch: int) -> None:
         if epoch == self._epoch:
             return
-        self._order = torch.from_numpy(epoch_rng(self.seed, epoch, _ORDER_STREAM).permutation(len(self.split)))
+        order = epoch_rng(self.seed, epoch, _ORDER_STREAM).permutation(len(self.split))
+        self._order = torch.from_numpy(order)
         if self.max_shift > 0:
             rng = epoch_rng(self.seed, epoch, _SHIFT_STREAM)
             self._shifts = rng.integers(-self.max_shift, self.max_shift + 1, size=(len(self.split), 2))

@@ -6,7 +6,13 @@ from typing import Any, Dict, Iterator, Tuple
 from yacs.config import CfgNode
 
 from pet.lib.config.errors import ConfigError
-from pet.lib.utils.checkpointer import LAST_CHECKPOINT, atomic_write, cfg_to_dict, find_checkpoints, last_checkpoint_path
+from pet.lib.utils.checkpointer import (
+    LAST_CHECKPOINT,
+    atomic_write,
+    cfg_to_dict,
+    find_checkpoints,
+    last_checkpoint_path,
+)
 from pet.lib.utils.logger import attach_log_file
 
 logger = logging.getLogger(__name__)
@@ -56,4 +62,5 @@ def log_config_changes(saved_config: Dict[str, Any], cfg: CfgNode) -> None:
     saved = dict(_flatten(saved_config))
     for key, value in _flatten(cfg_to_dict(cfg)):
         if key in saved and saved[key] != value:
-            logger.info("resume: %s was %r in the checkpoint's run, is %r now (used)", key, saved[key], value)
+            logger.info("resume: %s was %r in the checkpoint's run, is %r now (used)",
+                        key, saved[key], value)

@@ -95,10 +95,11 @@ def validate_data(data: CfgNode) -> None:
 def validate_test(test: CfgNode) -> None:
     """Check ``TEST``."""
     _check_int(test.EVAL_ITERS, "TEST.EVAL_ITERS", minimum=0)
-    if test.EVAL_EPOCHS is not None:
-        if isinstance(test.EVAL_EPOCHS, bool) or not isinstance(test.EVAL_EPOCHS, (int, float)) \
-                or not test.EVAL_EPOCHS > 0:
-            raise ConfigError(f"TEST.EVAL_EPOCHS: expected a number > 0 or None, got {test.EVAL_EPOCHS!r}")
+    epochs = test.EVAL_EPOCHS
+    # None (the default) means "use EVAL_ITERS"; the loader lets any scalar through for it.
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, float))
+                               or not epochs > 0):
+        raise ConfigError(f"TEST.EVAL_EPOCHS: expected a number > 0 or None, got {epochs!r}")
     _check_int(test.BATCH_SIZE, "TEST.BATCH_SIZE", minimum=1)
 
 

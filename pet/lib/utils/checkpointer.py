@@ -90,7 +90,8 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
 
 def cfg_to_dict(cfg: CfgNode) -> Dict[str, Any]:
     """A CfgNode as nested plain dicts (what ``weights_only`` loading accepts)."""
-    return {key: cfg_to_dict(value) if isinstance(value, CfgNode) else value for key, value in cfg.items()}
+    return {key: cfg_to_dict(value) if isinstance(value, CfgNode) else value
+            for key, value in cfg.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,17 +132,18 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------
 # Layout checks
 # ---------------------------------------------------------------------------------------------
+def _first_and_count(keys: List[str]) -> str:
+    return keys[0] + (f" and {len(keys) - 1} more" if len(keys) > 1 else "")
+
+
 def check_model_layout(saved: Dict[str, torch.Tensor], model: nn.Module, source: str) -> None:
     """Raise CheckpointError naming the first missing, unexpected or reshaped tensor."""
     expected = model.state_dict()
     missing = [key for key in expected if key not in saved]
     unexpected = [key for key in saved if key not in expected]
     if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
-        if unexpected:
-            parts.append(f"unexpected {unexpected[0]}" + (f" and {len(unexpected) - 1} more" if len(unexpected) > 1 else ""))
+        parts = [f"{what} {_first_and_count(keys)}"
+                 for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
         raise CheckpointError(
             f"checkpoint {source} was saved from a different model ({'; '.join(parts)}); "
             f"check MODEL.TYPE and the MODEL section"
@@ -150,11 +152,13 @@ def check_model_layout(saved: Dict[str, torch.Tensor], model: nn.Module, source:
         if saved[key].shape != tensor.shape:
             raise CheckpointError(
                 f"checkpoint {source} was saved from a different model: {key} has shape "
-                f"{tuple(saved[key].shape)} there and {tuple(tensor.shape)} here; check the MODEL section"
+                f"{tuple(saved[key].shape)} there and {tuple(tensor.shape)} here; "
+                f"check the MODEL section"
             )
 
 
-def check_param_group_layout(saved_groups: List[Dict], optimizer: torch.optim.Optimizer, source: str) -> None:
+def check_param_group_layout(saved_groups: List[Dict], optimizer: torch.optim.Optimizer,
+                             source: str) -> None:
     """Raise CheckpointError naming the first param group or parameter that differs."""
     groups = optimizer.param_groups
     hint = ("the model or the SOLVER.OPTIMIZER keys that decide the grouping (lr factors, "

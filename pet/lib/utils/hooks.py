@@ -138,7 +138,8 @@ class EvalHook(HookBase):
         storage.put_scalar("best_accuracy", info["best_acc"], smoothing_hint=False)
         self._last_eval_iter = iterations_done
         logger.info(
-            "Evaluation after iteration %d (epoch %d): accuracy %.2f%%, test loss %.4f (best %.2f%% at epoch %d)",
+            "Evaluation after iteration %d (epoch %d): accuracy %.2f%%, test loss %.4f "
+            "(best %.2f%% at epoch %d)",
             iterations_done, epoch, results["accuracy"], results.get("test_loss", float("nan")),
             info["best_acc"], info["best_epoch"],
         )
