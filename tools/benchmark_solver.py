@@ -136,7 +136,8 @@ def time_rows(model, candidates, optimizer_type, reference, bandwidth, warmup, r
     rows = []
     for name, (_, clip_type) in candidates.items():
         ms = timings[name].median_ms
-        moved = step_bytes(numel, element_size, optimizer_type, clip_type)
+        moved = step_bytes(numel, element_size, optimizer_type, BENCH_OVERRIDES["MOMENTUM"],
+                           clip_type)
         rows.append(dict(name=name, ms=ms, ratio=ms / timings[reference].median_ms, bytes=moved,
                          gb_per_s=moved / ms / 1e6, of_copy=moved / ms * 1e3 / bandwidth))
     return dict(reference=reference, rows=rows)
@@ -192,7 +193,7 @@ def run(cfg, quick, device):
     models = {name: m.to(device) for name, m in bench_models(quick).items()}
     largest = max(sum(p.numel() for p in m.parameters()) for m in models.values())
     with BackgroundLoad() as load:
-        bandwidth = copy_bandwidth(4 * largest, repeats)
+        bandwidth = copy_bandwidth(4 * largest, repeats, device)
         result = dict(machine=machine_info(device), quick=quick, repeats=repeats, warmup=warmup,
                       copy_gb_per_s=bandwidth / 1e9, clip_value=CLIP_VALUE,
                       bench_overrides=BENCH_OVERRIDES, models={})

@@ -13,23 +13,26 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch import nn
 
-from pet.lib.utils.optimizer import OPTIMIZERS
 from pet.lib.utils.param_groups import explain_params
 
-# Bytes an update must move per parameter per element byte: tensors read + tensors written.
-# AdamW/Adam read param, grad, exp_avg, exp_avg_sq and write back all but the grad; SGD with
-# momentum reads param, grad, buffer and writes param and buffer.
-STEP_TRAFFIC = {"ADAMW": 7, "ADAM": 7, "SGD": 5, "RMSPROP": 5}
+# Tensors an update reads and writes per parameter: AdamW/Adam read param, grad, exp_avg and
+# exp_avg_sq and write back all but the grad; SGD reads param and grad and writes the param;
+# RMSprop also reads and writes square_avg. Momentum adds a buffer read and written.
+UPDATE_ACCESSES = {"ADAMW": 7, "ADAM": 7, "SGD": 3, "RMSPROP": 5}
+MOMENTUM_ACCESSES = {"SGD": 2, "RMSPROP": 2}
 # The least extra traffic each clip needs: "value" reads and writes every gradient once;
 # "norm" reads them for the per-tensor norms, then scales them (read and write);
 # "full_model" reads them once for the total norm (the scaling can ride in the step's kernel).
-CLIP_TRAFFIC = {None: 0, "value": 2, "norm": 3, "full_model": 1}
+CLIP_ACCESSES = {None: 0, "value": 2, "norm": 3, "full_model": 1}
 
 
-def step_bytes(num_elements: int, element_size: int, optimizer_type: str,
+def step_bytes(num_elements: int, element_size: int, optimizer_type: str, momentum: float,
                clip_type: Optional[str]) -> int:
     """The least memory traffic (bytes) of one step with clipping: what a step has to move."""
-    return num_elements * element_size * (STEP_TRAFFIC[optimizer_type] + CLIP_TRAFFIC[clip_type])
+    accesses = UPDATE_ACCESSES[optimizer_type] + CLIP_ACCESSES[clip_type]
+    if momentum > 0:
+        accesses += MOMENTUM_ACCESSES.get(optimizer_type, 0)
+    return num_elements * element_size * accesses
 
 
 @dataclass
@@ -67,18 +70,16 @@ def time_side_by_side(candidates: Dict[str, Callable[[], None]], prepare: Callab
     return timings
 
 
-def copy_bandwidth(num_bytes: int, repeats: int) -> float:
-    """The machine's copy bandwidth in bytes/s: ``dst.copy_(src)`` of ``num_bytes``, counted
-    as read + write (the STREAM convention), median of ``repeats`` after one warm-up."""
-    src = torch.ones(num_bytes // 4)
+def copy_bandwidth(num_bytes: int, repeats: int, device: torch.device) -> float:
+    """The machine's copy bandwidth in bytes/s: ``dst.copy_(src)`` of ``num_bytes`` on
+    ``device``, counted as read + write (the STREAM convention: a cache's write-allocate reads
+    of ``dst`` are not counted, which in-place updates such as an optimizer's do not pay),
+    median of ``repeats`` after one warm-up."""
+    src = torch.ones(num_bytes // 4, device=device)
     dst = torch.zeros_like(src)
-    timing = time_side_by_side({"copy": lambda: dst.copy_(src)}, lambda: None, 1, repeats)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    timing = time_side_by_side({"copy": lambda: (dst.copy_(src), sync())}, sync, 1, repeats)
     return 2 * src.numel() * 4 / (timing["copy"].median_ms / 1e3)
-
-
-def torch_optimizer(optimizer_type: str, params, solver_kwargs: Dict, **implementation):
-    """torch's class for ``optimizer_type`` over ``params`` (tensors or groups)."""
-    return OPTIMIZERS[optimizer_type].cls(params, **solver_kwargs, **implementation)
 
 
 def per_tensor_groups(model: nn.Module, optimizer_cfg) -> List[Dict]:
@@ -96,7 +97,7 @@ def fill_gradients(model: nn.Module, seed: int = 0) -> List[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     saved = []
     for p in model.parameters():
-        p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+        p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device)
         saved.append(p.grad.clone())
     return saved
 
