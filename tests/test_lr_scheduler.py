@@ -212,6 +212,19 @@ def test_large_lr_changes_are_logged_once_each(caplog):
     ]
 
 
+def test_a_linear_ramp_is_not_logged_but_a_constant_warmup_end_is(caplog):
+    with caplog.at_level(logging.INFO, logger="pet.lib.utils.lr_scheduler"):
+        run(LearningRateScheduler(make_optimizer(), make_solver("STEP", "LINEAR")), 45)
+        assert [r.getMessage() for r in caplog.records] == [
+            "Changing learning rate 0.2000000 -> 0.1000000 at iteration 40"
+        ]
+        caplog.clear()
+        run(LearningRateScheduler(make_optimizer(), make_solver("STEP", "CONSTANT")), 12)
+        assert [r.getMessage() for r in caplog.records] == [
+            "Changing learning rate 0.0500000 -> 0.2000000 at iteration 10"
+        ]
+
+
 def test_no_torch_warnings_in_normal_use():
     with warnings.catch_warnings():
         warnings.simplefilter("error")

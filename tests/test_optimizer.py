@@ -239,5 +239,6 @@ def test_nesterov_without_momentum_is_rejected():
 
 
 def test_forcing_fused_on_rmsprop_is_rejected():
-    with pytest.raises(ValueError, match="IMPLEMENTATION: 'fused' is not available for RMSprop"):
-        Optimizer(small_model(), optimizer_cfg("RMSPROP", IMPLEMENTATION="fused")).build()
+    with pytest.raises(ConfigError, match=r"^SOLVER.OPTIMIZER.IMPLEMENTATION: 'fused' is not available for "
+                       r"TYPE RMSPROP; allowed: auto, foreach, loop \(fused exists for SGD, ADAMW, ADAM\)$"):
+        Optimizer(small_model(), optimizer_cfg("RMSPROP", IMPLEMENTATION="fused"))

@@ -32,7 +32,6 @@ from pet.models import build_model  # noqa: E402
 
 EXIT_DIVERGED = 1
 EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
-FLAGS = ("--resume", "--eval-only")
 
 
 def parse_args(argv=None):
@@ -42,9 +41,6 @@ def parse_args(argv=None):
                         help="continue the run in OUTPUT_DIR from its last_checkpoint")
     parser.add_argument("--eval-only", action="store_true",
                         help="only evaluate MODEL.WEIGHTS (or, with --resume, the last checkpoint)")
-    argv = sys.argv[1:] if argv is None else list(argv)
-    # The overrides swallow everything after --cfg FILE, flags included: put the flags first.
-    argv = [a for a in argv if a in FLAGS] + [a for a in argv if a not in FLAGS]
     args, cfg = parse_cfg(parser, argv)
     cfg.freeze()
     return args, cfg

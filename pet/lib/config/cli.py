@@ -18,7 +18,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--cfg", dest="cfg_file", required=True, metavar="FILE",
                         help="YAML config file merged over the defaults")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+    parser.add_argument("opts", nargs="*", metavar="KEY VALUE",
                         help="config overrides, e.g. SOLVER.OPTIMIZER.BASE_LR 0.05")
     return parser
 
@@ -35,8 +35,11 @@ def exit_on_config_error() -> Iterator[None]:
 
 def parse_cfg(parser: argparse.ArgumentParser,
               argv: Optional[Sequence[str]] = None) -> "tuple[argparse.Namespace, CfgNode]":
-    """Parse ``argv`` and return (args, merged config); exits 2 on a bad file, key or value."""
-    args = parser.parse_args(argv)
+    """Parse ``argv`` and return (args, merged config); exits 2 on a bad file, key or value.
+
+    Flags may stand before, between or after the overrides (``KEY VALUE --resume``).
+    """
+    args = parser.parse_intermixed_args(argv)
     with exit_on_config_error():
         cfg = load_cfg(args.cfg_file, args.opts)
     return args, cfg

@@ -12,6 +12,7 @@ from yacs.config import CfgNode
 from pet.lib.config.errors import ConfigError
 
 OPTIMIZER_TYPES = ("SGD", "ADAMW", "ADAM", "RMSPROP")
+FUSED_OPTIMIZER_TYPES = ("SGD", "ADAMW", "ADAM")  # torch has no fused RMSprop
 IMPLEMENTATIONS = ("auto", "fused", "foreach", "loop")
 CLIP_TYPES = ("value", "norm", "full_model")
 POLICIES = ("STEP", "COSINE", "STEP_COSINE", "POLY")
@@ -35,6 +36,11 @@ def validate_optimizer(optimizer: CfgNode) -> None:
     """Check ``SOLVER.OPTIMIZER``; raises ConfigError."""
     _check_choice(optimizer.TYPE, f"{_OPT}.TYPE", OPTIMIZER_TYPES, str.upper)
     _check_choice(optimizer.IMPLEMENTATION, f"{_OPT}.IMPLEMENTATION", IMPLEMENTATIONS, str.lower)
+    if optimizer.IMPLEMENTATION.lower() == "fused" and optimizer.TYPE.upper() not in FUSED_OPTIMIZER_TYPES:
+        raise ConfigError(
+            f"{_OPT}.IMPLEMENTATION: 'fused' is not available for TYPE {optimizer.TYPE}; "
+            f"allowed: auto, foreach, loop (fused exists for {', '.join(FUSED_OPTIMIZER_TYPES)})"
+        )
     for key in (
         "BASE_LR",
         "BIAS_LR_FACTOR",

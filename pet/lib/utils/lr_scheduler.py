@@ -80,6 +80,10 @@ class LearningRateScheduler(lr_scheduler._LRScheduler):
     def _log_change(self, lr_factor: float) -> None:
         if self.lr_factor is None or lr_factor == self.lr_factor:
             return
+        # A linear ramp changes the lr by large ratios at every early iteration, as configured:
+        # logging each would bury the changes worth seeing (milestones, a constant warm-up's end).
+        if self.schedule.warmup_method == "LINEAR" and self.last_epoch <= self.warmup_iters:
+            return
         if lr_change_ratio(self.lr_factor, lr_factor) > self.log_lr_change_threshold:
             if lr_factor * self.base_lr > 1e-7:
                 logger.info(
