@@ -6,10 +6,15 @@ hand: forward, loss, zero_grad, backward, step, with torch's optimizer on one pa
 scheduler, evaluation, checkpoints or metrics. Whatever the solver loop does beyond that
 (grouping, kernel choice, the lr schedule, the loss check, evaluation, checkpoints, the metrics
 file) counts as its overhead.
+
+Each run reports its wall time and its CPU time. The default job runs on one thread
+(NUM_THREADS=1), so on an idle machine the two agree; on a shared one, CPU time is the figure
+that other processes do not inflate (it leaves out only waits, such as a checkpoint's fsync).
 """
 import tempfile
 import time
-from typing import Callable, Dict, List
+from contextlib import contextmanager
+from typing import Callable, Dict, Iterator, List
 
 import torch
 import torch.nn.functional as F
@@ -27,13 +32,22 @@ from pet.lib.utils.seed import seed_everything
 from pet.models import build_model
 
 
+@contextmanager
+def stopwatch() -> Iterator[Dict[str, float]]:
+    """Fills the yielded dict with the block's "wall" and "cpu" (this process) seconds."""
+    seconds = {}
+    wall, cpu = time.perf_counter(), time.process_time()
+    yield seconds
+    seconds.update(wall=time.perf_counter() - wall, cpu=time.process_time() - cpu)
+
+
 def job_iterations(cfg: CfgNode) -> int:
     """How many iterations ``cfg``'s job trains (raises ConfigError on a bad config)."""
     return build_schedule(cfg.SOLVER.SCHEDULER, validate_cfg(cfg)).max_iter
 
 
-def solver_loop(cfg: CfgNode) -> float:
-    """Seconds of ``Trainer.train()`` on ``cfg``'s job, built as tools/train_net.py builds it
+def solver_loop(cfg: CfgNode) -> Dict[str, float]:
+    """Wall and CPU seconds of ``Trainer.train()`` on ``cfg``'s job, built as tools/train_net.py builds it
     (OUTPUT_DIR replaced by a temporary directory; no progress bar, as off a terminal)."""
     iter_per_epoch = validate_cfg(cfg)
     seed_everything(cfg.SEED, cfg.NUM_THREADS)
@@ -48,13 +62,13 @@ def solver_loop(cfg: CfgNode) -> float:
         loader = build_train_loader(cfg, train_split)
         hooks = build_train_hooks(cfg, model, optimizer, scheduler, checkpointer, test_split,
                                   loader, 0, ProgressBar(stream=null))
-        start = time.perf_counter()
-        Trainer(model, optimizer, loader, hooks, 0, scheduler.max_iter).train()
-        return time.perf_counter() - start
+        with stopwatch() as seconds:
+            Trainer(model, optimizer, loader, hooks, 0, scheduler.max_iter).train()
+        return seconds
 
 
-def bare_loop(cfg: CfgNode, **implementation) -> float:
-    """Seconds of a hand-written loop over the same iterations; ``implementation`` goes to
+def bare_loop(cfg: CfgNode, **implementation) -> Dict[str, float]:
+    """Wall and CPU seconds of a hand-written loop over the same iterations; ``implementation`` goes to
     torch's optimizer (nothing: torch's default kernel; ``fused=True``: the solver's kernel)."""
     max_iter = job_iterations(cfg)
     seed_everything(cfg.SEED, cfg.NUM_THREADS)
@@ -66,17 +80,17 @@ def bare_loop(cfg: CfgNode, **implementation) -> float:
                          **info.options(opt_cfg), **implementation)
     loader = build_train_loader(cfg, train_split)
     model.train()
-    start = time.perf_counter()
-    for iteration in range(max_iter):
-        levels, labels = loader.batch(iteration)
-        loss = F.cross_entropy(model(levels), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return time.perf_counter() - start
+    with stopwatch() as seconds:
+        for iteration in range(max_iter):
+            levels, labels = loader.batch(iteration)
+            loss = F.cross_entropy(model(levels), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return seconds
 
 
-def loop_candidates(cfg: CfgNode) -> Dict[str, Callable[[], float]]:
+def loop_candidates(cfg: CfgNode) -> Dict[str, Callable[[], Dict[str, float]]]:
     """name -> a run of the whole job returning its seconds; the first is the solver's."""
     candidates = {"solver + hooks (train_net)": lambda: solver_loop(cfg),
                   "bare loop, torch default": lambda: bare_loop(cfg)}
@@ -85,16 +99,18 @@ def loop_candidates(cfg: CfgNode) -> Dict[str, Callable[[], float]]:
     return candidates
 
 
-def time_loops(cfg: CfgNode, repeats: int) -> Dict[str, List[float]]:
-    """Seconds of each candidate's whole run, ``repeats`` times each, interleaved; torch's
-    thread count (which the job's NUM_THREADS sets) is restored afterwards."""
+def time_loops(cfg: CfgNode, repeats: int) -> Dict[str, Dict[str, List[float]]]:
+    """{name: {"wall": seconds, "cpu": seconds}} of each candidate's whole run, ``repeats``
+    times each, interleaved; torch's thread count (the job's NUM_THREADS sets it) is restored
+    afterwards."""
     threads = torch.get_num_threads()
     candidates = loop_candidates(cfg)
-    seconds = {name: [] for name in candidates}
+    seconds = {name: {"wall": [], "cpu": []} for name in candidates}
     try:
         for _ in range(repeats):
             for name, run in candidates.items():
-                seconds[name].append(run())
+                for clock, value in run().items():
+                    seconds[name][clock].append(value)
     finally:
         torch.set_num_threads(threads)
     return seconds
