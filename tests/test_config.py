@@ -136,3 +136,12 @@ def test_missing_and_non_yaml_files(tmp_path):
     broken = tmp_path / "broken.yaml"
     broken.write_text("SOLVER: [unclosed\n")
     assert config_error(str(broken)).startswith(f"--cfg {broken}: not valid YAML")
+
+
+def test_custom_rules_from_yaml_and_command_line_become_tuples(tmp_path):
+    path = tmp_path / "custom.yaml"
+    path.write_text("SOLVER:\n  OPTIMIZER:\n    CUSTOM_RULES: [[head, 10, 1.0]]\n")
+    assert load_cfg(str(path)).SOLVER.OPTIMIZER.CUSTOM_RULES == (("head", 10, 1.0),)
+    cfg = load_cfg(None, ["SOLVER.OPTIMIZER.CUSTOM_RULES", "[('head', 10.0, 0.0)]"])
+    assert cfg.SOLVER.OPTIMIZER.CUSTOM_RULES == (("head", 10.0, 0.0),)
+    validate_solver(cfg.SOLVER)

@@ -242,3 +242,19 @@ def test_forcing_fused_on_rmsprop_is_rejected():
     with pytest.raises(ConfigError, match=r"^SOLVER.OPTIMIZER.IMPLEMENTATION: 'fused' is not available for "
                        r"TYPE RMSPROP; allowed: auto, foreach, loop \(fused exists for SGD, ADAMW, ADAM\)$"):
         Optimizer(small_model(), optimizer_cfg("RMSPROP", IMPLEMENTATION="fused"))
+
+
+@pytest.mark.parametrize(
+    "rules,message",
+    [
+        ((("head", 2.0),), "SOLVER.OPTIMIZER.CUSTOM_RULES: each rule is (KEYWORD, LR_FACTOR, WEIGHT_DECAY_FACTOR) with a non-empty KEYWORD, got ('head', 2.0)"),
+        ((("", 2.0, 1.0),), "SOLVER.OPTIMIZER.CUSTOM_RULES: each rule is (KEYWORD, LR_FACTOR, WEIGHT_DECAY_FACTOR)"),
+        ((("head", -1.0, 1.0),), "SOLVER.OPTIMIZER.CUSTOM_RULES ('head'): must be >= 0, got ('head', -1.0, 1.0)"),
+        ((("head", 1.0, "x"),), "SOLVER.OPTIMIZER.CUSTOM_RULES ('head'): expected a number, got ('head', 1.0, 'x')"),
+        ((("head", 1.0, 1.0), ("head", 2.0, 1.0)), "SOLVER.OPTIMIZER.CUSTOM_RULES: each KEYWORD may appear once, got ('head', 'head')"),
+    ],
+)
+def test_bad_custom_rules_are_rejected(rules, message):
+    with pytest.raises(ConfigError) as error:
+        Optimizer(small_model(), optimizer_cfg(CUSTOM_RULES=rules))
+    assert str(error.value).startswith(message)

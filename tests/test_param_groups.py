@@ -124,3 +124,22 @@ def test_model_without_trainable_parameters_is_an_error():
 )
 def test_every_norm_type_is_recognized(norm):
     assert {a.rule for a in explain_params(nn.Sequential(norm), solver_cfg())} == {"norm"}
+
+
+def test_custom_rules_override_by_name_longest_keyword_wins_backbone_still_applies():
+    o = solver_cfg()
+    o.CUSTOM_RULES = (("head", 10.0, 0.0), ("neck_norm", 3.0, 2.0), ("backbone.bn", 0.1, 1.0))
+    explained = {a.name: (a.rule, a.lr, a.weight_decay) for a in explain_params(Net(), o)}
+    assert explained["head.weight"] == ("custom", pytest.approx(1.0), 0.0)
+    assert explained["head.bias"] == ("custom", pytest.approx(1.0), 0.0)  # not the bias rule
+    assert explained["neck_norm.weight"] == ("custom", pytest.approx(0.3), pytest.approx(2e-4))
+    assert explained["backbone.bn.bias"] == ("custom", pytest.approx(0.1 * 0.1 * 0.5), pytest.approx(1e-4))
+    assert explained["neck.weight"] == ("default", pytest.approx(0.1), pytest.approx(1e-4))
+
+
+def test_longest_custom_keyword_wins():
+    o = solver_cfg()
+    o.CUSTOM_RULES = (("neck", 2.0, 1.0), ("neck_norm", 3.0, 1.0))
+    explained = {a.name: a.lr for a in explain_params(Net(), o)}
+    assert explained["neck.weight"] == pytest.approx(0.2)
+    assert explained["neck_norm.weight"] == pytest.approx(0.3)

@@ -137,7 +137,7 @@ def _type_name(value: Any) -> str:
 def _coerce(full_key: str, value: Any, default: Any) -> Any:
     """Return ``value`` converted to the type of ``default``, or raise ConfigError."""
     if isinstance(value, (list, tuple)):
-        value = tuple(value)
+        value = _as_tuple(value)
     if default is None:
         # Optional keys (TOTAL_EPOCHS, WARM_UP_EPOCHS, ...): any scalar; validation checks it.
         if isinstance(value, _SCALAR_TYPES) or isinstance(value, tuple):
@@ -162,6 +162,13 @@ def _coerce(full_key: str, value: Any, default: Any) -> Any:
     raise ConfigError(
         f"{full_key}: expected {_describe(default)}, got {value!r} ({_type_name(value)})"
     )
+
+
+def _as_tuple(value: Any) -> Any:
+    """Lists (from YAML) as tuples, nested ones included, as yacs keeps sequences."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_as_tuple(v) for v in value)
+    return value
 
 
 def _coerce_tuple(full_key: str, value: tuple, default: tuple) -> tuple:

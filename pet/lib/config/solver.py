@@ -43,6 +43,12 @@ SOLVER.OPTIMIZER.EMBED_KEYWORDS = (
     "dist_token",
     "relative_position_bias_table",
 )
+# Rules by parameter name, like MMEngine's custom_keys: a list of
+# (KEYWORD, LR_FACTOR, WEIGHT_DECAY_FACTOR). A parameter whose full name contains KEYWORD gets
+# the "custom" rule: lr = BASE_LR * LR_FACTOR and weight decay = WEIGHT_DECAY *
+# WEIGHT_DECAY_FACTOR, in place of its norm/embed/bias/default rule (the longest matching
+# KEYWORD wins; BACKBONE_LR_FACTOR still applies). E.g. [["head", 10.0, 1.0]].
+SOLVER.OPTIMIZER.CUSTOM_RULES = ()
 # Momentum of SGD and RMSPROP (0 disables it).
 SOLVER.OPTIMIZER.MOMENTUM = 0.9
 # Use Nesterov momentum in SGD (needs MOMENTUM > 0).

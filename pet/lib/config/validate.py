@@ -68,6 +68,7 @@ def validate_optimizer(optimizer: CfgNode) -> None:
         raise ConfigError(
             f"{_OPT}.EMBED_KEYWORDS: expected a list of non-empty strings, got {optimizer.EMBED_KEYWORDS!r}"
         )
+    _check_custom_rules(optimizer.CUSTOM_RULES)
     clip = optimizer.CLIP_GRADIENTS
     if not isinstance(clip.ENABLED, bool):
         raise ConfigError(f"{_CLIP}.ENABLED: expected True or False, got {clip.ENABLED!r}")
@@ -137,6 +138,21 @@ def validate_scheduler(scheduler: CfgNode, iter_per_epoch: Optional[int] = None)
             f"{_SCHED}.STEPS: STEP_COSINE's last milestone ({steps[-1]} {unit}) must not fall "
             f"inside the warm-up ({_SCHED}.{warmup_key}={scheduler[warmup_key]})"
         )
+
+
+def _check_custom_rules(rules: Any) -> None:
+    key = f"{_OPT}.CUSTOM_RULES"
+    for rule in rules:
+        if not (isinstance(rule, (list, tuple)) and len(rule) == 3 and isinstance(rule[0], str) and rule[0]):
+            raise ConfigError(
+                f"{key}: each rule is (KEYWORD, LR_FACTOR, WEIGHT_DECAY_FACTOR) with a non-empty "
+                f"KEYWORD, got {rule!r}"
+            )
+        for factor in rule[1:]:
+            _check_number(factor, f"{key} ({rule[0]!r})", minimum=0.0, shown=tuple(rule))
+    keywords = [rule[0] for rule in rules]
+    if len(set(keywords)) != len(keywords):
+        raise ConfigError(f"{key}: each KEYWORD may appear once, got {tuple(keywords)}")
 
 
 def _check_choice(value: Any, key: str, allowed: tuple, normalize) -> None:

@@ -1,12 +1,12 @@
 """Sorting a model's parameters into optimizer param groups: a pure function of model and config.
 
-Every trainable parameter gets exactly one rule (norm, embed, bias or default, with the backbone
-lr factor on top), and so one lr and weight decay. Parameters with identical hyper-parameters
-share one param group: multi-tensor and fused kernels work per group, so a handful of groups
-steps several times faster than one group per tensor.
+Every trainable parameter gets exactly one rule (a custom rule by name, else norm, embed, bias
+or default, with the backbone lr factor on top), and so one lr and weight decay. Parameters
+with identical hyper-parameters share one param group: multi-tensor and fused kernels work per
+group, so a handful of groups steps several times faster than one group per tensor.
 """
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -31,14 +31,20 @@ class ParamAssignment:
 
     name: str
     param: torch.Tensor
-    rule: str  # "norm", "embed", "bias" or "default"
+    rule: str  # "custom", "norm", "embed", "bias" or "default"
     backbone: bool
     lr: float
     weight_decay: float
 
 
+def custom_rule(name: str, custom_rules) -> Optional[Tuple[str, float, float]]:
+    """The CUSTOM_RULES entry whose keyword is the longest one in the full ``name``, or None."""
+    matches = [rule for rule in custom_rules if rule[0] in name]
+    return max(matches, key=lambda rule: len(rule[0])) if matches else None
+
+
 def param_rule(module: nn.Module, param_name: str, embed_keywords: Tuple[str, ...]) -> str:
-    """The rule for parameter ``param_name`` owned directly by ``module``."""
+    """The built-in rule for parameter ``param_name`` owned directly by ``module``."""
     if isinstance(module, NORM_MODULE_TYPES):
         return "norm"
     if isinstance(module, nn.Embedding) or any(word in param_name for word in embed_keywords):
@@ -48,10 +54,15 @@ def param_rule(module: nn.Module, param_name: str, embed_keywords: Tuple[str, ..
     return "default"
 
 
-def rule_hyperparams(rule: str, backbone: bool, optimizer: CfgNode) -> Tuple[float, float]:
-    """(lr, weight_decay) for a rule under ``SOLVER.OPTIMIZER``."""
+def rule_hyperparams(rule: str, backbone: bool, optimizer: CfgNode,
+                     custom: Optional[Tuple[str, float, float]] = None) -> Tuple[float, float]:
+    """(lr, weight_decay) for a rule under ``SOLVER.OPTIMIZER``; ``custom`` is the matching
+    CUSTOM_RULES entry of the "custom" rule."""
     lr = optimizer.BASE_LR
-    if rule == "norm":
+    if rule == "custom":
+        lr = optimizer.BASE_LR * custom[1]
+        weight_decay = optimizer.WEIGHT_DECAY * custom[2]
+    elif rule == "norm":
         weight_decay = optimizer.WEIGHT_DECAY_NORM
     elif rule == "embed":
         weight_decay = optimizer.WEIGHT_DECAY_EMBED
@@ -80,9 +91,10 @@ def explain_params(model: nn.Module, optimizer: CfgNode) -> List[ParamAssignment
                 continue
             seen.add(id(param))
             name = f"{module_name}.{param_name}" if module_name else param_name
-            rule = param_rule(module, param_name, embed_keywords)
+            custom = custom_rule(name, optimizer.CUSTOM_RULES)
+            rule = "custom" if custom else param_rule(module, param_name, embed_keywords)
             backbone = name.startswith(BACKBONE_PREFIX)
-            lr, weight_decay = rule_hyperparams(rule, backbone, optimizer)
+            lr, weight_decay = rule_hyperparams(rule, backbone, optimizer, custom)
             assignments.append(ParamAssignment(name, param, rule, backbone, lr, weight_decay))
     return assignments
 
