@@ -32,12 +32,16 @@ class TinyNet(nn.Module):
         self.head = nn.Linear(10, 3)
 
 
-@pytest.fixture(params=["per_tensor", "multi_tensor"])
+@pytest.fixture(params=["cpu_large", "cpu_mixed", "multi_tensor"])
 def clip_path(request, monkeypatch):
-    """Run the test with the CPU's per-tensor clip ops, then with the accelerators'
-    multi-tensor ops (foreach works on the CPU too), so both paths are checked here."""
+    """Run the test with the CPU's clip ops taking every tensor one at a time (as large), then
+    splitting small from large, then with the accelerators' multi-tensor ops (foreach works on
+    the CPU too), so every path is checked here."""
     if request.param == "multi_tensor":
         monkeypatch.setattr(clip_ops, "for_device", lambda device: clip_ops.MultiTensorOps)
+    else:
+        # TinyNet's tensors have 3 to 60 elements: 20 puts the two weights among the large.
+        monkeypatch.setattr(clip_ops, "SMALL_TENSOR", 0 if request.param == "cpu_large" else 20)
     return request.param
 
 

@@ -14,7 +14,8 @@
 3. Each row's achieved bandwidth (the least bytes its step must move / time) against the
    machine's copy bandwidth.
 4. The scheduler's step() cost, and the whole training loop of the job of ``--cfg`` built as
-   tools/train_net.py builds it against a bare PyTorch loop (see pet.lib.utils.loop_benchmark).
+   tools/train_net.py builds it against bare PyTorch loops run in lock-step with it (see
+   pet.lib.utils.loop_benchmark).
 
 The timed solver uses the config's SOLVER.OPTIMIZER with BENCH_OVERRIDES, so that several param
 groups exist. ``--quick`` runs tiny models, a 30-iteration job and few repeats: a smoke test,
@@ -36,7 +37,7 @@ from pet.lib.config.loader import merge_from_list  # noqa: E402
 from pet.lib.config.validate_job import validate_cfg  # noqa: E402
 from pet.lib.utils.bench_models import ResNet, VisionTransformer  # noqa: E402
 from pet.lib.utils.bench_report import format_report, machine_info, targets  # noqa: E402
-from pet.lib.utils.loop_benchmark import job_iterations, time_loops  # noqa: E402
+from pet.lib.utils.loop_benchmark import SOLVER_LOOP, job_iterations, time_job  # noqa: E402
 from pet.lib.utils.lr_scheduler import LearningRateScheduler  # noqa: E402
 from pet.lib.utils.optimizer import OPTIMIZERS, Optimizer  # noqa: E402
 from pet.lib.utils.step_benchmark import (  # noqa: E402
@@ -173,17 +174,14 @@ def model_section(name, model, cfg, bandwidth, warmup, repeats, kernel_choice):
 
 
 def loop_section(cfg, repeats):
-    """Item 4: the whole job of ``cfg`` through train_net's path against bare loops; the
-    overhead is over the faster bare loop, by median wall and by median CPU time."""
-    seconds = time_loops(cfg, repeats)
-    section = dict(iterations=job_iterations(cfg), repeats=repeats, seconds=seconds)
-    solver = next(iter(seconds))
-    for clock in ("wall", "cpu"):
-        medians = {name: statistics.median(runs[clock]) for name, runs in seconds.items()}
-        bare = min(m for name, m in medians.items() if name != solver)
-        section[f"median_{clock}_s"] = medians
-        section[f"overhead_{clock}"] = medians[solver] / bare - 1.0
-    return section
+    """Item 4: the whole job of ``cfg`` through train_net's path against bare loops run in
+    lock-step with it; the overhead over each bare loop, from median seconds."""
+    runs = [time_job(cfg) for _ in range(repeats)]
+    medians = {name: statistics.median(run[name] for run in runs) for name in runs[0]}
+    overhead = {name: medians[SOLVER_LOOP] / seconds - 1.0
+                for name, seconds in medians.items() if name != SOLVER_LOOP}
+    return dict(iterations=job_iterations(cfg), repeats=repeats, runs=runs, median_s=medians,
+                overhead=overhead)
 
 
 def run(cfg, quick, device):

@@ -10,8 +10,8 @@ accounts for it:
   the other kernels.
 - "norm" and "value" unscale in the same pass that clips, and hand the kernel no scale.
 
-How the passes run depends on the device (``clip_ops``): per tensor with host scalars on the
-CPU, multi-tensor (foreach) without host syncs elsewhere.
+How the passes run depends on the device (``clip_ops``): large tensors one at a time with host
+scalars on the CPU, multi-tensor (foreach) without host syncs elsewhere.
 """
 from collections import defaultdict
 from typing import Dict, List, Optional
@@ -22,11 +22,15 @@ from pet.lib.utils import clip_ops
 
 
 def grads_by_device(optimizer: torch.optim.Optimizer) -> Dict[torch.device, List[torch.Tensor]]:
-    """The existing gradients of the optimizer's params, per device (foreach ops need one)."""
+    """The non-empty gradients of the optimizer's params, per device (foreach ops need one).
+
+    An empty gradient has nothing to clip and adds nothing to a norm (torch refuses the
+    max-norm of one: a max over nothing has no value).
+    """
     grads = defaultdict(list)
     for group in optimizer.param_groups:
         for p in group["params"]:
-            if p.grad is not None:
+            if p.grad is not None and p.grad.numel() > 0:
                 grads[p.grad.device].append(p.grad)
     return grads
 

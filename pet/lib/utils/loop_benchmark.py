@@ -1,20 +1,19 @@
 """The training loop's overhead: train_net's path (Optimizer, LearningRateScheduler, Trainer and
-its hooks) against a bare PyTorch loop over the same model, data and iterations.
+its hooks) against bare PyTorch loops over the same model, data and iterations.
 
-Both start from the same seed, model init and batches; the bare loop is what a user writes by
-hand: forward, loss, zero_grad, backward, step, with torch's optimizer on one param group and no
-scheduler, evaluation, checkpoints or metrics. Whatever the solver loop does beyond that
-(grouping, kernel choice, the lr schedule, the loss check, evaluation, checkpoints, the metrics
-file) counts as its overhead.
+A bare loop is what a user writes by hand: forward, loss, zero_grad, backward, step, with torch's
+optimizer on one param group and no scheduler, evaluation, checkpoints or metrics. Whatever the
+solver loop does beyond that (grouping, the lr schedule, the loss check, evaluation,
+checkpoints, the metrics file) counts as its overhead.
 
-Each run reports its wall time and its CPU time. The default job runs on one thread
-(NUM_THREADS=1), so on an idle machine the two agree; on a shared one, CPU time is the figure
-that other processes do not inflate (it leaves out only waits, such as a checkpoint's fsync).
+The loops run in lock-step: after each step of the real Trainer, a measurement-only hook runs
+one iteration of each bare loop and times it apart. Run one after the other, whole jobs of a few
+seconds differ by 10% from run to run on these machines with nothing else running; in
+lock-step every loop sees the same moments of the machine, so a 1% difference shows.
 """
 import tempfile
 import time
-from contextlib import contextmanager
-from typing import Callable, Dict, Iterator, List
+from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +23,7 @@ from pet.data import build_datasets, build_train_loader
 from pet.engine import Trainer, build_train_hooks
 from pet.lib.config.validate_job import validate_cfg
 from pet.lib.utils.checkpointer import Checkpointer
+from pet.lib.utils.hooks import HookBase
 from pet.lib.utils.logger import ProgressBar
 from pet.lib.utils.lr_scheduler import LearningRateScheduler
 from pet.lib.utils.lr_schedules import build_schedule
@@ -31,14 +31,7 @@ from pet.lib.utils.optimizer import OPTIMIZERS, Optimizer
 from pet.lib.utils.seed import seed_everything
 from pet.models import build_model
 
-
-@contextmanager
-def stopwatch() -> Iterator[Dict[str, float]]:
-    """Fills the yielded dict with the block's "wall" and "cpu" (this process) seconds."""
-    seconds = {}
-    wall, cpu = time.perf_counter(), time.process_time()
-    yield seconds
-    seconds.update(wall=time.perf_counter() - wall, cpu=time.process_time() - cpu)
+SOLVER_LOOP = "solver + hooks (train_net)"
 
 
 def job_iterations(cfg: CfgNode) -> int:
@@ -46,71 +39,84 @@ def job_iterations(cfg: CfgNode) -> int:
     return build_schedule(cfg.SOLVER.SCHEDULER, validate_cfg(cfg)).max_iter
 
 
-def solver_loop(cfg: CfgNode) -> Dict[str, float]:
-    """Wall and CPU seconds of ``Trainer.train()`` on ``cfg``'s job, built as tools/train_net.py builds it
-    (OUTPUT_DIR replaced by a temporary directory; no progress bar, as off a terminal)."""
-    iter_per_epoch = validate_cfg(cfg)
-    seed_everything(cfg.SEED, cfg.NUM_THREADS)
-    train_split, test_split = build_datasets(cfg)
-    model = build_model(cfg)
-    with tempfile.TemporaryDirectory() as output_dir, open("/dev/null", "w") as null:
-        cfg = cfg.clone()
-        cfg.OUTPUT_DIR = output_dir
-        checkpointer = Checkpointer(output_dir)
-        optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
-        scheduler = LearningRateScheduler(optimizer, cfg.SOLVER, iter_per_epoch=iter_per_epoch)
-        loader = build_train_loader(cfg, train_split)
-        hooks = build_train_hooks(cfg, model, optimizer, scheduler, checkpointer, test_split,
-                                  loader, 0, ProgressBar(stream=null))
-        with stopwatch() as seconds:
-            Trainer(model, optimizer, loader, hooks, 0, scheduler.max_iter).train()
-        return seconds
+class BareLoop:
+    """A hand-written loop over ``cfg``'s job, advanced one timed iteration at a time;
+    ``implementation`` goes to torch's optimizer (nothing: torch's default kernel)."""
+
+    def __init__(self, cfg: CfgNode, **implementation) -> None:
+        seed_everything(cfg.SEED, cfg.NUM_THREADS)
+        train_split, _ = build_datasets(cfg)
+        self.model = build_model(cfg)
+        self.model.train()
+        opt = cfg.SOLVER.OPTIMIZER
+        info = OPTIMIZERS[opt.TYPE.upper()]
+        self.optimizer = info.cls(self.model.parameters(), lr=opt.BASE_LR,
+                                  weight_decay=opt.WEIGHT_DECAY, **info.options(opt),
+                                  **implementation)
+        self.loader = build_train_loader(cfg, train_split)
+        self.iteration = 0
+        self.seconds = 0.0
+
+    def step(self) -> None:
+        start = time.perf_counter()
+        levels, labels = self.loader.batch(self.iteration)
+        loss = F.cross_entropy(self.model(levels), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.iteration += 1
+        self.seconds += time.perf_counter() - start
 
 
-def bare_loop(cfg: CfgNode, **implementation) -> Dict[str, float]:
-    """Wall and CPU seconds of a hand-written loop over the same iterations; ``implementation`` goes to
-    torch's optimizer (nothing: torch's default kernel; ``fused=True``: the solver's kernel)."""
-    max_iter = job_iterations(cfg)
-    seed_everything(cfg.SEED, cfg.NUM_THREADS)
-    train_split, _ = build_datasets(cfg)
-    model = build_model(cfg)
-    opt_cfg = cfg.SOLVER.OPTIMIZER
-    info = OPTIMIZERS[opt_cfg.TYPE.upper()]
-    optimizer = info.cls(model.parameters(), lr=opt_cfg.BASE_LR, weight_decay=opt_cfg.WEIGHT_DECAY,
-                         **info.options(opt_cfg), **implementation)
-    loader = build_train_loader(cfg, train_split)
-    model.train()
-    with stopwatch() as seconds:
-        for iteration in range(max_iter):
-            levels, labels = loader.batch(iteration)
-            loss = F.cross_entropy(model(levels), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    return seconds
+class LockStep(HookBase):
+    """Measurement only, last in the hook list: one iteration of every bare loop per step.
+
+    The bare loops swap order every step: a loop runs about 1% slower right after a loop of
+    another model than after one of the same kind, so each gets both neighbours alike.
+    """
+
+    def __init__(self, loops: List[BareLoop]) -> None:
+        self.loops = loops
+
+    def after_step(self, storage) -> None:
+        for loop in self.loops if storage.iter % 2 else reversed(self.loops):
+            loop.step()
 
 
-def loop_candidates(cfg: CfgNode) -> Dict[str, Callable[[], Dict[str, float]]]:
-    """name -> a run of the whole job returning its seconds; the first is the solver's."""
-    candidates = {"solver + hooks (train_net)": lambda: solver_loop(cfg),
-                  "bare loop, torch default": lambda: bare_loop(cfg)}
+def bare_loops(cfg: CfgNode) -> Dict[str, BareLoop]:
+    """The bare loops to compare with: torch's default kernel, and fused where it exists."""
+    loops = {"bare loop, torch default": BareLoop(cfg)}
     if OPTIMIZERS[cfg.SOLVER.OPTIMIZER.TYPE.upper()].has_fused:
-        candidates["bare loop, fused"] = lambda: bare_loop(cfg, fused=True)
-    return candidates
+        loops["bare loop, fused"] = BareLoop(cfg, fused=True)
+    return loops
 
 
-def time_loops(cfg: CfgNode, repeats: int) -> Dict[str, Dict[str, List[float]]]:
-    """{name: {"wall": seconds, "cpu": seconds}} of each candidate's whole run, ``repeats``
-    times each, interleaved; torch's thread count (the job's NUM_THREADS sets it) is restored
-    afterwards."""
+def time_job(cfg: CfgNode) -> Dict[str, float]:
+    """Seconds of ``cfg``'s whole job: the solver loop (``Trainer.train()`` built as
+    tools/train_net.py builds it, OUTPUT_DIR in a temporary directory, no progress bar as off
+    a terminal) first, then each bare loop, all run in lock-step. torch's thread count, which
+    the job's NUM_THREADS sets, is restored afterwards."""
     threads = torch.get_num_threads()
-    candidates = loop_candidates(cfg)
-    seconds = {name: {"wall": [], "cpu": []} for name in candidates}
+    iter_per_epoch = validate_cfg(cfg)
     try:
-        for _ in range(repeats):
-            for name, run in candidates.items():
-                for clock, value in run().items():
-                    seconds[name][clock].append(value)
+        loops = bare_loops(cfg)
+        seed_everything(cfg.SEED, cfg.NUM_THREADS)
+        train_split, test_split = build_datasets(cfg)
+        model = build_model(cfg)
+        with tempfile.TemporaryDirectory() as output_dir, open("/dev/null", "w") as null:
+            cfg = cfg.clone()
+            cfg.OUTPUT_DIR = output_dir
+            optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
+            scheduler = LearningRateScheduler(optimizer, cfg.SOLVER, iter_per_epoch=iter_per_epoch)
+            loader = build_train_loader(cfg, train_split)
+            hooks = build_train_hooks(cfg, model, optimizer, scheduler, Checkpointer(output_dir),
+                                      test_split, loader, 0, ProgressBar(stream=null))
+            trainer = Trainer(model, optimizer, loader, hooks + [LockStep(list(loops.values()))],
+                              0, scheduler.max_iter)
+            start = time.perf_counter()
+            trainer.train()
+            total = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)
-    return seconds
+    bare = {name: loop.seconds for name, loop in loops.items()}
+    return {SOLVER_LOOP: total - sum(bare.values()), **bare}
