@@ -156,7 +156,7 @@ def scheduler_step_cost(model, cfg, calls):
     return (time.perf_counter() - start) / calls * 1e6
 
 
-def model_section(name, model, cfg, bandwidth, warmup, repeats, kernel_choice):
+def model_section(model, cfg, bandwidth, warmup, repeats, kernel_choice):
     """Everything measured on one model."""
     params = list(model.parameters())
     section = dict(params=sum(p.numel() for p in params), tensors=len(params),
@@ -200,7 +200,7 @@ def run(cfg, quick, device):
                       copy_gb_per_s=bandwidth / 1e9, clip_value=CLIP_VALUE,
                       bench_overrides=BENCH_OVERRIDES, models={})
         for index, (name, model) in enumerate(models.items()):
-            result["models"][name] = model_section(name, model, cfg, bandwidth, warmup, repeats,
+            result["models"][name] = model_section(model, cfg, bandwidth, warmup, repeats,
                                                    kernel_choice=index == 0)
         result["scheduler_step_us"] = scheduler_step_cost(next(iter(models.values())), cfg,
                                                           200 if quick else 2000)
