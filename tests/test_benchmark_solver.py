@@ -11,7 +11,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "benchmark_solver.py")
 JOB = os.path.join(ROOT, "cfgs", "digits_cnn_sgd_step.yaml")
-ROW_KEYS = {"name", "ms", "ratio", "bytes", "gb_per_s", "of_copy"}
+ROW_KEYS = {"name", "ms", "ratio", "bytes", "gb_per_s", "of_copy", "all_ms"}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,8 @@ def test_every_model_optimizer_and_row_is_timed(quick_run):
                     "1 group/tensor, torch default"} <= set(names)
             for row in block["rows"]:
                 assert set(row) == ROW_KEYS
-                assert all(positive(row[key]) for key in ROW_KEYS - {"name"})
+                assert all(positive(row[key]) for key in ROW_KEYS - {"name", "all_ms"})
+                assert len(row["all_ms"]) == result["repeats"] and all(map(positive, row["all_ms"]))
             assert block["rows"][0]["ratio"] == 1.0
     assert [r["name"] for r in result["models"]["vit_tiny"]["steps"]["RMSPROP"]["rows"]] == [
         "RMSPROP foreach", "RMSPROP loop", "RMSPROP auto"]

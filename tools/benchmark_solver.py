@@ -41,8 +41,8 @@ from pet.lib.utils.loop_benchmark import SOLVER_LOOP, job_iterations, time_job  
 from pet.lib.utils.lr_scheduler import LearningRateScheduler  # noqa: E402
 from pet.lib.utils.optimizer import OPTIMIZERS, Optimizer  # noqa: E402
 from pet.lib.utils.step_benchmark import (  # noqa: E402
-    BackgroundLoad, copy_bandwidth, fill_gradients, per_tensor_groups, restore_gradients,
-    step_bytes, time_side_by_side,
+    BackgroundLoad, Candidate, copy_bandwidth, fill_gradients, per_tensor_groups,
+    restore_gradients, share_state, step_bytes, time_side_by_side,
 )
 
 OPTIMIZER_TYPES = ("ADAMW", "SGD")
@@ -86,7 +86,7 @@ def solver_optimizer_cfg(cfg, optimizer_type, clip_type=None, implementation=Non
 
 
 def step_candidates(model, cfg, optimizer_type):
-    """row name -> (one step, clip type), all over ``model``'s parameter tensors."""
+    """row name -> Candidate, all over ``model``'s parameter tensors."""
     opt_cfg = solver_optimizer_cfg(cfg, optimizer_type)
     info = OPTIMIZERS[optimizer_type]
     hyper = dict(info.options(opt_cfg), lr=opt_cfg.BASE_LR, weight_decay=opt_cfg.WEIGHT_DECAY)
@@ -97,24 +97,24 @@ def step_candidates(model, cfg, optimizer_type):
         torch.nn.utils.clip_grad_norm_(params, CLIP_VALUE, foreach=True)
         clip_then_fused.step()
 
-    rows = {REFERENCE: (info.cls(params, fused=True, **hyper).step, None),
-            "solver": (Optimizer(model, opt_cfg).build().step, None)}
+    rows = {REFERENCE: Candidate(info.cls(params, fused=True, **hyper)),
+            "solver": Candidate(Optimizer(model, opt_cfg).build())}
     for clip_type in CLIP_TYPES:
         solver = Optimizer(model, solver_optimizer_cfg(cfg, optimizer_type, clip_type)).build()
-        rows[f"solver + {clip_type}"] = (solver.step, clip_type)
-    rows["torch clip_grad_norm_ + fused"] = (torch_clip_then_fused, "full_model")
+        rows[f"solver + {clip_type}"] = Candidate(solver, clip_type=clip_type)
+    rows["torch clip_grad_norm_ + fused"] = Candidate(clip_then_fused, torch_clip_then_fused,
+                                                      "full_model")
     groups = per_tensor_groups(model, opt_cfg)
-    rows["1 group/tensor, fused"] = (info.cls(groups, fused=True, **hyper).step, None)
-    rows[BASELINE] = (info.cls(per_tensor_groups(model, opt_cfg), **hyper).step, None)
+    rows["1 group/tensor, fused"] = Candidate(info.cls(groups, fused=True, **hyper))
+    rows[BASELINE] = Candidate(info.cls(per_tensor_groups(model, opt_cfg), **hyper))
     return rows
 
 
 def kernel_choice_candidates(model, cfg):
     """RMSprop, which has no fused kernel: the two kernels auto chooses between, and auto."""
-    rows = {f"RMSPROP {impl}":
-            Optimizer(model, solver_optimizer_cfg(cfg, "RMSPROP", None, impl)).build()
+    return {f"RMSPROP {impl}":
+            Candidate(Optimizer(model, solver_optimizer_cfg(cfg, "RMSPROP", None, impl)).build())
             for impl in ("foreach", "loop", "auto")}
-    return {name: (opt.step, None) for name, opt in rows.items()}
 
 
 def synchronized(step, device):
@@ -125,22 +125,27 @@ def synchronized(step, device):
 
 
 def time_rows(model, candidates, optimizer_type, reference, bandwidth, warmup, repeats):
-    """Time ``candidates`` (name -> (step, clip type)) side by side: {"reference": the row the
-    ratios divide by, "rows": one dict per candidate}."""
+    """Time ``candidates`` (name -> Candidate) side by side, all on the same parameter,
+    gradient and state tensors: {"reference": the row the ratios divide by, "rows": one dict
+    per candidate}."""
     saved = fill_gradients(model)
     device = next(model.parameters()).device
+    for candidate in candidates.values():  # creates each optimizer's state
+        candidate.step()
+    share_state(candidates[reference].optimizer, [c.optimizer for c in candidates.values()])
     timings = time_side_by_side(
-        {name: synchronized(step, device) for name, (step, _) in candidates.items()},
+        {name: synchronized(c.step, device) for name, c in candidates.items()},
         lambda: restore_gradients(model, saved), warmup, repeats)
     params = list(model.parameters())
     numel, element_size = sum(p.numel() for p in params), params[0].element_size()
     rows = []
-    for name, (_, clip_type) in candidates.items():
+    for name, candidate in candidates.items():
         ms = timings[name].median_ms
         moved = step_bytes(numel, element_size, optimizer_type, BENCH_OVERRIDES["MOMENTUM"],
-                           clip_type)
+                           candidate.clip_type)
         rows.append(dict(name=name, ms=ms, ratio=ms / timings[reference].median_ms, bytes=moved,
-                         gb_per_s=moved / ms / 1e6, of_copy=moved / ms * 1e3 / bandwidth))
+                         gb_per_s=moved / ms / 1e6, of_copy=moved / ms * 1e3 / bandwidth,
+                         all_ms=[round(t * 1e3, 3) for t in timings[name].seconds]))
     return dict(reference=reference, rows=rows)
 
 

@@ -1,8 +1,10 @@
 """Timing optimizer steps side by side: the measurement half of tools/benchmark_solver.py.
 
-Every candidate steps the same parameter tensors (each with its own optimizer state), in a
-rotating order, after the same gradients are restored, so drift of the machine and cache
-effects hit all of them alike; each figure is a median over repeats after a warm-up.
+Every candidate steps the same parameter tensors with the same state buffers (moments,
+momentum), in a rotating order, after the same gradients are restored, so drift of the
+machine, cache effects and where in memory the tensors lie hit all of them alike; each figure
+is a median over repeats after a warm-up. (With a state of its own, each optimizer's buffers
+land elsewhere in memory, and identical steps then differ by up to 10% on these machines.)
 """
 import os
 import statistics
@@ -33,6 +35,30 @@ def step_bytes(num_elements: int, element_size: int, optimizer_type: str, moment
     if momentum > 0:
         accesses += MOMENTUM_ACCESSES.get(optimizer_type, 0)
     return num_elements * element_size * accesses
+
+
+@dataclass
+class Candidate:
+    """One row: its optimizer, the step to time (the optimizer's own by default) and its clip."""
+
+    optimizer: torch.optim.Optimizer
+    step: Optional[Callable[[], None]] = None
+    clip_type: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.step is None:
+            self.step = self.optimizer.step
+
+
+def share_state(reference: torch.optim.Optimizer,
+                optimizers: List[torch.optim.Optimizer]) -> None:
+    """Point every optimizer's per-parameter buffers at ``reference``'s (each keeps its own
+    step count, whose type depends on the kernel). Every optimizer must have stepped once."""
+    for optimizer in optimizers:
+        for param, state in optimizer.state.items():
+            for key, buffer in reference.state[param].items():
+                if key != "step" and key in state:
+                    state[key] = buffer
 
 
 @dataclass
