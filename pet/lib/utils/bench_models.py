@@ -43,7 +43,8 @@ class ViTBackbone(nn.Module):
         super().__init__()
         self.patch_embed = nn.Conv2d(3, dim, patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embed = nn.Parameter(torch.randn(1, 1 + (image_size // patch_size) ** 2, dim) * .02)
+        num_tokens = 1 + (image_size // patch_size) ** 2
+        self.pos_embed = nn.Parameter(torch.randn(1, num_tokens, dim) * .02)
         self.blocks = nn.Sequential(*[TransformerBlock(dim, num_heads, mlp_ratio)
                                       for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)

@@ -88,9 +88,10 @@ def format_report(result: Dict) -> str:
     if loop:
         lines += ["", f"training loop, the job of --cfg ({loop['iterations']} iterations, "
                       f"loops in lock-step, median of {loop['repeats']}):"]
-        lines += [f"  {name:32} {seconds:8.3f} s" + (
-                      f"  (solver + hooks {loop['overhead'][name]:+.1%})" if name in loop["overhead"]
-                      else "") for name, seconds in loop["median_s"].items()]
+        for name, seconds in loop["median_s"].items():
+            overhead = loop["overhead"].get(name)
+            lines.append(f"  {name:32} {seconds:8.3f} s" + (
+                "" if overhead is None else f"  (solver + hooks {overhead:+.1%})"))
         lines += _busy_line(loop["background_cores"])
     lines += ["", "targets:"]
     lines += [f"  {'met ' if t['met'] else 'MISS'}  {t['model']:12} {t['what']:58} "

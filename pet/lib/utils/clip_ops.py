@@ -36,7 +36,8 @@ def is_one(coef: torch.Tensor) -> bool:
     return coef.device.type == "cpu" and float(coef) == 1.0
 
 
-def combine_norms(norms: List[torch.Tensor], norm_type: float, device: torch.device) -> torch.Tensor:
+def combine_norms(norms: List[torch.Tensor], norm_type: float,
+                  device: torch.device) -> torch.Tensor:
     """The p-norm of several parts' norms (the norm of all the parts together), on ``device``."""
     if len(norms) == 1:
         return norms[0]
