@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from clip_reference import clip_like_torch_
 from pet.lib.config import get_cfg
 from pet.lib.utils import clip_ops
 from pet.lib.utils.optimizer import OPTIMIZERS, Optimizer, implementation_kwargs
@@ -79,27 +80,14 @@ def backward(model, grads, scaler=None):
     (loss if scaler is None else scaler.scale(loss)).backward()
 
 
-def clip_like_torch_(params, clip):
-    """The independent reference: torch.nn.utils' clip functions on the true gradients."""
-    if clip is None:
-        return
-    clip_type, clip_value, norm_type = clip
-    if clip_type == "value":
-        torch.nn.utils.clip_grad_value_(params, clip_value)
-    elif clip_type == "norm":
-        for p in params:
-            torch.nn.utils.clip_grad_norm_([p], clip_value, norm_type)
-    else:
-        torch.nn.utils.clip_grad_norm_(params, clip_value, norm_type)
-
-
 def reference_params(type_, clip):
     """Parameters after STEPS steps of the loop kernel, without clipping in step()."""
     model = tiny_net()
     opt = Optimizer(model, solver_cfg(type_, "loop", None)).build()
     for step in range(STEPS):
         backward(model, target_grads(model, step))
-        clip_like_torch_(list(model.parameters()), clip)
+        if clip is not None:
+            clip_like_torch_(list(model.parameters()), *clip)
         opt.step()
     return [p.detach() for p in model.parameters()]
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from clip_reference import clip_like_torch_
 from pet.lib.config import ConfigError, get_cfg
 from pet.lib.utils.optimizer import Optimizer
 
@@ -99,13 +100,7 @@ def reference_clip(grads, clip_type, clip_value, norm_type):
     params = [nn.Parameter(torch.zeros_like(g)) for g in grads]
     for p, g in zip(params, grads):
         p.grad = g.clone()
-    if clip_type == "value":
-        torch.nn.utils.clip_grad_value_(params, clip_value)
-    elif clip_type == "norm":
-        for p in params:
-            torch.nn.utils.clip_grad_norm_([p], clip_value, norm_type)
-    else:
-        torch.nn.utils.clip_grad_norm_(params, clip_value, norm_type)
+    clip_like_torch_(params, clip_type, clip_value, norm_type)
     return [p.grad for p in params]
 
 

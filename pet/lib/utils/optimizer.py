@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 from yacs.config import CfgNode
 
-from pet.lib.config.validate import OPTIMIZER_TYPES, validate_optimizer
+from pet.lib.config.validate import FUSED_OPTIMIZER_TYPES, OPTIMIZER_TYPES, validate_optimizer
 from pet.lib.utils.grad_clip import GradientClipping
 from pet.lib.utils.param_groups import build_param_groups
 
@@ -40,6 +40,7 @@ OPTIMIZERS: Dict[str, OptimizerInfo] = {
     "RMSPROP": OptimizerInfo(torch.optim.RMSprop, _rmsprop_options, has_fused=False),
 }
 assert tuple(OPTIMIZERS) == OPTIMIZER_TYPES, "the registry and the validated names must agree"
+assert tuple(name for name, info in OPTIMIZERS.items() if info.has_fused) == FUSED_OPTIMIZER_TYPES
 
 
 class ClippedSGD(GradientClipping, torch.optim.SGD):
