@@ -1,11 +1,12 @@
 """The run directory (OUTPUT_DIR): refusing to overwrite a run, and preparing it for writing."""
 import logging
 import os
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Dict
 
 from yacs.config import CfgNode
 
 from pet.lib.config.errors import ConfigError
+from pet.lib.config.loader import flatten
 from pet.lib.utils.checkpointer import (
     LAST_CHECKPOINT,
     atomic_write,
@@ -48,19 +49,11 @@ def prepare_output_dir(cfg: CfgNode, resume: bool) -> None:
     attach_log_file(os.path.join(cfg.OUTPUT_DIR, LOG_FILE), append=resume)
 
 
-def _flatten(mapping: Dict[str, Any], prefix: str = "") -> Iterator[Tuple[str, Any]]:
-    for key, value in mapping.items():
-        if isinstance(value, dict):
-            yield from _flatten(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
-
-
 def log_config_changes(saved_config: Dict[str, Any], cfg: CfgNode) -> None:
     """Log every key whose value differs between the checkpoint's config and this run's
     (this run's values are the ones used)."""
-    saved = dict(_flatten(saved_config))
-    for key, value in _flatten(cfg_to_dict(cfg)):
+    saved = dict(flatten(saved_config))
+    for key, value in flatten(cfg_to_dict(cfg)):
         if key in saved and saved[key] != value:
             logger.info("resume: %s was %r in the checkpoint's run, is %r now (used)",
                         key, saved[key], value)

@@ -48,7 +48,7 @@ def merge_from_file(cfg: CfgNode, cfg_file: str) -> None:
         return
     if not isinstance(loaded, dict):
         raise ConfigError(f"--cfg {cfg_file}: the top level must be a mapping of keys")
-    for full_key, value in _flatten(loaded):
+    for full_key, value in flatten(loaded):
         _set(cfg, full_key, value, source=cfg_file)
 
 
@@ -75,11 +75,12 @@ def all_keys(cfg: CfgNode, prefix: str = "") -> List[str]:
     return keys
 
 
-def _flatten(mapping: dict, prefix: str = "") -> Iterator[Tuple[str, Any]]:
+def flatten(mapping: dict, prefix: str = "") -> Iterator[Tuple[str, Any]]:
+    """(dotted full key, value) for every leaf of nested dicts."""
     for key, value in mapping.items():
         full_key = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            yield from _flatten(value, full_key + ".")
+            yield from flatten(value, full_key + ".")
         else:
             yield full_key, value
 
