@@ -198,6 +198,20 @@ def test_check_cfg_prints_merged_config_and_derived_quantities(tmp_path):
     assert "# iterations per epoch: 10 (--iter-per-epoch)" in again.stdout
 
 
+def test_check_cfg_validates_with_the_given_iterations_per_epoch(tmp_path):
+    """A warm-up of 50 iterations fits a 1-epoch schedule of 100 iterations, not one of the
+    data set's 44: --iter-per-epoch decides, both ways."""
+    cfg = write_cfg(tmp_path, EPOCH_CFG)
+    overrides = ["SOLVER.SCHEDULER.TOTAL_EPOCHS", "1", "SOLVER.SCHEDULER.STEPS", "()",
+                 "SOLVER.SCHEDULER.WARM_UP_EPOCHS", "None", "SOLVER.SCHEDULER.WARM_UP_ITERS", "50"]
+    given = run_tool("check_cfg", "--cfg", cfg, "--iter-per-epoch", 100, *overrides, cwd=tmp_path)
+    assert given.returncode == 0, given.stderr
+    assert "# max_iter: 100 iterations = 1 epochs" in given.stdout
+    assert_one_line_error(run_tool("check_cfg", "--cfg", cfg, *overrides, cwd=tmp_path),
+                          "SOLVER.SCHEDULER.WARM_UP_ITERS=50: the warm-up must be shorter than the "
+                          "schedule (1 epochs = 44 iterations)")
+
+
 def test_check_cfg_passes_the_readme_config():
     result = run_tool("check_cfg", "--cfg", REPO / "cfgs" / "digits_cnn_sgd_step.yaml", cwd=REPO)
     assert result.returncode == 0, result.stderr

@@ -3,7 +3,7 @@
 Run once, before anything is written to OUTPUT_DIR; every error is a ConfigError naming the full
 key, the bad value and what is allowed.
 """
-from typing import Any
+from typing import Any, Optional
 
 from yacs.config import CfgNode
 
@@ -18,8 +18,10 @@ DATASETS = ("digits",)
 PATCH_SIZES = (1, 2, 4)
 
 
-def validate_cfg(cfg: CfgNode) -> int:
-    """Check every section of ``cfg``; return the iterations per epoch of its training loader.
+def validate_cfg(cfg: CfgNode, iter_per_epoch_override: Optional[int] = None) -> int:
+    """Check every section of ``cfg``; return the iterations per epoch the schedule is
+    converted with: ``iter_per_epoch_override`` when given (a what-if of the tools), else the
+    training loader's.
 
     Raises ConfigError on the first bad key.
     """
@@ -36,6 +38,8 @@ def validate_cfg(cfg: CfgNode) -> int:
             f"DATA.BATCH_SIZE: {cfg.DATA.BATCH_SIZE} with DATA.DROP_LAST=True leaves no full "
             f"batch in an epoch; use a smaller batch or DATA.DROP_LAST False"
         )
+    if iter_per_epoch_override is not None:
+        iters = iter_per_epoch_override
     validate_solver(cfg.SOLVER, iters)
     return iters
 
