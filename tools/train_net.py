@@ -102,8 +102,6 @@ def eval_only(cfg, args) -> int:
     """Evaluate MODEL.WEIGHTS, or the last checkpoint with --resume; writes nothing."""
     if not args.resume and not cfg.MODEL.WEIGHTS:
         raise ConfigError("--eval-only needs MODEL.WEIGHTS (a .pth file) or --resume")
-    if args.resume:
-        check_output_dir(cfg.OUTPUT_DIR, resume=True)
     seed_everything(cfg.SEED, cfg.NUM_THREADS)
     _, test_split = build_datasets(cfg)
     checkpointer = Checkpointer(cfg.OUTPUT_DIR, resume=args.resume, weights=cfg.MODEL.WEIGHTS)

@@ -8,11 +8,9 @@ from yacs.config import CfgNode
 from pet.lib.config.errors import ConfigError
 from pet.lib.config.loader import flatten
 from pet.lib.utils.checkpointer import (
-    LAST_CHECKPOINT,
     atomic_write,
     cfg_to_dict,
     find_checkpoints,
-    last_checkpoint_path,
 )
 from pet.lib.utils.logger import attach_log_file
 
@@ -23,7 +21,8 @@ LOG_FILE = "log.txt"
 
 
 def check_output_dir(output_dir: str, resume: bool) -> None:
-    """Refuse to start a new run over an old run's checkpoints, or to resume nothing.
+    """Refuse to start a new run over an old run's checkpoints (``--resume`` with nothing to
+    resume is refused by ``Checkpointer``, also before anything is written).
 
     Raises ConfigError (exit status 2 in the tools); writes nothing.
     """
@@ -33,11 +32,6 @@ def check_output_dir(output_dir: str, resume: bool) -> None:
         raise ConfigError(
             f"OUTPUT_DIR {output_dir} already holds checkpoints ({shown}); add --resume to continue "
             f"that run, or set another OUTPUT_DIR"
-        )
-    if resume and last_checkpoint_path(output_dir) is None:
-        raise ConfigError(
-            f"--resume: {os.path.join(output_dir, LAST_CHECKPOINT)} does not exist, nothing to resume; "
-            f"drop --resume to start a new run in OUTPUT_DIR {output_dir}"
         )
 
 
