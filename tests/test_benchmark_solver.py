@@ -56,8 +56,12 @@ def test_scheduler_loop_and_targets_are_reported(quick_run):
     assert list(loop["median_s"]) == [
         "solver + hooks (train_net)", "bare loop, torch default", "bare loop, fused"]
     assert all(positive(s) for s in loop["median_s"].values())
-    assert list(loop["overhead"]) == ["bare loop, torch default", "bare loop, fused"]
+    bare = ["bare loop, torch default", "bare loop, fused"]
+    assert list(loop["overhead"]) == list(loop["overhead_over_training_alone"]) == bare
     assert all(math.isfinite(v) for v in loop["overhead"].values())
+    # The bare loops evaluate as the job does (3 times in 30 iterations), inside their time.
+    assert all(0 < loop["eval_median_s"][name] < loop["median_s"][name] for name in bare)
+    assert all(loop["overhead_over_training_alone"][name] > loop["overhead"][name] for name in bare)
     assert len(result["targets"]) == 2 * 10 + 2
     assert all(isinstance(t["met"], bool) for t in result["targets"])
     assert "targets:" in stdout and "vit_tiny: " in stdout and result["machine"]["cpu"] in stdout

@@ -14,8 +14,8 @@
 3. Each row's achieved bandwidth (the least bytes its step must move / time) against the
    machine's copy bandwidth.
 4. The scheduler's step() cost, and the whole training loop of the job of ``--cfg`` built as
-   tools/train_net.py builds it against bare PyTorch loops run in lock-step with it (see
-   pet.lib.utils.loop_benchmark).
+   tools/train_net.py builds it against bare PyTorch loops doing the same job, run in
+   lock-step with it (see pet.lib.utils.loop_benchmark).
 
 The timed solver uses the config's SOLVER.OPTIMIZER with BENCH_OVERRIDES, so that several param
 groups exist. ``--quick`` runs tiny models, a 30-iteration job and few repeats: a smoke test,
@@ -179,14 +179,23 @@ def model_section(model, cfg, bandwidth, warmup, repeats, kernel_choice):
 
 
 def loop_section(cfg, repeats):
-    """Item 4: the whole job of ``cfg`` through train_net's path against bare loops run in
-    lock-step with it; the overhead over each bare loop, from median seconds."""
+    """Item 4: the whole job of ``cfg`` through train_net's path against bare loops doing the
+    same job, run in lock-step with it; the overhead over each bare loop from median seconds,
+    and over its training alone (its evaluations' seconds taken off: informative only)."""
     runs = [time_job(cfg) for _ in range(repeats)]
-    medians = {name: statistics.median(run[name] for run in runs) for name in runs[0]}
-    overhead = {name: medians[SOLVER_LOOP] / seconds - 1.0
-                for name, seconds in medians.items() if name != SOLVER_LOOP}
+
+    def median(name, key):
+        return statistics.median(run[name][key] for run in runs)
+
+    medians = {name: median(name, "seconds") for name in runs[0]}
+    eval_medians = {name: median(name, "eval_seconds") for name in runs[0] if name != SOLVER_LOOP}
+    solver = medians[SOLVER_LOOP]
+    overhead = {name: solver / medians[name] - 1.0 for name in eval_medians}
+    overhead_over_training = {name: solver / (medians[name] - eval_s) - 1.0
+                              for name, eval_s in eval_medians.items()}
     return dict(iterations=job_iterations(cfg), repeats=repeats, runs=runs, median_s=medians,
-                overhead=overhead)
+                eval_median_s=eval_medians, overhead=overhead,
+                overhead_over_training_alone=overhead_over_training)
 
 
 def run(cfg, quick, device):

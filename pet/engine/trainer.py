@@ -1,5 +1,6 @@
 """The training loop and the standard hooks of a run."""
 import logging
+import math
 import os
 from typing import Callable, List
 
@@ -50,36 +51,48 @@ class Trainer:
 
     def train(self) -> MetricsStorage:
         """Run the loop; return the storage (its ``latest()`` holds the last step's metrics)."""
+        self.before_train()
+        for iteration in range(self.start_iter, self.max_iter):
+            self.run_iteration(iteration)
+        return self.after_train()
+
+    def before_train(self) -> None:
         logger.info("Starting training at iteration %d of %d", self.start_iter, self.max_iter)
         self.model.train()
         for hook in self.hooks:
             hook.before_train(self.storage)
-        for iteration in range(self.start_iter, self.max_iter):
-            self.storage.begin_iteration(iteration)
-            for hook in self.hooks:
-                hook.before_step(self.storage)
-            self.run_step(iteration)
-            for hook in self.hooks:
-                hook.after_step(self.storage)
+
+    def run_iteration(self, iteration: int) -> None:
+        """The step of ``iteration`` with the hooks around it."""
+        self.storage.begin_iteration(iteration)
+        for hook in self.hooks:
+            hook.before_step(self.storage)
+        self.run_step(iteration)
+        for hook in self.hooks:
+            hook.after_step(self.storage)
+
+    def after_train(self) -> MetricsStorage:
         self.storage.iter = max(self.start_iter, self.max_iter)
         for hook in self.hooks:
             hook.after_train(self.storage)
         return self.storage
 
     def run_step(self, iteration: int) -> None:
-        """One optimizer step on the batch of ``iteration``; raises FloatingPointError when the
-        loss is not finite (the run diverged: continuing would only waste time)."""
+        """One optimizer step on the batch of ``iteration``; raises FloatingPointError, before
+        the step, when the loss is not finite (the run diverged: continuing would only waste
+        time)."""
         levels, labels = self.data_loader.batch(iteration)
         loss = self.loss_fn(self.model(levels), labels)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"loss became {loss.item()} at iteration {iteration}; lower SOLVER.OPTIMIZER.BASE_LR "
-                f"or enable SOLVER.OPTIMIZER.CLIP_GRADIENTS"
-            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        loss_value = loss.item()  # one host sync, after the backward pass is queued
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(
+                f"loss became {loss_value} at iteration {iteration}; lower SOLVER.OPTIMIZER.BASE_LR "
+                f"or enable SOLVER.OPTIMIZER.CLIP_GRADIENTS"
+            )
         self.optimizer.step()
-        self.storage.put_scalar("loss", loss.item())
+        self.storage.put_scalar("loss", loss_value)
 
 
 def build_train_hooks(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,

@@ -87,11 +87,15 @@ def format_report(result: Dict) -> str:
     loop = result.get("training_loop")
     if loop:
         lines += ["", f"training loop, the job of --cfg ({loop['iterations']} iterations, "
-                      f"loops in lock-step, median of {loop['repeats']}):"]
+                      f"loops in lock-step, median of {loop['repeats']}; bare loops evaluate "
+                      f"as the job does):"]
         for name, seconds in loop["median_s"].items():
-            overhead = loop["overhead"].get(name)
-            lines.append(f"  {name:32} {seconds:8.3f} s" + (
-                "" if overhead is None else f"  (solver + hooks {overhead:+.1%})"))
+            line = f"  {name:32} {seconds:8.3f} s"
+            if name in loop["overhead"]:
+                line += (f"  (solver + hooks {loop['overhead'][name]:+.1%}; evaluation "
+                         f"{loop['eval_median_s'][name]:.3f} s, without it solver + hooks "
+                         f"{loop['overhead_over_training_alone'][name]:+.1%})")
+            lines.append(line)
         lines += _busy_line(loop["background_cores"])
     lines += ["", "targets:"]
     lines += [f"  {'met ' if t['met'] else 'MISS'}  {t['model']:12} {t['what']:58} "

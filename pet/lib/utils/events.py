@@ -31,6 +31,10 @@ class MetricsStorage:
         if smoothing_hint:
             self._history[name].append(value)
 
+    def has(self, name: str) -> bool:
+        """Whether ``name`` was recorded during the current iteration."""
+        return name in self._latest
+
     def latest(self) -> Dict[str, float]:
         """Every scalar recorded during the current iteration."""
         return dict(self._latest)

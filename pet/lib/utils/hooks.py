@@ -203,10 +203,13 @@ class MetricsWriter(HookBase):
 
     def after_step(self, storage: MetricsStorage) -> None:
         it = storage.iter
+        write = is_period_end(it, self.period) or storage.has("accuracy") or it + 1 == self.max_iter
+        if not (write or self.progress_bar.enabled):
+            return  # most steps: nothing to do (this hook runs on every step of every job)
         latest = storage.latest()
         eta = self.timer.eta_seconds(it)
-        evaluated = "accuracy" in latest
-        if is_period_end(it, self.period) or evaluated or it + 1 == self.max_iter:
+        if write:
+            evaluated = "accuracy" in latest
             record = {"iteration": it, **latest, "eta_seconds": round(eta, 1)}
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()

@@ -1,19 +1,24 @@
 """The training loop's overhead: train_net's path (Optimizer, LearningRateScheduler, Trainer and
-its hooks) against bare PyTorch loops over the same model, data and iterations.
+its hooks) against bare PyTorch loops doing the same job on the same model and data.
 
-A bare loop is what a user writes by hand: forward, loss, zero_grad, backward, step, with torch's
-optimizer on one param group and no scheduler, evaluation, checkpoints or metrics. Whatever the
-solver loop does beyond that (grouping, the lr schedule, the loss check, evaluation,
-checkpoints, the metrics file) counts as its overhead.
+A bare loop is what a user writes by hand for the job: forward, loss, zero_grad, backward,
+step, with torch's optimizer on one param group, and the job's evaluations (the same
+``evaluate`` at the same iterations: their result is the job's output, not overhead). It has
+no lr schedule, checkpoints, metrics, timer or loss check: whatever the solver loop does beyond
+it (grouping, the lr schedule, the hooks, the loss check, checkpoints, the metrics file)
+counts as its overhead. Each bare loop also reports the seconds its evaluations took, so the
+overhead over a loop that only trains can be read off too.
 
-The loops run in lock-step: after each step of the real Trainer, a measurement-only hook runs
-one iteration of each bare loop and times it apart. Run one after the other, whole jobs of a few
-seconds differ by 10% from run to run on these machines with nothing else running; in
-lock-step every loop sees the same moments of the machine, so a 1% difference shows.
+The loops run in lock-step, one iteration of each in turn, starting one further along every
+iteration: run one after the other, whole jobs of a few seconds differ by 10% from run to run
+on these machines with nothing else running, and a loop runs about 1% slower or faster
+depending on which loop ran just before it; in rotation every loop sees the same moments of the
+machine and the same neighbours, so a 1% difference shows.
 """
+import os
 import tempfile
 import time
-from typing import Dict, List
+from typing import Dict
 
 import torch
 import torch.nn.functional as F
@@ -21,9 +26,10 @@ from yacs.config import CfgNode
 
 from pet.data import build_datasets, build_train_loader
 from pet.engine import Trainer, build_train_hooks
+from pet.engine.evaluation import evaluate
 from pet.lib.config.validate_job import validate_cfg
 from pet.lib.utils.checkpointer import Checkpointer
-from pet.lib.utils.hooks import HookBase
+from pet.lib.utils.hooks import is_period_end, period_in_iters
 from pet.lib.utils.logger import ProgressBar
 from pet.lib.utils.lr_scheduler import LearningRateScheduler
 from pet.lib.utils.lr_schedules import build_schedule
@@ -45,7 +51,7 @@ class BareLoop:
 
     def __init__(self, cfg: CfgNode, **implementation) -> None:
         seed_everything(cfg.SEED, cfg.NUM_THREADS)
-        train_split, _ = build_datasets(cfg)
+        train_split, self.test_split = build_datasets(cfg)
         self.model = build_model(cfg)
         self.model.train()
         opt = cfg.SOLVER.OPTIMIZER
@@ -54,8 +60,13 @@ class BareLoop:
                                   weight_decay=opt.WEIGHT_DECAY, **info.options(opt),
                                   **implementation)
         self.loader = build_train_loader(cfg, train_split)
+        self.eval_batch_size = cfg.TEST.BATCH_SIZE
+        self.eval_period = period_in_iters(cfg.TEST.EVAL_ITERS, cfg.TEST.EVAL_EPOCHS,
+                                           len(self.loader))
+        self.max_iter = job_iterations(cfg)
         self.iteration = 0
         self.seconds = 0.0
+        self.eval_seconds = 0.0
 
     def step(self) -> None:
         start = time.perf_counter()
@@ -64,23 +75,45 @@ class BareLoop:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if is_period_end(self.iteration, self.eval_period) or self.iteration + 1 == self.max_iter:
+            eval_start = time.perf_counter()
+            evaluate(self.model, self.test_split, self.eval_batch_size)
+            self.eval_seconds += time.perf_counter() - eval_start
         self.iteration += 1
         self.seconds += time.perf_counter() - start
 
 
-class LockStep(HookBase):
-    """Measurement only, last in the hook list: one iteration of every bare loop per step.
+class SolverLoop:
+    """train_net's path over ``cfg``'s job (``Trainer`` built as tools/train_net.py builds it,
+    OUTPUT_DIR in ``output_dir``, no progress bar as off a terminal), advanced one timed
+    iteration at a time; its first and last iterations also time the trainer's
+    ``before_train`` and ``after_train`` (the final checkpoint)."""
 
-    The bare loops swap order every step: a loop runs about 1% slower right after a loop of
-    another model than after one of the same kind, so each gets both neighbours alike.
-    """
+    def __init__(self, cfg: CfgNode, output_dir: str, progress_stream) -> None:
+        seed_everything(cfg.SEED, cfg.NUM_THREADS)
+        iter_per_epoch = validate_cfg(cfg)
+        train_split, test_split = build_datasets(cfg)
+        model = build_model(cfg)
+        cfg = cfg.clone()
+        cfg.OUTPUT_DIR = output_dir
+        optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
+        scheduler = LearningRateScheduler(optimizer, cfg.SOLVER, iter_per_epoch=iter_per_epoch)
+        loader = build_train_loader(cfg, train_split)
+        hooks = build_train_hooks(cfg, model, optimizer, scheduler, Checkpointer(output_dir),
+                                  test_split, loader, 0, ProgressBar(stream=progress_stream))
+        self.trainer = Trainer(model, optimizer, loader, hooks, 0, scheduler.max_iter)
+        self.iteration = 0
+        self.seconds = 0.0
 
-    def __init__(self, loops: List[BareLoop]) -> None:
-        self.loops = loops
-
-    def after_step(self, storage) -> None:
-        for loop in self.loops if storage.iter % 2 else reversed(self.loops):
-            loop.step()
+    def step(self) -> None:
+        start = time.perf_counter()
+        if self.iteration == 0:
+            self.trainer.before_train()
+        self.trainer.run_iteration(self.iteration)
+        self.iteration += 1
+        if self.iteration == self.trainer.max_iter:
+            self.trainer.after_train()
+        self.seconds += time.perf_counter() - start
 
 
 def bare_loops(cfg: CfgNode) -> Dict[str, BareLoop]:
@@ -91,32 +124,21 @@ def bare_loops(cfg: CfgNode) -> Dict[str, BareLoop]:
     return loops
 
 
-def time_job(cfg: CfgNode) -> Dict[str, float]:
-    """Seconds of ``cfg``'s whole job: the solver loop (``Trainer.train()`` built as
-    tools/train_net.py builds it, OUTPUT_DIR in a temporary directory, no progress bar as off
-    a terminal) first, then each bare loop, all run in lock-step. torch's thread count, which
-    the job's NUM_THREADS sets, is restored afterwards."""
+def time_job(cfg: CfgNode) -> Dict[str, Dict[str, float]]:
+    """Seconds of ``cfg``'s whole job through each loop, all run in lock-step:
+    {loop name: {"seconds": ..., "eval_seconds": ... (bare loops: their evaluations' part)}}.
+    torch's thread count, which the job's NUM_THREADS sets, is restored afterwards."""
     threads = torch.get_num_threads()
-    iter_per_epoch = validate_cfg(cfg)
+    max_iter = job_iterations(cfg)
     try:
-        loops = bare_loops(cfg)
-        seed_everything(cfg.SEED, cfg.NUM_THREADS)
-        train_split, test_split = build_datasets(cfg)
-        model = build_model(cfg)
-        with tempfile.TemporaryDirectory() as output_dir, open("/dev/null", "w") as null:
-            cfg = cfg.clone()
-            cfg.OUTPUT_DIR = output_dir
-            optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
-            scheduler = LearningRateScheduler(optimizer, cfg.SOLVER, iter_per_epoch=iter_per_epoch)
-            loader = build_train_loader(cfg, train_split)
-            hooks = build_train_hooks(cfg, model, optimizer, scheduler, Checkpointer(output_dir),
-                                      test_split, loader, 0, ProgressBar(stream=null))
-            trainer = Trainer(model, optimizer, loader, hooks + [LockStep(list(loops.values()))],
-                              0, scheduler.max_iter)
-            start = time.perf_counter()
-            trainer.train()
-            total = time.perf_counter() - start
+        with tempfile.TemporaryDirectory() as output_dir, open(os.devnull, "w") as null:
+            loops = {SOLVER_LOOP: SolverLoop(cfg, output_dir, null), **bare_loops(cfg)}
+            order = list(loops.values())
+            for iteration in range(max_iter):
+                shift = iteration % len(order)
+                for loop in order[shift:] + order[:shift]:
+                    loop.step()
     finally:
         torch.set_num_threads(threads)
-    bare = {name: loop.seconds for name, loop in loops.items()}
-    return {SOLVER_LOOP: total - sum(bare.values()), **bare}
+    return {name: dict(seconds=loop.seconds, eval_seconds=getattr(loop, "eval_seconds", 0.0))
+            for name, loop in loops.items()}
