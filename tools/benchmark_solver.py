@@ -224,7 +224,7 @@ def run(cfg, quick, device):
         if quick:
             merge_from_list(job, QUICK_JOB)
         with BackgroundLoad() as load:
-            result["training_loop"] = loop_section(job, 1 if quick else 3)
+            result["training_loop"] = loop_section(job, 1 if quick else 5)
         result["training_loop"]["background_cores"] = load.cores
     result["targets"] = targets(result, REFERENCE, BASELINE)
     return result

@@ -78,16 +78,14 @@ class _ConsoleHandler(logging.StreamHandler):
         super().emit(record)
 
 
-def setup_logging(progress_bar: Optional[ProgressBar] = None) -> logging.Logger:
-    """Configure the ``pet`` logger: INFO to stdout, and every record kept in memory for
-    ``log.txt`` until ``attach_log_file``. Returns the ``pet`` logger."""
-    logger = logging.getLogger("pet")
+def setup_logging(progress_bar: Optional[ProgressBar] = None,
+                  console_stream: TextIO = None) -> logging.Logger:
+    """Configure the ``pet`` logger: INFO to ``console_stream`` (stdout by default), and every
+    record kept in memory for ``log.txt`` until ``attach_log_file``. Returns the ``pet`` logger."""
+    logger = close_logging()
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
-    console = _ConsoleHandler(sys.stdout, progress_bar or ProgressBar())
+    console = _ConsoleHandler(console_stream or sys.stdout, progress_bar or ProgressBar())
     console.setLevel(logging.INFO)
     console.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(console)
@@ -96,6 +94,15 @@ def setup_logging(progress_bar: Optional[ProgressBar] = None) -> logging.Logger:
     buffer = logging.handlers.MemoryHandler(_BUFFER_CAPACITY, flushLevel=logging.CRITICAL + 1)
     buffer.set_name(_BUFFER_NAME)
     logger.addHandler(buffer)
+    return logger
+
+
+def close_logging() -> logging.Logger:
+    """Remove and close every handler of the ``pet`` logger (its log file among them)."""
+    logger = logging.getLogger("pet")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
     return logger
 
 

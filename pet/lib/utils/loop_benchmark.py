@@ -1,13 +1,14 @@
 """The training loop's overhead: train_net's path (Optimizer, LearningRateScheduler, Trainer and
 its hooks) against bare PyTorch loops doing the same job on the same model and data.
 
-A bare loop is what a user writes by hand for the job: forward, loss, zero_grad, backward,
-step, with torch's optimizer on one param group, and the job's evaluations (the same
-``evaluate`` at the same iterations: their result is the job's output, not overhead). It has
-no lr schedule, checkpoints, metrics, timer or loss check: whatever the solver loop does beyond
-it (grouping, the lr schedule, the hooks, the loss check, checkpoints, the metrics file)
-counts as its overhead. Each bare loop also reports the seconds its evaluations took, so the
-overhead over a loop that only trains can be read off too.
+A bare loop is what a user writes by hand in plain PyTorch for the same job: forward, loss,
+zero_grad, backward, step, with torch's optimizer on one param group, torch's ``LambdaLR``
+giving the job's lr every iteration, and the job's evaluations (the same ``evaluate`` at the
+same iterations: their result is the job's output). It has no param groups, checkpoints,
+metrics file, log, timer or loss check: whatever the solver loop does beyond it (grouping, its
+scheduler, the hooks, the loss check, checkpoints, metrics.json and log.txt) counts as its
+overhead. Each bare loop also reports the seconds its evaluations took, so the overhead over
+a loop that only trains can be read off too.
 
 The loops run in lock-step, one iteration of each in turn, starting one further along every
 iteration: run one after the other, whole jobs of a few seconds differ by 10% from run to run
@@ -27,12 +28,13 @@ from yacs.config import CfgNode
 from pet.data import build_datasets, build_train_loader
 from pet.engine import Trainer, build_train_hooks
 from pet.engine.evaluation import evaluate
+from pet.engine.output_dir import prepare_output_dir
 from pet.lib.config.validate_job import validate_cfg
 from pet.lib.utils.checkpointer import Checkpointer
 from pet.lib.utils.hooks import is_period_end, period_in_iters
-from pet.lib.utils.logger import ProgressBar
+from pet.lib.utils.logger import ProgressBar, close_logging, setup_logging
 from pet.lib.utils.lr_scheduler import LearningRateScheduler
-from pet.lib.utils.lr_schedules import build_schedule
+from pet.lib.utils.lr_schedules import Schedule, build_schedule
 from pet.lib.utils.optimizer import OPTIMIZERS, Optimizer
 from pet.lib.utils.seed import seed_everything
 from pet.models import build_model
@@ -40,14 +42,20 @@ from pet.models import build_model
 SOLVER_LOOP = "solver + hooks (train_net)"
 
 
+def job_schedule(cfg: CfgNode) -> Schedule:
+    """The lr schedule of ``cfg``'s job (raises ConfigError on a bad config)."""
+    return build_schedule(cfg.SOLVER.SCHEDULER, validate_cfg(cfg))
+
+
 def job_iterations(cfg: CfgNode) -> int:
     """How many iterations ``cfg``'s job trains (raises ConfigError on a bad config)."""
-    return build_schedule(cfg.SOLVER.SCHEDULER, validate_cfg(cfg)).max_iter
+    return job_schedule(cfg).max_iter
 
 
 class BareLoop:
-    """A hand-written loop over ``cfg``'s job, advanced one timed iteration at a time;
-    ``implementation`` goes to torch's optimizer (nothing: torch's default kernel)."""
+    """A hand-written loop over ``cfg``'s job, advanced one timed iteration at a time: torch's
+    optimizer on one group (``implementation`` goes to it; nothing: torch's default kernel)
+    and torch's ``LambdaLR`` stepping the job's lr factor every iteration."""
 
     def __init__(self, cfg: CfgNode, **implementation) -> None:
         seed_everything(cfg.SEED, cfg.NUM_THREADS)
@@ -59,11 +67,13 @@ class BareLoop:
         self.optimizer = info.cls(self.model.parameters(), lr=opt.BASE_LR,
                                   weight_decay=opt.WEIGHT_DECAY, **info.options(opt),
                                   **implementation)
+        schedule = job_schedule(cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule.factor)
         self.loader = build_train_loader(cfg, train_split)
         self.eval_batch_size = cfg.TEST.BATCH_SIZE
         self.eval_period = period_in_iters(cfg.TEST.EVAL_ITERS, cfg.TEST.EVAL_EPOCHS,
                                            len(self.loader))
-        self.max_iter = job_iterations(cfg)
+        self.max_iter = schedule.max_iter
         self.iteration = 0
         self.seconds = 0.0
         self.eval_seconds = 0.0
@@ -75,6 +85,7 @@ class BareLoop:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        self.scheduler.step()
         if is_period_end(self.iteration, self.eval_period) or self.iteration + 1 == self.max_iter:
             eval_start = time.perf_counter()
             evaluate(self.model, self.test_split, self.eval_batch_size)
@@ -84,23 +95,27 @@ class BareLoop:
 
 
 class SolverLoop:
-    """train_net's path over ``cfg``'s job (``Trainer`` built as tools/train_net.py builds it,
-    OUTPUT_DIR in ``output_dir``, no progress bar as off a terminal), advanced one timed
-    iteration at a time; its first and last iterations also time the trainer's
-    ``before_train`` and ``after_train`` (the final checkpoint)."""
+    """train_net's path over ``cfg``'s job, advanced one timed iteration at a time: ``Trainer``
+    built as tools/train_net.py builds it, with its logging (log.txt and metrics.json in
+    ``output_dir``; the console and progress bar go to ``console``, as off a terminal). Its
+    first and last iterations also time the trainer's ``before_train`` and ``after_train``
+    (the final checkpoint)."""
 
-    def __init__(self, cfg: CfgNode, output_dir: str, progress_stream) -> None:
+    def __init__(self, cfg: CfgNode, output_dir: str, console) -> None:
         seed_everything(cfg.SEED, cfg.NUM_THREADS)
         iter_per_epoch = validate_cfg(cfg)
         train_split, test_split = build_datasets(cfg)
         model = build_model(cfg)
         cfg = cfg.clone()
         cfg.OUTPUT_DIR = output_dir
+        progress_bar = ProgressBar(stream=console)
+        setup_logging(progress_bar, console)
+        prepare_output_dir(cfg, resume=False)
         optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
         scheduler = LearningRateScheduler(optimizer, cfg.SOLVER, iter_per_epoch=iter_per_epoch)
         loader = build_train_loader(cfg, train_split)
         hooks = build_train_hooks(cfg, model, optimizer, scheduler, Checkpointer(output_dir),
-                                  test_split, loader, 0, ProgressBar(stream=progress_stream))
+                                  test_split, loader, 0, progress_bar)
         self.trainer = Trainer(model, optimizer, loader, hooks, 0, scheduler.max_iter)
         self.iteration = 0
         self.seconds = 0.0
@@ -130,15 +145,16 @@ def time_job(cfg: CfgNode) -> Dict[str, Dict[str, float]]:
     torch's thread count, which the job's NUM_THREADS sets, is restored afterwards."""
     threads = torch.get_num_threads()
     max_iter = job_iterations(cfg)
-    try:
-        with tempfile.TemporaryDirectory() as output_dir, open(os.devnull, "w") as null:
+    with tempfile.TemporaryDirectory() as output_dir, open(os.devnull, "w") as null:
+        try:
             loops = {SOLVER_LOOP: SolverLoop(cfg, output_dir, null), **bare_loops(cfg)}
             order = list(loops.values())
             for iteration in range(max_iter):
                 shift = iteration % len(order)
                 for loop in order[shift:] + order[:shift]:
                     loop.step()
-    finally:
-        torch.set_num_threads(threads)
+        finally:
+            close_logging()  # the log file lives in output_dir
+            torch.set_num_threads(threads)
     return {name: dict(seconds=loop.seconds, eval_seconds=getattr(loop, "eval_seconds", 0.0))
             for name, loop in loops.items()}
