@@ -193,3 +193,53 @@ def test_fused_clipped_optimizer_keeps_amp_support_after_pickling(type_):
     opt = Optimizer(tiny_net(), solver_cfg(type_, "fused", CLIPS[3])).build()
     assert pickle.loads(pickle.dumps(opt))._step_supports_amp_scaling
     assert copy.deepcopy(opt)._step_supports_amp_scaling
+
+
+class SparseEmbeddingNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.tokens = nn.Embedding(20, 6, sparse=True)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, ids):
+        return self.head(self.tokens(ids).mean(dim=1))
+
+
+def test_auto_steps_sparse_gradients_with_sgds_loop_as_torch_does():
+    torch.manual_seed(0)
+    model = SparseEmbeddingNet()
+    reference = copy.deepcopy(model)
+    initial = model.tokens.weight.detach().clone()
+    opt = Optimizer(model, solver_cfg("SGD", "auto", None)).build()
+    assert all(not group["fused"] and group["foreach"] is False for group in opt.param_groups)
+    twin = dict(zip(map(id, model.parameters()), reference.parameters()))
+    ref_opt = torch.optim.SGD(
+        [dict(params=[twin[id(p)] for p in group["params"]], lr=group["lr"],
+              weight_decay=group["weight_decay"]) for group in opt.param_groups],
+        lr=0.05, momentum=0.9)
+    ids = torch.randint(0, 20, (4, 5))
+    for _ in range(STEPS):
+        for net, optimizer in ((model, opt), (reference, ref_opt)):
+            optimizer.zero_grad()
+            net(ids).sum().backward()
+            assert net.tokens.weight.grad.is_sparse
+            optimizer.step()  # fused SGD raises "_fused_sgd does not support sparse gradients"
+    for p, q in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(p, q)
+    assert not torch.equal(model.tokens.weight, initial)
+
+
+@pytest.mark.parametrize("type_,implementation,clip,key", [
+    ("ADAMW", "auto", None, "SOLVER.OPTIMIZER.TYPE: 'ADAMW' cannot step sparse gradients"),
+    ("RMSPROP", "loop", None, "SOLVER.OPTIMIZER.TYPE: 'RMSPROP' cannot step sparse gradients"),
+    ("SGD", "fused", None, "SOLVER.OPTIMIZER.IMPLEMENTATION: 'fused' cannot step sparse"),
+    ("SGD", "auto", CLIPS[2], "SOLVER.OPTIMIZER.CLIP_GRADIENTS.ENABLED: True cannot clip sparse"),
+])
+def test_a_config_that_cannot_step_sparse_gradients_is_refused_at_build(type_, implementation,
+                                                                        clip, key):
+    from pet.lib.config.errors import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        Optimizer(SparseEmbeddingNet(), solver_cfg(type_, implementation, clip)).build()
+    message = str(error.value)
+    assert message.startswith(key) and "tokens.weight" in message and "\n" not in message

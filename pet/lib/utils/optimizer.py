@@ -7,6 +7,7 @@ from torch import nn
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 from yacs.config import CfgNode
 
+from pet.lib.config.errors import ConfigError
 from pet.lib.config.validate import FUSED_OPTIMIZER_TYPES, OPTIMIZER_TYPES, validate_optimizer
 from pet.lib.utils.grad_clip import GradientClipping
 from pet.lib.utils.param_groups import build_param_groups
@@ -68,6 +69,34 @@ CLIPPED_CLASSES = {
 }
 
 
+def sparse_gradient_params(model: nn.Module) -> List[str]:
+    """Names of the trained parameters whose gradients are sparse: the weights of
+    ``nn.Embedding``/``nn.EmbeddingBag`` built with ``sparse=True``."""
+    return [f"{module_name}.weight" if module_name else "weight"
+            for module_name, module in model.named_modules()
+            if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and module.sparse
+            and module.weight.requires_grad]
+
+
+def check_sparse_gradients(names: List[str], cfg: CfgNode) -> None:
+    """ConfigError when ``cfg`` cannot step the sparse gradients of the params ``names``: only
+    SGD's loop and foreach kernels take them, and no clip can (torch's clips cannot either);
+    checked at build time, before a run fails at its first step."""
+    if not names:
+        return
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    what = f"sparse gradients ({shown}: an embedding with sparse=True)"
+    if cfg.TYPE.upper() != "SGD":
+        raise ConfigError(f"SOLVER.OPTIMIZER.TYPE: {cfg.TYPE!r} cannot step {what}; allowed with "
+                          f"sparse gradients: 'SGD', or build the embedding with sparse=False")
+    if cfg.IMPLEMENTATION.lower() == "fused":
+        raise ConfigError(f"SOLVER.OPTIMIZER.IMPLEMENTATION: 'fused' cannot step {what}; "
+                          f"allowed: auto, foreach, loop")
+    if cfg.CLIP_GRADIENTS.ENABLED:
+        raise ConfigError(f"SOLVER.OPTIMIZER.CLIP_GRADIENTS.ENABLED: True cannot clip {what}; "
+                          f"allowed with sparse gradients: False")
+
+
 def _fused_supported(params: List[torch.Tensor]) -> bool:
     # torch's own list of devices with fused optimizer kernels (CPU and CUDA among them).
     devices = _get_fused_kernels_supported_devices()
@@ -76,13 +105,13 @@ def _fused_supported(params: List[torch.Tensor]) -> bool:
 
 
 def implementation_kwargs(implementation: str, info: OptimizerInfo,
-                          params: List[torch.Tensor]) -> Dict:
+                          params: List[torch.Tensor], sparse: bool = False) -> Dict:
     """torch's ``fused``/``foreach`` arguments for IMPLEMENTATION (auto, fused, foreach, loop).
 
     auto picks fused where torch has a fused kernel for the optimizer, the params' devices and
-    dtypes (one pass over the memory: the fastest everywhere); else foreach when every param
-    is on CUDA, where it is torch's fast path; else the loop, which on the CPU beats foreach
-    (RMSprop on a 22M-parameter ViT: foreach takes 1.2-1.7x the loop's time; see
+    dtypes, and no gradient is ``sparse`` (one pass over the memory: the fastest everywhere);
+    else foreach when every param is on CUDA, where it is torch's fast path; else the loop,
+    which on the CPU beats foreach (RMSprop on a 22M-parameter ViT: foreach takes 1.2-1.7x the loop's time; see
     tools/benchmark_solver.py).
     Raises ValueError when "fused" is forced on an optimizer without a fused kernel.
     """
@@ -98,7 +127,7 @@ def implementation_kwargs(implementation: str, info: OptimizerInfo,
         return dict(foreach=True)
     if implementation == "loop":
         return dict(foreach=False)
-    if info.has_fused and _fused_supported(params):
+    if info.has_fused and _fused_supported(params) and not sparse:
         return dict(fused=True)
     return dict(foreach=all(p.is_cuda for p in params))
 
@@ -124,10 +153,13 @@ class Optimizer:
     def build(self) -> torch.optim.Optimizer:
         """Return the ``torch.optim.Optimizer``, with every group's ``initial_lr`` set."""
         info = OPTIMIZERS[self.optimizer_type]
+        sparse = sparse_gradient_params(self.model)
+        check_sparse_gradients(sparse, self.cfg)
         groups = self.get_params()
         tensors = [p for group in groups for _, p in group["params"]]
         kwargs = dict(info.options(self.cfg), lr=self.cfg.BASE_LR, weight_decay=self.cfg.WEIGHT_DECAY)
-        kwargs.update(implementation_kwargs(self.cfg.IMPLEMENTATION, info, tensors))
+        kwargs.update(implementation_kwargs(self.cfg.IMPLEMENTATION, info, tensors,
+                                            sparse=bool(sparse)))
         if not self.clip_gradients.ENABLED:
             return info.cls(groups, **kwargs)
         return CLIPPED_CLASSES[info.cls](
