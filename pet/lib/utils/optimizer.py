@@ -111,8 +111,8 @@ def implementation_kwargs(implementation: str, info: OptimizerInfo,
     auto picks fused where torch has a fused kernel for the optimizer, the params' devices and
     dtypes, and no gradient is ``sparse`` (one pass over the memory: the fastest everywhere);
     else foreach when every param is on CUDA, where it is torch's fast path; else the loop,
-    which on the CPU beats foreach (RMSprop on a 22M-parameter ViT: foreach takes 1.2-1.7x the loop's time; see
-    tools/benchmark_solver.py).
+    which on the CPU beats foreach (RMSprop on a 22M-parameter ViT: foreach takes 1.2-1.7x the
+    loop's time; see tools/benchmark_solver.py).
     Raises ValueError when "fused" is forced on an optimizer without a fused kernel.
     """
     implementation = implementation.lower()
