@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch import nn
 
-from pet.lib.utils.checkpointer import FINAL_NAME, Checkpointer
+from pet.lib.utils.checkpointer import FINAL_NAME, Checkpointer, atomic_write
 from pet.lib.utils.events import MetricsStorage
 from pet.lib.utils.logger import ProgressBar, format_seconds
 
@@ -249,5 +249,5 @@ def truncate_metrics(path: str, start_iter: int) -> None:
                 continue
             if record.get("iteration", math.inf) < start_iter:
                 kept.append(json.dumps(record) + "\n")
-    with open(path, "w") as f:
-        f.writelines(kept)
+    # Atomic: a kill while truncating must not lose the lines of the iterations kept.
+    atomic_write(path, lambda f: f.write("".join(kept).encode()))
