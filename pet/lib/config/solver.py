@@ -14,7 +14,8 @@ SOLVER.OPTIMIZER = CN()
 # One of SGD, ADAMW, ADAM, RMSPROP (case-insensitive).
 SOLVER.OPTIMIZER.TYPE = "SGD"
 # Which torch kernel runs the step: "auto" (fused where torch supports it for the optimizer,
-# device and dtype, else foreach on CUDA, else the per-tensor loop), or force one of
+# device and dtype, else foreach on CUDA, else the per-tensor loop; the loop when an
+# embedding has sparse=True, which only SGD steps, unclipped), or force one of
 # "fused", "foreach", "loop".
 SOLVER.OPTIMIZER.IMPLEMENTATION = "auto"
 # Learning rate of the default parameter group at the top of the schedule (no unit; the
