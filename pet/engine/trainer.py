@@ -95,6 +95,12 @@ class Trainer:
         self.storage.put_scalar("loss", loss_value)
 
 
+def eval_period(cfg: CfgNode, iter_per_epoch: int) -> int:
+    """Iterations between evaluations (TEST.EVAL_EPOCHS, else TEST.EVAL_ITERS; 0: only at the
+    end)."""
+    return period_in_iters(cfg.TEST.EVAL_ITERS, cfg.TEST.EVAL_EPOCHS, iter_per_epoch)
+
+
 def build_train_hooks(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
                       checkpointer: Checkpointer, test_split: ImageSplit, data_loader: TrainLoader,
                       start_iter: int, progress_bar: ProgressBar = None) -> List[HookBase]:
@@ -113,7 +119,7 @@ def build_train_hooks(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.Opt
         LRScheduler(optimizer, scheduler),
         EvalHook(
             lambda: evaluate(model, test_split, cfg.TEST.BATCH_SIZE),
-            period_in_iters(cfg.TEST.EVAL_ITERS, cfg.TEST.EVAL_EPOCHS, iter_per_epoch),
+            eval_period(cfg, iter_per_epoch),
             max_iter,
             scheduler,
             iter_per_epoch,

@@ -44,6 +44,12 @@ def is_period_end(iteration: int, period: int) -> bool:
     return period > 0 and (iteration + 1) % period == 0
 
 
+def is_eval_step(iteration: int, period: int, max_iter: int) -> bool:
+    """Whether the model is evaluated after the step ``iteration``: every ``period`` iterations
+    and after the last one."""
+    return is_period_end(iteration, period) or iteration + 1 == max_iter
+
+
 def period_in_iters(iters: int, epochs: Optional[float], iter_per_epoch: int) -> int:
     """A period given in iterations, or in epochs when ``epochs`` is set (0: never)."""
     if epochs is not None:
@@ -145,7 +151,7 @@ class EvalHook(HookBase):
         )
 
     def after_step(self, storage: MetricsStorage) -> None:
-        if is_period_end(storage.iter, self.period) or storage.iter + 1 == self.max_iter:
+        if is_eval_step(storage.iter, self.period, self.max_iter):
             self._evaluate(storage, storage.iter + 1)
 
     def after_train(self, storage: MetricsStorage) -> None:
@@ -203,13 +209,13 @@ class MetricsWriter(HookBase):
 
     def after_step(self, storage: MetricsStorage) -> None:
         it = storage.iter
-        write = is_period_end(it, self.period) or storage.has("accuracy") or it + 1 == self.max_iter
+        evaluated = storage.has("accuracy")
+        write = is_period_end(it, self.period) or evaluated or it + 1 == self.max_iter
         if not (write or self.progress_bar.enabled):
             return  # most steps: nothing to do (this hook runs on every step of every job)
         latest = storage.latest()
         eta = self.timer.eta_seconds(it)
         if write:
-            evaluated = "accuracy" in latest
             record = {"iteration": it, **latest, "eta_seconds": round(eta, 1)}
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()

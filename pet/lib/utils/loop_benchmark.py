@@ -28,10 +28,11 @@ from yacs.config import CfgNode
 from pet.data import build_datasets, build_train_loader
 from pet.engine import Trainer, build_train_hooks
 from pet.engine.evaluation import evaluate
+from pet.engine.trainer import eval_period
 from pet.engine.output_dir import prepare_output_dir
 from pet.lib.config.validate_job import validate_cfg
 from pet.lib.utils.checkpointer import Checkpointer
-from pet.lib.utils.hooks import is_period_end, period_in_iters
+from pet.lib.utils.hooks import is_eval_step
 from pet.lib.utils.logger import ProgressBar, close_logging, setup_logging
 from pet.lib.utils.lr_scheduler import LearningRateScheduler
 from pet.lib.utils.lr_schedules import Schedule, build_schedule
@@ -71,8 +72,7 @@ class BareLoop:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule.factor)
         self.loader = build_train_loader(cfg, train_split)
         self.eval_batch_size = cfg.TEST.BATCH_SIZE
-        self.eval_period = period_in_iters(cfg.TEST.EVAL_ITERS, cfg.TEST.EVAL_EPOCHS,
-                                           len(self.loader))
+        self.eval_period = eval_period(cfg, len(self.loader))
         self.max_iter = schedule.max_iter
         self.iteration = 0
         self.seconds = 0.0
@@ -86,7 +86,7 @@ class BareLoop:
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
-        if is_period_end(self.iteration, self.eval_period) or self.iteration + 1 == self.max_iter:
+        if is_eval_step(self.iteration, self.eval_period, self.max_iter):
             eval_start = time.perf_counter()
             evaluate(self.model, self.test_split, self.eval_batch_size)
             self.eval_seconds += time.perf_counter() - eval_start
@@ -144,12 +144,12 @@ def time_job(cfg: CfgNode) -> Dict[str, Dict[str, float]]:
     {loop name: {"seconds": ..., "eval_seconds": ... (bare loops: their evaluations' part)}}.
     torch's thread count, which the job's NUM_THREADS sets, is restored afterwards."""
     threads = torch.get_num_threads()
-    max_iter = job_iterations(cfg)
     with tempfile.TemporaryDirectory() as output_dir, open(os.devnull, "w") as null:
         try:
-            loops = {SOLVER_LOOP: SolverLoop(cfg, output_dir, null), **bare_loops(cfg)}
+            solver_loop = SolverLoop(cfg, output_dir, null)
+            loops = {SOLVER_LOOP: solver_loop, **bare_loops(cfg)}
             order = list(loops.values())
-            for iteration in range(max_iter):
+            for iteration in range(solver_loop.trainer.max_iter):
                 shift = iteration % len(order)
                 for loop in order[shift:] + order[:shift]:
                     loop.step()
