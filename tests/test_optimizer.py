@@ -7,6 +7,7 @@ import pickle
 import pytest
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from clip_reference import clip_like_torch_
 from pet.lib.config import ConfigError, get_cfg
@@ -168,6 +169,27 @@ def test_closure_gradients_are_clipped():
     assert loss is not None
     for p, p0 in zip(model.parameters(), before):
         assert (p0 - p.detach()).abs().max() <= 1e-3 + 1e-6  # float32 rounding of p - g
+
+
+@pytest.mark.parametrize("type_", ["SGD", "ADAMW"])
+def test_clipped_step_runs_each_step_hook_once(type_):
+    # A plain optimizer of the same torch class wraps that class's step in torch's hook
+    # runner too: the clipped step must not run the hooks again when it calls it.
+    TORCH_CLASSES[type_](small_model().parameters(), lr=0.1)
+    assert getattr(TORCH_CLASSES[type_].step, "hooked", False)
+    model = small_model()
+    opt = Optimizer(model, clip_cfg(type_, "norm", 0.5)).build()
+    calls = []
+    opt.register_step_pre_hook(lambda *args: calls.append("pre"))
+    opt.register_step_post_hook(lambda *args: calls.append("post"))
+    handle = register_optimizer_step_pre_hook(
+        lambda *args: calls.append("global pre"))
+    try:
+        set_grads(model)
+        opt.step()
+    finally:
+        handle.remove()
+    assert calls == ["global pre", "pre", "post"]
 
 
 def test_clipped_optimizer_pickles_and_state_dicts_like_the_plain_one():

@@ -13,6 +13,7 @@ accounts for it:
 How the passes run depends on the device (``clip_ops``): large tensors one at a time with host
 scalars on the CPU, multi-tensor (foreach) without host syncs elsewhere.
 """
+import functools
 from collections import defaultdict
 from typing import Dict, List, Optional
 
@@ -111,7 +112,7 @@ class GradientClipping:
         had_scale = hasattr(self, "grad_scale")
         self.clip_gradients_()
         try:
-            super().step()
+            self._torch_step()
         finally:
             # GradScaler owns grad_scale: hand its own value back (or none if it set none).
             if had_scale:
@@ -119,3 +120,15 @@ class GradientClipping:
             elif hasattr(self, "grad_scale"):
                 del self.grad_scale
         return loss
+
+    def _torch_step(self):
+        """Run the torch class's step without its hooks: they already ran around this one.
+
+        torch wraps an optimizer class's ``step`` in its hook runner (marked ``hooked``) when
+        the class is first instantiated, so once a plain optimizer of the same class exists,
+        calling its ``step`` would run every step hook a second time.
+        """
+        step = super().step
+        if getattr(step, "hooked", False):
+            step = functools.partial(step.__wrapped__, self)
+        return step()
