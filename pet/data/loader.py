@@ -89,13 +89,6 @@ class TrainLoader:
             levels = shift_images(levels, self._shifts[picked.numpy()], self.max_shift)
         return levels, self.split.labels[picked]
 
-    def iterate(self, start_iter: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        """Batches of ``start_iter``, ``start_iter + 1``, ... without end."""
-        iteration = start_iter
-        while True:
-            yield self.batch(iteration)
-            iteration += 1
-
 
 def eval_batches(split: ImageSplit, batch_size: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
     """The held-out images in their fixed order, ``batch_size`` at a time."""
