@@ -182,8 +182,7 @@ def test_clipped_step_runs_each_step_hook_once(type_):
     calls = []
     opt.register_step_pre_hook(lambda *args: calls.append("pre"))
     opt.register_step_post_hook(lambda *args: calls.append("post"))
-    handle = register_optimizer_step_pre_hook(
-        lambda *args: calls.append("global pre"))
+    handle = register_optimizer_step_pre_hook(lambda *args: calls.append("global pre"))
     try:
         set_grads(model)
         opt.step()
