@@ -225,11 +225,12 @@ class MetricsWriter(HookBase):
                 storage.median("loss", self.period), 1000 * latest.get("time", 0.0),
                 format_seconds(eta), f"  accuracy {latest['accuracy']:.2f}%" if evaluated else "",
             )
-        if self.progress_bar.enabled:  # the status text costs ~1% of a small job's step
-            self.progress_bar.update(self._status(storage, eta), force=it + 1 == self.max_iter)
+        if self.progress_bar.enabled:  # the status text is built only when the bar draws
+            self.progress_bar.update(lambda: self._status(storage, latest, eta),
+                                     force=it + 1 == self.max_iter)
 
-    def _status(self, storage: MetricsStorage, eta: float) -> str:
-        it, latest = storage.iter, storage.latest()
+    def _status(self, storage: MetricsStorage, latest: Dict[str, float], eta: float) -> str:
+        it = storage.iter
         width = 20
         filled = int(width * (it + 1) / self.max_iter)
         speed = 1.0 / max(self.timer.seconds_per_iter(), 1e-9)

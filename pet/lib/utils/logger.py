@@ -12,7 +12,7 @@ import logging.handlers
 import os
 import sys
 import time
-from typing import Optional, TextIO
+from typing import Callable, Optional, TextIO
 
 LOG_FORMAT = "[%(asctime)s %(levelname)s %(name)s] %(message)s"
 _BUFFER_NAME = "pet-log-buffer"
@@ -41,13 +41,14 @@ class ProgressBar:
         self._last_draw = 0.0
         self._visible = False
 
-    def update(self, text: str, force: bool = False) -> None:
-        """Show ``text`` (at most every ``min_interval`` seconds unless ``force``)."""
+    def update(self, text: Callable[[], str], force: bool = False) -> None:
+        """Show ``text()`` (at most every ``min_interval`` seconds unless ``force``); the text
+        is only built when drawn."""
         now = time.perf_counter()
         if not self.enabled or (not force and now - self._last_draw < self.min_interval):
             return
         self._last_draw = now
-        self.stream.write("\r\033[K" + text)
+        self.stream.write("\r\033[K" + text())
         self.stream.flush()
         self._visible = True
 
