@@ -15,7 +15,7 @@
    machine's copy bandwidth.
 4. The scheduler's step() cost, and the whole training loop of the job of ``--cfg`` built as
    tools/train_net.py builds it against bare PyTorch loops doing the same job, run in
-   lock-step with it (see pet.lib.utils.loop_benchmark).
+   lock-step with it (see pet.bench.loop_benchmark).
 
 The timed solver uses the config's SOLVER.OPTIMIZER with BENCH_OVERRIDES, so that several param
 groups exist. ``--quick`` runs tiny models, a 30-iteration job and few repeats: a smoke test,
@@ -35,12 +35,12 @@ import torch  # noqa: E402
 from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
 from pet.lib.config.loader import merge_from_list  # noqa: E402
 from pet.lib.config.validate_job import validate_cfg  # noqa: E402
-from pet.lib.utils.bench_models import ResNet, VisionTransformer  # noqa: E402
-from pet.lib.utils.bench_report import format_report, machine_info, targets  # noqa: E402
-from pet.lib.utils.loop_benchmark import SOLVER_LOOP, job_iterations, time_job  # noqa: E402
+from pet.bench.models import ResNet, VisionTransformer  # noqa: E402
+from pet.bench.report import format_report, machine_info, targets  # noqa: E402
+from pet.bench.loop_benchmark import SOLVER_LOOP, job_iterations, time_job  # noqa: E402
 from pet.lib.utils.lr_scheduler import LearningRateScheduler  # noqa: E402
 from pet.lib.utils.optimizer import OPTIMIZERS, Optimizer  # noqa: E402
-from pet.lib.utils.step_benchmark import (  # noqa: E402
+from pet.bench.step_benchmark import (  # noqa: E402
     BackgroundLoad, Candidate, copy_bandwidth, fill_gradients, per_tensor_groups,
     restore_gradients, share_state, step_bytes, time_side_by_side,
 )

@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
 from pet.lib.config.validate_job import validate_cfg  # noqa: E402
 from pet.lib.utils.lr_schedules import build_schedule  # noqa: E402
-from pet.lib.utils.tool_options import add_iter_per_epoch_argument  # noqa: E402
+from pet.lib.config.cli import add_iter_per_epoch_argument  # noqa: E402
 
 
 def derived_lines(cfg, schedule, iter_per_epoch, source):

@@ -23,7 +23,7 @@ from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # 
 from pet.lib.config.validate_job import validate_cfg  # noqa: E402
 from pet.lib.utils.optimizer import Optimizer  # noqa: E402
 from pet.lib.utils.param_groups import explain_params  # noqa: E402
-from pet.lib.utils.param_report import FROZEN, group_rows, grouping_warnings, param_rows  # noqa: E402
+from pet.reports.param_report import FROZEN, group_rows, grouping_warnings, param_rows  # noqa: E402
 from pet.models import build_model  # noqa: E402
 
 EXIT_WARNINGS = 1

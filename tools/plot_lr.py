@@ -27,11 +27,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
 from pet.lib.config.validate_job import validate_cfg  # noqa: E402
-from pet.lib.utils.lr_curve import distinct_curves, record_lrs  # noqa: E402
+from pet.reports.lr_curve import distinct_curves, record_lrs  # noqa: E402
 from pet.lib.utils.optimizer import Optimizer  # noqa: E402
 from pet.lib.utils.param_groups import explain_params  # noqa: E402
-from pet.lib.utils.param_report import group_rules  # noqa: E402
-from pet.lib.utils.tool_options import add_iter_per_epoch_argument  # noqa: E402
+from pet.reports.param_report import group_rules  # noqa: E402
+from pet.lib.config.cli import add_iter_per_epoch_argument  # noqa: E402
 from pet.models import build_model  # noqa: E402
 
 

@@ -23,11 +23,11 @@ from pet.engine.output_dir import check_output_dir, log_config_changes, prepare_
 from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
 from pet.lib.config.errors import ConfigError  # noqa: E402
 from pet.lib.config.validate_job import validate_cfg  # noqa: E402
-from pet.lib.utils.checkpointer import Checkpointer  # noqa: E402
-from pet.lib.utils.logger import ProgressBar, format_seconds, setup_logging  # noqa: E402
+from pet.engine.checkpointer import Checkpointer  # noqa: E402
+from pet.engine.logger import ProgressBar, format_seconds, setup_logging  # noqa: E402
 from pet.lib.utils.lr_scheduler import LearningRateScheduler  # noqa: E402
 from pet.lib.utils.optimizer import Optimizer  # noqa: E402
-from pet.lib.utils.seed import seed_everything  # noqa: E402
+from pet.engine.seed import seed_everything  # noqa: E402
 from pet.models import build_model  # noqa: E402
 
 EXIT_DIVERGED = 1

@@ -7,12 +7,12 @@ from yacs.config import CfgNode
 
 from pet.lib.config.errors import ConfigError
 from pet.lib.config.loader import flatten
-from pet.lib.utils.checkpointer import (
+from pet.engine.checkpointer import (
     atomic_write,
     cfg_to_dict,
     find_checkpoints,
 )
-from pet.lib.utils.logger import attach_log_file
+from pet.engine.logger import attach_log_file
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from yacs.config import CfgNode
 
 from pet.data import ImageSplit, TrainLoader
 from pet.engine.evaluation import evaluate
-from pet.lib.utils.checkpointer import Checkpointer
-from pet.lib.utils.events import MetricsStorage
-from pet.lib.utils.hooks import (
+from pet.engine.checkpointer import Checkpointer
+from pet.engine.events import MetricsStorage
+from pet.engine.hooks import (
     EvalHook,
     HookBase,
     IterationTimer,
@@ -22,7 +22,7 @@ from pet.lib.utils.hooks import (
     PeriodicCheckpointer,
     period_in_iters,
 )
-from pet.lib.utils.logger import ProgressBar
+from pet.engine.logger import ProgressBar
 
 logger = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ import yaml
 from pet.lib.config import load_cfg
 from pet.lib.utils.optimizer import Optimizer
 from pet.lib.utils.param_groups import explain_params
-from pet.lib.utils.param_report import group_rules
+from pet.reports.param_report import group_rules
 from pet.models import build_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TOOLS = ("plot_lr", "explain_solver", "check_cfg")
 
 # A small epoch-based job: 44 iterations per epoch with the digits' 1437 training images in

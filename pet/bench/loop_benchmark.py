@@ -31,13 +31,13 @@ from pet.engine.evaluation import evaluate
 from pet.engine.trainer import eval_period
 from pet.engine.output_dir import prepare_output_dir
 from pet.lib.config.validate_job import validate_cfg
-from pet.lib.utils.checkpointer import Checkpointer
-from pet.lib.utils.hooks import is_eval_step
-from pet.lib.utils.logger import ProgressBar, close_logging, setup_logging
+from pet.engine.checkpointer import Checkpointer
+from pet.engine.hooks import is_eval_step
+from pet.engine.logger import ProgressBar, close_logging, setup_logging
 from pet.lib.utils.lr_scheduler import LearningRateScheduler
 from pet.lib.utils.lr_schedules import Schedule, build_schedule
 from pet.lib.utils.optimizer import OPTIMIZERS, Optimizer
-from pet.lib.utils.seed import seed_everything
+from pet.engine.seed import seed_everything
 from pet.models import build_model
 
 SOLVER_LOOP = "solver + hooks (train_net)"

@@ -16,9 +16,9 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch import nn
 
-from pet.lib.utils.checkpointer import FINAL_NAME, Checkpointer, atomic_write
-from pet.lib.utils.events import MetricsStorage
-from pet.lib.utils.logger import ProgressBar, format_seconds
+from pet.engine.checkpointer import FINAL_NAME, Checkpointer, atomic_write
+from pet.engine.events import MetricsStorage
+from pet.engine.logger import ProgressBar, format_seconds
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOL = os.path.join(ROOT, "tools", "benchmark_solver.py")
 JOB = os.path.join(ROOT, "cfgs", "digits_cnn_sgd_step.yaml")
 ROW_KEYS = {"name", "ms", "ratio", "bytes", "gb_per_s", "of_copy", "all_ms"}

@@ -10,7 +10,7 @@ from pet.lib.utils.lr_scheduler import LearningRateScheduler
 from pet.lib.utils.optimizer import Optimizer
 from pet.models import build_model
 
-CFGS = sorted((Path(__file__).resolve().parents[1] / "cfgs").glob("*.yaml"))
+CFGS = sorted((Path(__file__).resolve().parents[3] / "cfgs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("cfg_file", CFGS, ids=[p.stem for p in CFGS])

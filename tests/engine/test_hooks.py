@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from pet.lib.config import get_cfg
-from pet.lib.utils.checkpointer import Checkpointer
-from pet.lib.utils.events import MetricsStorage
-from pet.lib.utils.hooks import (
+from pet.engine.checkpointer import Checkpointer
+from pet.engine.events import MetricsStorage
+from pet.engine.hooks import (
     EvalHook,
     IterationTimer,
     LRScheduler,

@@ -17,7 +17,7 @@ import yaml
 from pet.lib.config import load_cfg
 from pet.lib.utils.lr_schedules import build_schedule
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TRAIN_NET = REPO / "tools" / "train_net.py"
 
 # A tiny job (a few seconds): 44 iterations per epoch (1437 training images, batches of 32).

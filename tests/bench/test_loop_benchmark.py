@@ -6,8 +6,8 @@ import math
 import torch
 
 from pet.lib.config.defaults import get_cfg
-from pet.lib.utils.loop_benchmark import SOLVER_LOOP, BareLoop, SolverLoop, time_job
-from pet.lib.utils.logger import close_logging
+from pet.bench.loop_benchmark import SOLVER_LOOP, BareLoop, SolverLoop, time_job
+from pet.engine.logger import close_logging
 
 
 def tiny_job():

@@ -6,7 +6,7 @@ from torch import nn
 from pet.lib.config import get_cfg
 from pet.lib.utils.optimizer import Optimizer
 from pet.lib.utils.param_groups import explain_params
-from pet.lib.utils.param_report import (
+from pet.reports.param_report import (
     FROZEN,
     ParamRow,
     group_rows,

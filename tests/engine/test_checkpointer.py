@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from pet.lib.config import get_cfg
-from pet.lib.utils.checkpointer import (
+from pet.engine.checkpointer import (
     LAST_CHECKPOINT,
     CheckpointError,
     Checkpointer,

@@ -1,0 +1,1 @@
+"""What only tools/benchmark_solver.py uses: the benchmark models, harnesses and report."""

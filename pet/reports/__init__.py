@@ -1,0 +1,1 @@
+"""What only the explain and plot tools use: per-parameter tables and lr curves."""
