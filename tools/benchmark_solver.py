@@ -34,12 +34,12 @@ import torch  # noqa: E402
 
 from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
 from pet.lib.config.loader import merge_from_list  # noqa: E402
-from pet.lib.config.validate_job import validate_cfg  # noqa: E402
+from pet.engine.job import validate_job  # noqa: E402
 from pet.bench.models import ResNet, VisionTransformer  # noqa: E402
 from pet.bench.report import format_report, machine_info, targets  # noqa: E402
 from pet.bench.loop_benchmark import SOLVER_LOOP, job_iterations, time_job  # noqa: E402
 from pet.lib.utils.lr_scheduler import LearningRateScheduler  # noqa: E402
-from pet.lib.utils.optimizer import OPTIMIZERS, Optimizer  # noqa: E402
+from pet.lib.utils.optimizer import OPTIMIZERS, Optimizer, optimizer_spec  # noqa: E402
 from pet.bench.step_benchmark import (  # noqa: E402
     BackgroundLoad, Candidate, copy_bandwidth, fill_gradients, per_tensor_groups,
     restore_gradients, share_state, step_bytes, time_side_by_side,
@@ -88,8 +88,8 @@ def solver_optimizer_cfg(cfg, optimizer_type, clip_type=None, implementation=Non
 def step_candidates(model, cfg, optimizer_type):
     """row name -> Candidate, all over ``model``'s parameter tensors."""
     opt_cfg = solver_optimizer_cfg(cfg, optimizer_type)
-    info = OPTIMIZERS[optimizer_type]
-    hyper = dict(info.options(opt_cfg), lr=opt_cfg.BASE_LR, weight_decay=opt_cfg.WEIGHT_DECAY)
+    info = OPTIMIZERS.get(optimizer_type)
+    hyper = dict(optimizer_spec(opt_cfg).options, lr=opt_cfg.BASE_LR, weight_decay=opt_cfg.WEIGHT_DECAY)
     params = list(model.parameters())
     clip_then_fused = info.cls(params, fused=True, **hyper)
 
@@ -238,7 +238,7 @@ def main(argv=None):
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON here")
     args, cfg = parse_cfg(parser, argv)
     with exit_on_config_error():
-        validate_cfg(cfg)
+        validate_job(cfg)
     result = run(cfg, args.quick, torch.device(args.device))
     print(format_report(result))
     if args.json:

@@ -13,8 +13,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
-from pet.lib.config.validate_job import validate_cfg  # noqa: E402
-from pet.lib.utils.lr_schedules import build_schedule  # noqa: E402
+from pet.engine.job import validate_job  # noqa: E402
+from pet.lib.utils.lr_scheduler import build_schedule  # noqa: E402
 from pet.lib.config.cli import add_iter_per_epoch_argument  # noqa: E402
 
 
@@ -46,7 +46,7 @@ def main(argv=None):
     add_iter_per_epoch_argument(parser)
     args, cfg = parse_cfg(parser, argv)
     with exit_on_config_error():
-        iter_per_epoch = validate_cfg(cfg, args.iter_per_epoch)
+        iter_per_epoch = validate_job(cfg, args.iter_per_epoch)
         schedule = build_schedule(cfg.SOLVER.SCHEDULER, iter_per_epoch)
     if args.iter_per_epoch:
         source = "--iter-per-epoch"

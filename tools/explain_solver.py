@@ -20,9 +20,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
-from pet.lib.config.validate_job import validate_cfg  # noqa: E402
+from pet.engine.job import validate_job  # noqa: E402
 from pet.lib.utils.optimizer import Optimizer  # noqa: E402
-from pet.lib.utils.param_groups import explain_params  # noqa: E402
+from pet.lib.utils.param_groups import explain_params, grouping_spec  # noqa: E402
 from pet.reports.param_report import FROZEN, group_rows, grouping_warnings, param_rows  # noqa: E402
 from pet.models import build_model  # noqa: E402
 
@@ -68,10 +68,10 @@ def main(argv=None):
     parser.add_argument("--strict", action="store_true", help="exit 1 when there is a warning")
     args, cfg = parse_cfg(parser, argv)
     with exit_on_config_error():
-        validate_cfg(cfg)
+        validate_job(cfg)
         model = build_model(cfg)
         optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
-    assignments = explain_params(model, cfg.SOLVER.OPTIMIZER)
+    assignments = explain_params(model, grouping_spec(cfg.SOLVER.OPTIMIZER))
     params = param_rows(model, assignments, optimizer.param_groups)
     groups = group_rows(optimizer.param_groups, assignments)
     warnings = grouping_warnings(model, assignments)

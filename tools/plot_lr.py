@@ -26,10 +26,10 @@ matplotlib.use("Agg")  # files only: no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 
 from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
-from pet.lib.config.validate_job import validate_cfg  # noqa: E402
+from pet.engine.job import validate_job  # noqa: E402
 from pet.reports.lr_curve import distinct_curves, record_lrs  # noqa: E402
 from pet.lib.utils.optimizer import Optimizer  # noqa: E402
-from pet.lib.utils.param_groups import explain_params  # noqa: E402
+from pet.lib.utils.param_groups import explain_params, grouping_spec  # noqa: E402
 from pet.reports.param_report import group_rules  # noqa: E402
 from pet.lib.config.cli import add_iter_per_epoch_argument  # noqa: E402
 from pet.models import build_model  # noqa: E402
@@ -81,11 +81,11 @@ def main(argv=None):
     add_iter_per_epoch_argument(parser)
     args, cfg = parse_cfg(parser, argv)
     with exit_on_config_error():
-        iter_per_epoch = validate_cfg(cfg, args.iter_per_epoch)
+        iter_per_epoch = validate_job(cfg, args.iter_per_epoch)
         model = build_model(cfg)
         optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
         scheduler, lrs = record_lrs(optimizer, cfg.SOLVER, iter_per_epoch)
-    rules = group_rules(optimizer.param_groups, explain_params(model, cfg.SOLVER.OPTIMIZER))
+    rules = group_rules(optimizer.param_groups, explain_params(model, grouping_spec(cfg.SOLVER.OPTIMIZER)))
     curves = distinct_curves(lrs, rules)
     title = (f"{os.path.basename(args.cfg_file)}: {scheduler.schedule.policy}, "
              f"{type(optimizer).__name__}, {scheduler.max_iter} iterations")

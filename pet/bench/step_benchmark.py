@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch import nn
 
-from pet.lib.utils.param_groups import explain_params
+from pet.lib.utils.param_groups import explain_params, grouping_spec
 
 # Tensors an update reads and writes per parameter: AdamW/Adam read param, grad, exp_avg and
 # exp_avg_sq and write back all but the grad; SGD reads param and grad and writes the param;
@@ -111,7 +111,7 @@ def copy_bandwidth(num_bytes: int, repeats: int, device: torch.device) -> float:
 def per_tensor_groups(model: nn.Module, optimizer_cfg) -> List[Dict]:
     """The layout of the older solvers: one param group per tensor, same lr and decay rules."""
     return [dict(params=[item.param], lr=item.lr, weight_decay=item.weight_decay)
-            for item in explain_params(model, optimizer_cfg)]
+            for item in explain_params(model, grouping_spec(optimizer_cfg))]
 
 
 def fill_gradients(model: nn.Module, seed: int = 0) -> List[torch.Tensor]:

@@ -1,10 +1,11 @@
-"""The data of the default job: the scikit-learn digits and a resumable training loader."""
+"""The data of the default job: the data sets a config may name and a resumable loader."""
+from typing import Tuple
+
 from yacs.config import CfgNode
 
-from pet.data.digits import MAX_LEVEL, NUM_IMAGES, ImageSplit, load_digits_split, num_train_images
+from pet.data.digits import MAX_LEVEL, ImageSplit
 from pet.data.loader import TrainLoader, batches_per_epoch, eval_batches
-# One list of names, shared with the config validation so the two always agree.
-from pet.lib.config.validate_job import DATASETS
+from pet.data.registry import DATASETS, DatasetInfo, num_train_images
 
 
 def iter_per_epoch(cfg: CfgNode) -> int:
@@ -12,13 +13,10 @@ def iter_per_epoch(cfg: CfgNode) -> int:
     return batches_per_epoch(num_train_images(cfg.DATA), cfg.DATA.BATCH_SIZE, cfg.DATA.DROP_LAST)
 
 
-def build_datasets(cfg: CfgNode) -> "tuple[ImageSplit, ImageSplit]":
-    """(train, test) splits of ``cfg.DATA.DATASET``."""
-    if cfg.DATA.DATASET != "digits":
-        raise ValueError(
-            f"DATA.DATASET: unknown data set {cfg.DATA.DATASET!r}; allowed: {', '.join(DATASETS)}"
-        )
-    return load_digits_split(cfg.DATA.TEST_FRACTION, cfg.DATA.SPLIT_SEED)
+def build_datasets(cfg: CfgNode) -> Tuple[ImageSplit, ImageSplit]:
+    """(train, test) splits of ``cfg.DATA.DATASET``; ConfigError for an unknown name."""
+    name = DATASETS.check(cfg.DATA.DATASET, "DATA.DATASET")
+    return DATASETS.get(name).load(cfg.DATA)
 
 
 def build_train_loader(cfg: CfgNode, train_split: ImageSplit) -> TrainLoader:
@@ -35,6 +33,7 @@ def build_train_loader(cfg: CfgNode, train_split: ImageSplit) -> TrainLoader:
 __all__ = [
     "DATASETS",
     "MAX_LEVEL",
+    "DatasetInfo",
     "ImageSplit",
     "TrainLoader",
     "build_datasets",

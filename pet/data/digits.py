@@ -13,8 +13,8 @@ from typing import Tuple
 import numpy as np
 import torch
 
-# Images in each data set, so that iterations per epoch are known without loading anything.
-NUM_IMAGES = {"digits": 1797}
+# Images in the data set, so that iterations per epoch are known without loading anything.
+NUM_IMAGES = 1797
 # The digits' intensity levels run from 0 to MAX_LEVEL.
 MAX_LEVEL = 16
 IMAGE_SIZE = 8
@@ -34,12 +34,6 @@ class ImageSplit:
 def num_test_images(num_images: int, test_fraction: float) -> int:
     """Held-out images of a split: ceil(fraction * N)."""
     return math.ceil(test_fraction * num_images)
-
-
-def num_train_images(data_cfg) -> int:
-    """Training images for the ``DATA`` config, by arithmetic (nothing is loaded)."""
-    total = NUM_IMAGES[data_cfg.DATASET]
-    return total - num_test_images(total, data_cfg.TEST_FRACTION)
 
 
 def digits_file() -> str:

@@ -3,12 +3,12 @@ import pytest
 import torch
 
 from pet.lib.config import get_cfg
-from pet.lib.config.validate_job import MODEL_TYPES
-from pet.lib.utils.param_groups import explain_params
+from pet.models import MODELS
+from pet.lib.utils.param_groups import explain_params, grouping_spec
 from pet.models import build_model
 
 
-@pytest.mark.parametrize("model_type", MODEL_TYPES)
+@pytest.mark.parametrize("model_type", MODELS.names())
 def test_models_map_level_images_to_class_logits(model_type):
     cfg = get_cfg()
     cfg.MODEL.TYPE = model_type
@@ -29,7 +29,7 @@ def test_models_map_level_images_to_class_logits(model_type):
 def test_models_exercise_the_param_rules_and_the_backbone_head_split(model_type, rules):
     cfg = get_cfg()
     cfg.MODEL.TYPE = model_type
-    assignments = explain_params(build_model(cfg), cfg.SOLVER.OPTIMIZER)
+    assignments = explain_params(build_model(cfg), grouping_spec(cfg.SOLVER.OPTIMIZER))
     assert {a.rule for a in assignments} == rules
     assert {a.backbone for a in assignments} == {True, False}
     assert all(a.name.startswith(("backbone.", "head.")) for a in assignments)
@@ -39,7 +39,7 @@ def test_models_exercise_the_param_rules_and_the_backbone_head_split(model_type,
 def test_transformer_embeds_pixels_positions_and_a_class_token():
     cfg = get_cfg()
     cfg.MODEL.TYPE = "transformer"
-    rules = {a.name: a.rule for a in explain_params(build_model(cfg), cfg.SOLVER.OPTIMIZER)}
+    rules = {a.name: a.rule for a in explain_params(build_model(cfg), grouping_spec(cfg.SOLVER.OPTIMIZER))}
     assert rules["backbone.pixel_embed.weight"] == "embed"  # an nn.Embedding
     assert rules["backbone.pos_embed"] == "embed"  # by EMBED_KEYWORDS
     assert rules["backbone.cls_token"] == "embed"

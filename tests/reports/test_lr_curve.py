@@ -7,7 +7,7 @@ from torch import nn
 
 from pet.lib.config import get_cfg
 from pet.reports.lr_curve import LrCurve, distinct_curves, record_lrs
-from pet.lib.utils.lr_schedules import build_schedule
+from pet.lib.utils.lr_scheduler import build_schedule
 from pet.lib.utils.optimizer import Optimizer
 
 

@@ -5,7 +5,7 @@ from torch import nn
 
 from pet.lib.config import get_cfg
 from pet.lib.utils.optimizer import Optimizer
-from pet.lib.utils.param_groups import explain_params
+from pet.lib.utils.param_groups import explain_params, grouping_spec
 from pet.reports.param_report import (
     FROZEN,
     ParamRow,
@@ -63,7 +63,7 @@ def build(weight_decay=1e-4):
     cfg.SOLVER.OPTIMIZER.BACKBONE_LR_FACTOR = 0.5
     model = Net()
     optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
-    return model, explain_params(model, cfg.SOLVER.OPTIMIZER), optimizer.param_groups
+    return model, explain_params(model, grouping_spec(cfg.SOLVER.OPTIMIZER)), optimizer.param_groups
 
 
 def test_rows_cover_every_parameter_with_rule_and_group():

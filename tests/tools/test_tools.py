@@ -12,7 +12,7 @@ import yaml
 
 from pet.lib.config import load_cfg
 from pet.lib.utils.optimizer import Optimizer
-from pet.lib.utils.param_groups import explain_params
+from pet.lib.utils.param_groups import explain_params, grouping_spec
 from pet.reports.param_report import group_rules
 from pet.models import build_model
 
@@ -123,7 +123,7 @@ def test_plot_lr_csv_equals_the_lrs_of_a_real_training_run(tmp_path):
     model = build_model(cfg)
     groups = Optimizer(model, cfg.SOLVER.OPTIMIZER).build().param_groups
     largest = max(range(len(groups)), key=lambda g: sum(p.numel() for p in groups[g]["params"]))
-    rules = group_rules(groups, explain_params(model, cfg.SOLVER.OPTIMIZER))[largest]
+    rules = group_rules(groups, explain_params(model, grouping_spec(cfg.SOLVER.OPTIMIZER)))[largest]
     column = next(k for k, name in enumerate(header) if set(rules) <= set(name[3:].split("/")))
     assert header[column].startswith("lr:")
     assert len(set(header)) == len(header) > 3  # several distinct curves, so the choice matters

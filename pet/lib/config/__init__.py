@@ -1,16 +1,7 @@
-"""Config defaults, loading (YAML + command-line overrides) and validation."""
+"""Config defaults, loading (YAML + command-line overrides) and the value checks of every
+section; imports neither torch nor the data, models or solver."""
 from pet.lib.config.defaults import get_cfg
 from pet.lib.config.errors import ConfigError
 from pet.lib.config.loader import load_cfg, merge_from_file, merge_from_list
-from pet.lib.config.validate import validate_optimizer, validate_scheduler, validate_solver
 
-__all__ = [
-    "ConfigError",
-    "get_cfg",
-    "load_cfg",
-    "merge_from_file",
-    "merge_from_list",
-    "validate_optimizer",
-    "validate_scheduler",
-    "validate_solver",
-]
+__all__ = ["ConfigError", "get_cfg", "load_cfg", "merge_from_file", "merge_from_list"]

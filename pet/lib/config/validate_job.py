@@ -1,74 +1,40 @@
-"""Checks of the whole training job: the SOLVER section plus MODEL, DATA, TEST and the run keys.
-
-Run once, before anything is written to OUTPUT_DIR; every error is a ConfigError naming the full
-key, the bad value and what is allowed.
+"""Value checks of the job's other sections: MODEL, DATA, TEST and the run keys, with no torch
+import. The registry names (MODEL.TYPE, DATA.DATASET) are checked by the registries' owners;
+``pet.engine.job.validate_job`` runs every check of a training job in one place.
 """
-from typing import Any, Optional
-
 from yacs.config import CfgNode
 
 from pet.lib.config.errors import ConfigError
-from pet.lib.config.validate import validate_solver
+from pet.lib.config.validate import check_choice, check_int
 
-# Kept here (not imported from pet.models / pet.data) so that checking a config never imports
-# torch; tests assert that these agree with the builders.
-MODEL_TYPES = ("cnn", "transformer")
-DATASETS = ("digits",)
 # Patch sides that tile the 8x8 images.
 PATCH_SIZES = (1, 2, 4)
-
-
-def validate_cfg(cfg: CfgNode, iter_per_epoch_override: Optional[int] = None) -> int:
-    """Check every section of ``cfg``; return the iterations per epoch the schedule is
-    converted with: ``iter_per_epoch_override`` when given (a what-if of the tools), else the
-    training loader's.
-
-    Raises ConfigError on the first bad key.
-    """
-    # Imported here: pet.data imports torch, which this module's callers may not need.
-    from pet.data import iter_per_epoch
-
-    validate_run(cfg)
-    validate_model(cfg.MODEL)
-    validate_data(cfg.DATA)
-    validate_test(cfg.TEST)
-    iters = iter_per_epoch(cfg)
-    if iters < 1:
-        raise ConfigError(
-            f"DATA.BATCH_SIZE: {cfg.DATA.BATCH_SIZE} with DATA.DROP_LAST=True leaves no full "
-            f"batch in an epoch; use a smaller batch or DATA.DROP_LAST False"
-        )
-    if iter_per_epoch_override is not None:
-        iters = iter_per_epoch_override
-    validate_solver(cfg.SOLVER, iters)
-    return iters
 
 
 def validate_run(cfg: CfgNode) -> None:
     """Check OUTPUT_DIR, SEED, NUM_THREADS and LOG_PERIOD."""
     if not isinstance(cfg.OUTPUT_DIR, str) or not cfg.OUTPUT_DIR.strip():
         raise ConfigError(f"OUTPUT_DIR: expected a directory path, got {cfg.OUTPUT_DIR!r}")
-    _check_int(cfg.SEED, "SEED", minimum=0)
-    _check_int(cfg.NUM_THREADS, "NUM_THREADS", minimum=0)
-    _check_int(cfg.LOG_PERIOD, "LOG_PERIOD", minimum=1)
+    check_int(cfg.SEED, "SEED", minimum=0)
+    check_int(cfg.NUM_THREADS, "NUM_THREADS", minimum=0)
+    check_int(cfg.LOG_PERIOD, "LOG_PERIOD", minimum=1)
 
 
 def validate_model(model: CfgNode) -> None:
-    """Check ``MODEL``."""
-    _check_choice(model.TYPE, "MODEL.TYPE", MODEL_TYPES)
-    _check_int(model.NUM_CLASSES, "MODEL.NUM_CLASSES", minimum=2)
+    """Check the values of ``MODEL`` (all but TYPE)."""
+    check_int(model.NUM_CLASSES, "MODEL.NUM_CLASSES", minimum=2)
     if not isinstance(model.WEIGHTS, str):
         raise ConfigError(f"MODEL.WEIGHTS: expected a file path or \"\", got {model.WEIGHTS!r}")
     channels = tuple(model.CNN.CHANNELS)
     if len(channels) != 3 or not all(isinstance(c, int) and c >= 1 for c in channels):
         raise ConfigError(f"MODEL.CNN.CHANNELS: expected three positive integers, got {channels!r}")
-    _check_int(model.CNN.HIDDEN_DIM, "MODEL.CNN.HIDDEN_DIM", minimum=1)
+    check_int(model.CNN.HIDDEN_DIM, "MODEL.CNN.HIDDEN_DIM", minimum=1)
     _check_probability(model.CNN.DROPOUT, "MODEL.CNN.DROPOUT")
     t = model.TRANSFORMER
-    _check_int(t.EMBED_DIM, "MODEL.TRANSFORMER.EMBED_DIM", minimum=1)
-    _check_int(t.DEPTH, "MODEL.TRANSFORMER.DEPTH", minimum=1)
-    _check_int(t.NUM_HEADS, "MODEL.TRANSFORMER.NUM_HEADS", minimum=1)
-    _check_choice(t.PATCH_SIZE, "MODEL.TRANSFORMER.PATCH_SIZE", PATCH_SIZES)
+    check_int(t.EMBED_DIM, "MODEL.TRANSFORMER.EMBED_DIM", minimum=1)
+    check_int(t.DEPTH, "MODEL.TRANSFORMER.DEPTH", minimum=1)
+    check_int(t.NUM_HEADS, "MODEL.TRANSFORMER.NUM_HEADS", minimum=1)
+    check_choice(t.PATCH_SIZE, "MODEL.TRANSFORMER.PATCH_SIZE", PATCH_SIZES)
     if t.EMBED_DIM % t.PATCH_SIZE ** 2 != 0:
         raise ConfigError(
             f"MODEL.TRANSFORMER.EMBED_DIM: {t.EMBED_DIM} must be divisible by "
@@ -85,38 +51,36 @@ def validate_model(model: CfgNode) -> None:
 
 
 def validate_data(data: CfgNode) -> None:
-    """Check ``DATA``."""
-    _check_choice(data.DATASET, "DATA.DATASET", DATASETS)
+    """Check the values of ``DATA`` (all but DATASET)."""
     if not 0.0 < data.TEST_FRACTION < 1.0:
         raise ConfigError(f"DATA.TEST_FRACTION: must be in (0, 1), got {data.TEST_FRACTION!r}")
-    _check_int(data.SPLIT_SEED, "DATA.SPLIT_SEED", minimum=0)
-    _check_int(data.BATCH_SIZE, "DATA.BATCH_SIZE", minimum=1)
-    _check_int(data.MAX_SHIFT, "DATA.MAX_SHIFT", minimum=0)
+    check_int(data.SPLIT_SEED, "DATA.SPLIT_SEED", minimum=0)
+    check_int(data.BATCH_SIZE, "DATA.BATCH_SIZE", minimum=1)
+    check_int(data.MAX_SHIFT, "DATA.MAX_SHIFT", minimum=0)
     if data.MAX_SHIFT >= 4:
         raise ConfigError(f"DATA.MAX_SHIFT: must be < 4 pixels on 8x8 images, got {data.MAX_SHIFT}")
 
 
+def validate_batches(data: CfgNode, iter_per_epoch: int) -> None:
+    """ConfigError when the batch size leaves an epoch without a single iteration."""
+    if iter_per_epoch < 1:
+        raise ConfigError(
+            f"DATA.BATCH_SIZE: {data.BATCH_SIZE} with DATA.DROP_LAST=True leaves no full "
+            f"batch in an epoch; use a smaller batch or DATA.DROP_LAST False"
+        )
+
+
 def validate_test(test: CfgNode) -> None:
     """Check ``TEST``."""
-    _check_int(test.EVAL_ITERS, "TEST.EVAL_ITERS", minimum=0)
+    check_int(test.EVAL_ITERS, "TEST.EVAL_ITERS", minimum=0)
     epochs = test.EVAL_EPOCHS
     # None (the default) means "use EVAL_ITERS"; the loader lets any scalar through for it.
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, float))
                                or not epochs > 0):
         raise ConfigError(f"TEST.EVAL_EPOCHS: expected a number > 0 or None, got {epochs!r}")
-    _check_int(test.BATCH_SIZE, "TEST.BATCH_SIZE", minimum=1)
+    check_int(test.BATCH_SIZE, "TEST.BATCH_SIZE", minimum=1)
 
 
-def _check_choice(value: Any, key: str, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}: unknown value {value!r}; allowed: {', '.join(map(str, allowed))}")
-
-
-def _check_int(value: Any, key: str, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{key}: expected an integer >= {minimum}, got {value!r}")
-
-
-def _check_probability(value: Any, key: str) -> None:
+def _check_probability(value, key: str) -> None:
     if not 0.0 <= value < 1.0:
         raise ConfigError(f"{key}: must be in [0, 1), got {value!r}")

@@ -15,14 +15,18 @@ scalars on the CPU, multi-tensor (foreach) without host syncs elsewhere.
 """
 import functools
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import torch
 
 from pet.lib.utils import clip_ops
+from pet.lib.utils.registry import Registry
+
+GradsPerDevice = Dict[torch.device, List[torch.Tensor]]
 
 
-def grads_by_device(optimizer: torch.optim.Optimizer) -> Dict[torch.device, List[torch.Tensor]]:
+def grads_by_device(optimizer: torch.optim.Optimizer) -> GradsPerDevice:
     """The non-empty gradients of the optimizer's params, per device (foreach ops need one).
 
     An empty gradient has nothing to clip and adds nothing to a norm (torch refuses the
@@ -36,11 +40,70 @@ def grads_by_device(optimizer: torch.optim.Optimizer) -> Dict[torch.device, List
     return grads
 
 
+@dataclass(frozen=True)
+class ClipSpec:
+    """How ``step()`` clips: a CLIP_TYPES name, the bound, and the p of the p-norm."""
+
+    clip_type: str
+    clip_value: float
+    norm_type: float = 2.0
+
+
+# name -> clip(optimizer, grads per device, grad_scale or None); a clip that unscales the
+# gradients itself sets optimizer.grad_scale to None, one that folds its factor into the fused
+# kernel's scale sets optimizer.grad_scale to the new scale.
+CLIP_TYPES = Registry("clip type")
+
+
+@CLIP_TYPES.register(name="value")
+def clip_by_value_(optimizer: "GradientClipping", grads_per_device: GradsPerDevice,
+                   grad_scale: Optional[torch.Tensor]) -> None:
+    """Every gradient element clamped to [-clip_value, clip_value] (unscaled in the pass)."""
+    for grads in grads_per_device.values():
+        clip_ops.for_device(grads[0].device).clip_value_(grads, optimizer.clip_value, grad_scale)
+    if grad_scale is not None:
+        optimizer.grad_scale = None  # unscaled above; the scaler's found_inf still skips the step
+
+
+@CLIP_TYPES.register(name="norm")
+def clip_by_norm_(optimizer: "GradientClipping", grads_per_device: GradsPerDevice,
+                  grad_scale: Optional[torch.Tensor]) -> None:
+    """Each parameter's gradient clipped to norm clip_value on its own (unscaled in the pass)."""
+    for grads in grads_per_device.values():
+        clip_ops.for_device(grads[0].device).clip_norm_(
+            grads, optimizer.clip_value, optimizer.norm_type, grad_scale)
+    if grad_scale is not None:
+        optimizer.grad_scale = None
+
+
+@CLIP_TYPES.register(name="full_model")
+def clip_full_model_(optimizer: "GradientClipping", grads_per_device: GradsPerDevice,
+                     grad_scale: Optional[torch.Tensor]) -> None:
+    """All gradients clipped jointly to total norm clip_value: one read of every gradient;
+    a fused kernel gets the coefficient in its gradient scale (no pass of its own)."""
+    norms = [clip_ops.for_device(device).total_norm(grads, optimizer.norm_type)
+             for device, grads in grads_per_device.items()]
+    device = next(iter(grads_per_device))
+    norm = clip_ops.combine_norms(norms, optimizer.norm_type, device)
+    if grad_scale is not None:
+        norm = norm / grad_scale.to(device)
+    coef = clip_ops.clip_coefficient(norm, optimizer.clip_value)
+    if clip_ops.is_one(coef):
+        return  # within the bound: torch would multiply by exactly 1.0
+    if getattr(optimizer, "_step_supports_amp_scaling", False):
+        # Fused kernel: it divides every gradient by grad_scale, so the clip costs no pass.
+        scale = 1.0 if grad_scale is None else grad_scale
+        optimizer.grad_scale = scale / coef.to(device)
+        return
+    for device, grads in grads_per_device.items():
+        torch._foreach_mul_(grads, coef.to(device))
+
+
 class GradientClipping:
     """Clips gradients at the start of ``step()``; mixed in before a ``torch.optim`` class.
 
-    ``clip_type`` is "value", "norm" or "full_model"; ``clip_value`` the bound; ``norm_type``
-    the p of the p-norm.
+    ``clip_type`` is a CLIP_TYPES name ("value", "norm", "full_model"); ``clip_value`` the
+    bound; ``norm_type`` the p of the p-norm.
     """
 
     def __init__(self, params, *args, clip_type: str, clip_value: float, norm_type: float,
@@ -68,39 +131,8 @@ class GradientClipping:
         multiplied by it: the clip bounds the true gradients, ``grad / grad_scale``.
         """
         grads_per_device = grads_by_device(self)
-        if not grads_per_device:
-            return
-        grad_scale: Optional[torch.Tensor] = getattr(self, "grad_scale", None)
-        if self.clip_type == "full_model":
-            self._clip_full_model_(grads_per_device, grad_scale)
-            return
-        for grads in grads_per_device.values():
-            ops = clip_ops.for_device(grads[0].device)
-            if self.clip_type == "value":
-                ops.clip_value_(grads, self.clip_value, grad_scale)
-            else:
-                ops.clip_norm_(grads, self.clip_value, self.norm_type, grad_scale)
-        if grad_scale is not None:
-            self.grad_scale = None  # unscaled above; the scaler's found_inf still skips the step
-
-    def _clip_full_model_(self, grads_per_device: Dict[torch.device, List[torch.Tensor]],
-                          grad_scale: Optional[torch.Tensor]) -> None:
-        norms = [clip_ops.for_device(device).total_norm(grads, self.norm_type)
-                 for device, grads in grads_per_device.items()]
-        device = next(iter(grads_per_device))
-        norm = clip_ops.combine_norms(norms, self.norm_type, device)
-        if grad_scale is not None:
-            norm = norm / grad_scale.to(device)
-        coef = clip_ops.clip_coefficient(norm, self.clip_value)
-        if clip_ops.is_one(coef):
-            return  # within the bound: torch would multiply by exactly 1.0
-        if getattr(self, "_step_supports_amp_scaling", False):
-            # Fused kernel: it divides every gradient by grad_scale, so the clip costs no pass.
-            scale = 1.0 if grad_scale is None else grad_scale
-            self.grad_scale = scale / coef.to(device)
-            return
-        for device, grads in grads_per_device.items():
-            torch._foreach_mul_(grads, coef.to(device))
+        if grads_per_device:
+            CLIP_TYPES.get(self.clip_type)(self, grads_per_device, getattr(self, "grad_scale", None))
 
     def step(self, closure=None):
         loss = None

@@ -1,14 +1,51 @@
-"""The torch adapter of ``Schedule``: writes ``factor(i) * initial_lr`` into every param group."""
+"""The torch adapter of ``Schedule``: writes ``factor(i) * initial_lr`` into every param group;
+and ``build_schedule``, the config adapter that validates ``SOLVER.SCHEDULER`` once."""
 import logging
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch.optim import lr_scheduler
 from yacs.config import CfgNode
 
-from pet.lib.utils.lr_schedules import build_schedule
+from pet.lib.config.validate import validate_scheduler
+from pet.lib.utils.lr_schedules import LR_POLICIES, Schedule
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["LR_POLICIES", "LearningRateScheduler", "Schedule", "build_schedule"]
+
+
+def build_schedule(scheduler: CfgNode, iter_per_epoch: Optional[int] = None) -> Schedule:
+    """Validate ``SOLVER.SCHEDULER`` and convert it to a ``Schedule`` in iterations.
+
+    In epoch mode (TOTAL_EPOCHS set) the length and STEPS are epochs times ``iter_per_epoch``;
+    WARM_UP_EPOCHS likewise replaces WARM_UP_ITERS. Raises ConfigError on a bad config.
+    """
+    policy = LR_POLICIES.check(scheduler.POLICY, "SOLVER.SCHEDULER.POLICY")
+    entry = LR_POLICIES.get(policy)
+    validate_scheduler(scheduler, iter_per_epoch, uses_milestones=entry.uses_milestones,
+                       decays_from_last_milestone=entry.decays_from_last_milestone)
+    if scheduler.TOTAL_EPOCHS is None:
+        max_iter = scheduler.TOTAL_ITERS
+        milestones = tuple(int(round(step)) for step in scheduler.STEPS)
+    else:
+        max_iter = int(round(scheduler.TOTAL_EPOCHS * iter_per_epoch))
+        milestones = tuple(int(round(step * iter_per_epoch)) for step in scheduler.STEPS)
+    if scheduler.WARM_UP_EPOCHS is None:
+        warmup_iters = scheduler.WARM_UP_ITERS
+    else:
+        warmup_iters = int(round(scheduler.WARM_UP_EPOCHS * iter_per_epoch))
+    return Schedule(
+        policy=policy,
+        max_iter=max_iter,
+        warmup_iters=warmup_iters,
+        warmup_factor=float(scheduler.WARM_UP_FACTOR),
+        warmup_method=scheduler.WARM_UP_METHOD.upper(),
+        milestones=milestones,
+        gamma=float(scheduler.GAMMA),
+        lr_pow=float(scheduler.LR_POW),
+        min_lr_factor=float(scheduler.MIN_LR_FACTOR),
+    )
 
 
 def lr_change_ratio(old: float, new: float, eps: float = 1e-10) -> float:
@@ -58,7 +95,9 @@ class LearningRateScheduler(lr_scheduler._LRScheduler):
         self.info = dict(best_acc=0.0, best_epoch=1, cur_acc=0.0, cur_epoch=1)
         self.lr_factor = None
         for group in optimizer.param_groups:
-            group.setdefault("initial_lr", group["lr"])
+            # A tensor lr is written in place every step: initial_lr must be a copy (as torch).
+            lr = group["lr"]
+            group.setdefault("initial_lr", lr.clone() if isinstance(lr, torch.Tensor) else lr)
         start = start_iter if last_epoch == -1 else last_epoch + 1
         # torch's constructor takes one step from last_epoch, landing on `start`.
         super().__init__(optimizer, last_epoch=start - 1)

@@ -2,16 +2,16 @@
 
 A ``Schedule`` holds only numbers in iterations and answers ``factor(i)``: the multiplier of each
 param group's lr at iteration ``i``. Nothing is counted or accumulated, so any iteration can be
-evaluated (and resumed) exactly.
+evaluated (and resumed) exactly. The policies are the ``LR_POLICIES`` registry: a name and a
+pure function ``(schedule, i) -> factor``. No config is read here (``lr_scheduler.build_schedule``
+is the config adapter).
 """
 import bisect
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Callable, Tuple
 
-from yacs.config import CfgNode
-
-from pet.lib.config.validate import validate_scheduler
+from pet.lib.utils.registry import Registry
 
 
 def warmup_factor(method: str, iteration: int, warmup_iters: int, start_factor: float) -> float:
@@ -44,8 +44,25 @@ def poly_factor(iteration: int, start: int, end: int, power: float, min_factor: 
 
 
 @dataclass(frozen=True)
+class LRPolicy:
+    """A registry entry: the pure function ``factor(schedule, i)`` (``i`` already clamped to
+    [0, max_iter]) and how the policy reads the milestones (for validation):
+    ``uses_milestones``, each must lie inside the schedule; ``decays_from_last_milestone``,
+    at least one is needed and the last must not fall inside the warm-up."""
+
+    factor: Callable[["Schedule", int], float]
+    uses_milestones: bool = False
+    decays_from_last_milestone: bool = False
+
+
+# ``@LR_POLICIES.register()`` on a function ``(schedule, i) -> factor`` registers it under its name.
+LR_POLICIES = Registry("lr policy",
+                       make_entry=lambda obj: obj if isinstance(obj, LRPolicy) else LRPolicy(obj))
+
+
+@dataclass(frozen=True)
 class Schedule:
-    """A schedule with every length in iterations.
+    """A schedule with every length in iterations; ``policy`` is an LR_POLICIES name.
 
     ``factor(i)`` is the lr multiplier at iteration ``i``; past ``max_iter`` it stays at its
     value for ``max_iter``.
@@ -53,61 +70,52 @@ class Schedule:
 
     policy: str
     max_iter: int
-    warmup_iters: int
-    warmup_factor: float
-    warmup_method: str
-    milestones: Tuple[int, ...]
-    gamma: float
-    lr_pow: float
-    min_lr_factor: float
+    warmup_iters: int = 0
+    warmup_factor: float = 1.0
+    warmup_method: str = "LINEAR"
+    milestones: Tuple[int, ...] = ()
+    gamma: float = 0.1
+    lr_pow: float = 0.9
+    min_lr_factor: float = 0.0
 
     def factor(self, iteration: int) -> float:
         i = min(max(iteration, 0), self.max_iter)
-        warmup = warmup_factor(self.warmup_method, i, self.warmup_iters, self.warmup_factor)
-        if self.policy == "STEP":
-            return warmup * step_factor(i, self.milestones, self.gamma)
-        if self.policy == "COSINE":
-            if i < self.warmup_iters:
-                return warmup
-            return cosine_factor(i, self.warmup_iters, self.max_iter, self.min_lr_factor)
-        if self.policy == "POLY":
-            if i < self.warmup_iters:
-                return warmup
-            return poly_factor(i, self.warmup_iters, self.max_iter, self.lr_pow, self.min_lr_factor)
-        if self.policy == "STEP_COSINE":
-            last = self.milestones[-1]
-            if i < last:
-                return warmup * step_factor(i, self.milestones, self.gamma)
-            decayed = self.gamma ** len(self.milestones)
-            return decayed * cosine_factor(i, last, self.max_iter, self.min_lr_factor)
-        raise ValueError(f"unknown policy {self.policy!r}")
+        return LR_POLICIES.get(self.policy).factor(self, i)
+
+    def warmup(self, i: int) -> float:
+        """The warm-up multiplier at ``i`` (1 from ``warmup_iters`` on)."""
+        return warmup_factor(self.warmup_method, i, self.warmup_iters, self.warmup_factor)
 
 
-def build_schedule(scheduler: CfgNode, iter_per_epoch: Optional[int] = None) -> Schedule:
-    """Validate ``SOLVER.SCHEDULER`` and convert it to a ``Schedule`` in iterations.
+def step_policy(s: Schedule, i: int) -> float:
+    """The warm-up times GAMMA at each milestone passed."""
+    return s.warmup(i) * step_factor(i, s.milestones, s.gamma)
 
-    In epoch mode (TOTAL_EPOCHS set) the length and STEPS are epochs times ``iter_per_epoch``;
-    WARM_UP_EPOCHS likewise replaces WARM_UP_ITERS. Raises ConfigError on a bad config.
-    """
-    validate_scheduler(scheduler, iter_per_epoch)
-    if scheduler.TOTAL_EPOCHS is None:
-        max_iter = scheduler.TOTAL_ITERS
-        milestones = tuple(int(round(step)) for step in scheduler.STEPS)
-    else:
-        max_iter = int(round(scheduler.TOTAL_EPOCHS * iter_per_epoch))
-        milestones = tuple(int(round(step * iter_per_epoch)) for step in scheduler.STEPS)
-    if scheduler.WARM_UP_EPOCHS is None:
-        warmup_iters = scheduler.WARM_UP_ITERS
-    else:
-        warmup_iters = int(round(scheduler.WARM_UP_EPOCHS * iter_per_epoch))
-    return Schedule(
-        policy=scheduler.POLICY.upper(),
-        max_iter=max_iter,
-        warmup_iters=warmup_iters,
-        warmup_factor=float(scheduler.WARM_UP_FACTOR),
-        warmup_method=scheduler.WARM_UP_METHOD.upper(),
-        milestones=milestones,
-        gamma=float(scheduler.GAMMA),
-        lr_pow=float(scheduler.LR_POW),
-        min_lr_factor=float(scheduler.MIN_LR_FACTOR),
-    )
+
+def cosine_policy(s: Schedule, i: int) -> float:
+    """The warm-up, then half a cosine from 1 down to the floor at the end."""
+    if i < s.warmup_iters:
+        return s.warmup(i)
+    return cosine_factor(i, s.warmup_iters, s.max_iter, s.min_lr_factor)
+
+
+def poly_policy(s: Schedule, i: int) -> float:
+    """The warm-up, then ``(1 - progress) ** lr_pow`` down to the floor at the end."""
+    if i < s.warmup_iters:
+        return s.warmup(i)
+    return poly_factor(i, s.warmup_iters, s.max_iter, s.lr_pow, s.min_lr_factor)
+
+
+def step_cosine_policy(s: Schedule, i: int) -> float:
+    """STEP until the last milestone, then GAMMA**len(milestones) times a cosine to the end."""
+    last = s.milestones[-1]
+    if i < last:
+        return step_policy(s, i)
+    return s.gamma ** len(s.milestones) * cosine_factor(i, last, s.max_iter, s.min_lr_factor)
+
+
+LR_POLICIES.register(LRPolicy(step_policy, uses_milestones=True), name="STEP")
+LR_POLICIES.register(LRPolicy(cosine_policy), name="COSINE")
+LR_POLICIES.register(LRPolicy(step_cosine_policy, uses_milestones=True,
+                              decays_from_last_milestone=True), name="STEP_COSINE")
+LR_POLICIES.register(LRPolicy(poly_policy), name="POLY")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from pet.lib.config import load_cfg
-from pet.lib.config.validate_job import validate_cfg
+from pet.engine.job import validate_job
 from pet.lib.utils.lr_scheduler import LearningRateScheduler
 from pet.lib.utils.optimizer import Optimizer
 from pet.models import build_model
@@ -16,7 +16,7 @@ CFGS = sorted((Path(__file__).resolve().parents[3] / "cfgs").glob("*.yaml"))
 @pytest.mark.parametrize("cfg_file", CFGS, ids=[p.stem for p in CFGS])
 def test_shipped_config_builds_its_solver(cfg_file):
     cfg = load_cfg(str(cfg_file))
-    iter_per_epoch = validate_cfg(cfg)
+    iter_per_epoch = validate_job(cfg)
     assert cfg.OUTPUT_DIR == f"ckpts/{cfg_file.stem}"
     optimizer = Optimizer(build_model(cfg), cfg.SOLVER.OPTIMIZER).build()
     scheduler = LearningRateScheduler(optimizer, cfg.SOLVER, iter_per_epoch=iter_per_epoch)

@@ -4,7 +4,8 @@ import re
 import pytest
 from yacs.config import CfgNode
 
-from pet.lib.config import ConfigError, get_cfg, load_cfg, validate_solver
+from pet.lib.config import ConfigError, get_cfg, load_cfg
+from pet.lib.utils.solver import validate_solver
 from pet.lib.config.loader import all_keys
 from pet.lib.config.solver import SOLVER
 

@@ -13,7 +13,7 @@ from pet.lib.utils import clip_ops
 from pet.lib.utils.optimizer import OPTIMIZERS, Optimizer, implementation_kwargs
 
 TYPES = ("SGD", "ADAMW", "ADAM", "RMSPROP")
-FUSED_TYPES = tuple(t for t in TYPES if OPTIMIZERS[t].has_fused)
+FUSED_TYPES = tuple(t for t in TYPES if OPTIMIZERS.get(t).fused)
 # (optimizer, implementation) pairs that exist: RMSprop has no fused kernel.
 KERNELS = [(t, impl) for t in TYPES for impl in ("fused", "foreach", "loop")
            if impl != "fused" or t in FUSED_TYPES]
@@ -169,9 +169,9 @@ def test_grad_scaler_skips_the_step_on_inf_despite_clipping(type_, implementatio
 
 @pytest.mark.parametrize("type_", TYPES)
 def test_auto_picks_fused_where_torch_has_it_else_the_loop_on_cpu(type_):
-    info = OPTIMIZERS[type_]
+    info = OPTIMIZERS.get(type_)
     params = list(tiny_net().parameters())
-    expected = dict(fused=True) if info.has_fused else dict(foreach=False)
+    expected = dict(fused=True) if info.fused else dict(foreach=False)
     assert implementation_kwargs("auto", info, params) == expected
 
 

@@ -1,10 +1,19 @@
-"""Every parameter rule, on a model that has each kind of parameter."""
+"""Every parameter rule, on a model that has each kind of parameter: the config-free core
+(GroupingSpec in, groups out), and the config adapter giving the same spec."""
 import pytest
 import torch
 from torch import nn
 
+from dataclasses import replace
+
 from pet.lib.config import get_cfg
-from pet.lib.utils.param_groups import build_param_groups, explain_params
+from pet.lib.utils.param_groups import (
+    PARAM_RULES,
+    GroupingSpec,
+    build_param_groups,
+    explain_params,
+    grouping_spec,
+)
 
 
 class Backbone(nn.Module):
@@ -37,16 +46,22 @@ class Net(nn.Module):
 
 
 def solver_cfg():
-    cfg = get_cfg()
-    o = cfg.SOLVER.OPTIMIZER
-    o.BASE_LR = 0.1
-    o.BIAS_LR_FACTOR = 2.0
-    o.BACKBONE_LR_FACTOR = 0.5
-    o.WEIGHT_DECAY = 1e-4
-    o.WEIGHT_DECAY_BIAS = 1e-5
-    o.WEIGHT_DECAY_NORM = 0.0
-    o.WEIGHT_DECAY_EMBED = 2e-6
-    return o
+    return GroupingSpec(base_lr=0.1, weight_decay=1e-4, bias_lr_factor=2.0, backbone_lr_factor=0.5,
+                        weight_decay_bias=1e-5, weight_decay_norm=0.0, weight_decay_embed=2e-6,
+                        embed_keywords=("pos_embed",))
+
+
+def test_the_config_adapter_gives_the_spec():
+    o = get_cfg().SOLVER.OPTIMIZER
+    o.BIAS_LR_FACTOR, o.BACKBONE_LR_FACTOR, o.WEIGHT_DECAY_BIAS, o.WEIGHT_DECAY_EMBED = 2.0, 0.5, 1e-5, 2e-6
+    o.CUSTOM_RULES = (("head", 10.0, 0.0),)
+    spec = grouping_spec(o)
+    assert spec == replace(solver_cfg(), embed_keywords=tuple(o.EMBED_KEYWORDS),
+                           custom_rules=(("head", 10.0, 0.0),))
+
+
+def test_built_in_rules_are_registered_in_priority_order():
+    assert PARAM_RULES.names() == ("norm", "embed", "bias")
 
 
 EXPECTED = {
@@ -104,8 +119,7 @@ def test_many_tensors_make_a_handful_of_groups():
 
 
 def test_embed_keywords_are_configurable():
-    o = solver_cfg()
-    o.EMBED_KEYWORDS = ("conv",)
+    o = replace(solver_cfg(), embed_keywords=("conv",))
     explained = {a.name: a.rule for a in explain_params(Net(), o)}
     assert explained["backbone.pos_embed"] == "default"  # no longer a keyword
     assert explained["backbone.embed.weight"] == "embed"  # nn.Embedding regardless
@@ -127,8 +141,8 @@ def test_every_norm_type_is_recognized(norm):
 
 
 def test_custom_rules_override_by_name_longest_keyword_wins_backbone_still_applies():
-    o = solver_cfg()
-    o.CUSTOM_RULES = (("head", 10.0, 0.0), ("neck_norm", 3.0, 2.0), ("backbone.bn", 0.1, 1.0))
+    o = replace(solver_cfg(), custom_rules=(("head", 10.0, 0.0), ("neck_norm", 3.0, 2.0),
+                                            ("backbone.bn", 0.1, 1.0)))
     explained = {a.name: (a.rule, a.lr, a.weight_decay) for a in explain_params(Net(), o)}
     assert explained["head.weight"] == ("custom", pytest.approx(1.0), 0.0)
     assert explained["head.bias"] == ("custom", pytest.approx(1.0), 0.0)  # not the bias rule
@@ -138,8 +152,7 @@ def test_custom_rules_override_by_name_longest_keyword_wins_backbone_still_appli
 
 
 def test_longest_custom_keyword_wins():
-    o = solver_cfg()
-    o.CUSTOM_RULES = (("neck", 2.0, 1.0), ("neck_norm", 3.0, 1.0))
+    o = replace(solver_cfg(), custom_rules=(("neck", 2.0, 1.0), ("neck_norm", 3.0, 1.0)))
     explained = {a.name: a.lr for a in explain_params(Net(), o)}
     assert explained["neck.weight"] == pytest.approx(0.2)
     assert explained["neck_norm.weight"] == pytest.approx(0.3)

@@ -1,16 +1,17 @@
-"""Tests of pet/lib/config/validate_job.py: every key of MODEL, DATA, TEST and the run keys is
-checked with a message naming it, and the name lists agree with the builders."""
+"""Tests of pet/engine/job.py (and the value checks of pet/lib/config/validate_job.py): every key
+of MODEL, DATA, TEST and the run keys is checked with a message naming it, the names from the
+registries."""
 import pytest
 
 from pet.data import DATASETS, iter_per_epoch
 from pet.lib.config import ConfigError, get_cfg, merge_from_list
-from pet.lib.config.validate_job import validate_cfg
+from pet.engine.job import validate_job
 
 
 def test_defaults_are_valid_and_give_the_iterations_per_epoch():
     cfg = get_cfg()
-    assert validate_cfg(cfg) == iter_per_epoch(cfg) == 44
-    assert DATASETS == ("digits",)
+    assert validate_job(cfg) == iter_per_epoch(cfg) == 44
+    assert DATASETS.names() == ("digits",)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -39,6 +40,6 @@ def test_bad_values_name_their_key(overrides, message):
     cfg = get_cfg()
     merge_from_list(cfg, overrides)
     with pytest.raises(ConfigError) as error:
-        validate_cfg(cfg)
+        validate_job(cfg)
     assert message in str(error.value)
     assert "\n" not in str(error.value)
