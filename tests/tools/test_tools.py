@@ -16,6 +16,8 @@ from pet.lib.utils.param_groups import explain_params, grouping_spec
 from pet.reports.param_report import group_rules
 from pet.models import build_model
 
+pytestmark = pytest.mark.slow  # every test here runs a tool in a subprocess
+
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = ("plot_lr", "explain_solver", "check_cfg")
 

@@ -2,8 +2,8 @@
 from yacs.config import CfgNode as CN
 
 DATA = CN()
-# The data set: "digits", the 1797 8x8 handwritten digits that ship inside scikit-learn
-# (no download).
+# The data set, a name in the DATASETS registry (pet.data): "digits", the 1797 8x8
+# handwritten digits that ship inside scikit-learn (no download).
 DATA.DATASET = "digits"
 # Fraction of the images held out for evaluation, in (0, 1) (a random subset, fixed by SPLIT_SEED).
 DATA.TEST_FRACTION = 0.2

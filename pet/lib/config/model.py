@@ -2,7 +2,8 @@
 from yacs.config import CfgNode as CN
 
 MODEL = CN()
-# The network: "cnn" (conv + BatchNorm) or "transformer" (pixel tokens + LayerNorm).
+# The network, a name in the MODELS registry (pet.models): "cnn" (conv + BatchNorm) or
+# "transformer" (pixel tokens + LayerNorm).
 MODEL.TYPE = "cnn"
 # Number of output classes (10 for the digits).
 MODEL.NUM_CLASSES = 10

@@ -11,7 +11,8 @@ SOLVER = CN()
 # Optimizer: how parameters are grouped and which torch.optim class updates them.
 # ---------------------------------------------------------------------------------------------
 SOLVER.OPTIMIZER = CN()
-# One of SGD, ADAMW, ADAM, RMSPROP (case-insensitive).
+# A name in the OPTIMIZERS registry (pet.lib.utils.optimizer), case-insensitive: SGD, ADAMW,
+# ADAM, RMSPROP, or a class registered with @OPTIMIZERS.register().
 SOLVER.OPTIMIZER.TYPE = "SGD"
 # Which torch kernel runs the step: "auto" (fused where torch supports it for the optimizer,
 # device and dtype, else foreach on CUDA, else the per-tensor loop; the loop when an
@@ -65,6 +66,7 @@ SOLVER.OPTIMIZER.RMSPROP_ALPHA = 0.99
 SOLVER.OPTIMIZER.CLIP_GRADIENTS = CN()
 # Clip gradients at every step (all optimizer types).
 SOLVER.OPTIMIZER.CLIP_GRADIENTS.ENABLED = False
+# A name in the CLIP_TYPES registry (pet.lib.utils.grad_clip):
 # "value": clamp every gradient element to [-CLIP_VALUE, CLIP_VALUE];
 # "norm": clip each parameter's gradient separately to norm CLIP_VALUE;
 # "full_model": clip all gradients jointly to total norm CLIP_VALUE.
@@ -78,7 +80,9 @@ SOLVER.OPTIMIZER.CLIP_GRADIENTS.NORM_TYPE = 2.0
 # Scheduler: the learning-rate factor as a closed-form function of the iteration.
 # ---------------------------------------------------------------------------------------------
 SOLVER.SCHEDULER = CN()
-# One of STEP, COSINE, STEP_COSINE, POLY (case-insensitive).
+# A name in the LR_POLICIES registry (pet.lib.utils.lr_scheduler), case-insensitive: STEP,
+# COSINE, STEP_COSINE, POLY, or a function (schedule, i) -> factor registered with
+# @LR_POLICIES.register().
 SOLVER.SCHEDULER.POLICY = "STEP"
 # Length of the schedule in iterations (used when TOTAL_EPOCHS is None).
 SOLVER.SCHEDULER.TOTAL_ITERS = 1000

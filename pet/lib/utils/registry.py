@@ -42,6 +42,12 @@ class Registry:
 
         return add if obj is None else add(obj)
 
+    def unregister(self, name: str) -> Any:
+        """Remove ``name`` and return its entry (a test or a notebook undoing a register)."""
+        self.get(name)
+        del self._names[name.upper()]
+        return self._entries.pop(name.upper())
+
     def names(self) -> Tuple[str, ...]:
         """The registered names, in registration order, spelled as registered."""
         return tuple(self._names.values())
