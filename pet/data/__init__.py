@@ -40,4 +40,5 @@ __all__ = [
     "build_train_loader",
     "eval_batches",
     "iter_per_epoch",
+    "num_train_images",
 ]

@@ -5,7 +5,7 @@ iteration ``i`` reads batch ``i % iter_per_epoch`` of epoch ``i // iter_per_epoc
 resumed at iteration ``i`` therefore sees exactly the batches the uninterrupted run saw.
 """
 import math
-from typing import Iterator, Tuple
+from typing import Iterator, List, NamedTuple, Tuple
 
 import numpy as np
 import torch
@@ -15,6 +15,15 @@ from pet.data.digits import ImageSplit
 # Separate random streams per purpose, so turning augmentation on never changes the order.
 _ORDER_STREAM = 0
 _SHIFT_STREAM = 1
+
+
+class MicroBatch(NamedTuple):
+    """One process's part of a step's batch; ``weight`` multiplies its (mean) loss so that
+    unequal parts still average to the whole batch's loss (1 for equal parts)."""
+
+    levels: torch.Tensor
+    labels: torch.Tensor
+    weight: float
 
 
 def epoch_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
@@ -80,10 +89,32 @@ class TrainLoader:
         self._epoch = epoch
 
     def batch(self, iteration: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(levels, labels) of ``iteration``."""
+        """(levels, labels) of ``iteration``: the whole batch of one optimizer step."""
+        return self._read(self._picked(iteration))
+
+    def micro_batches(self, iteration: int, rank: int = 0, world_size: int = 1,
+                      accumulation_steps: int = 1) -> List[MicroBatch]:
+        """The share of process ``rank`` in the batch of ``iteration``: its ``accumulation_steps``
+        micro-batches, each with the weight that makes the mean of the weighted micro-batch
+        losses over every process and micro-batch equal the loss of the whole batch.
+
+        The batch is cut into ``world_size * accumulation_steps`` consecutive parts as evenly as
+        possible; process ``rank`` reads parts ``rank * k .. rank * k + k - 1``. Which images a
+        part holds depends only on (seed, iteration, rank, world_size, k), so a resumed run
+        reads the same ones. With equal parts every weight is 1.
+        """
+        picked = self._picked(iteration)
+        parts = world_size * accumulation_steps
+        shares = torch.tensor_split(picked, parts)[rank * accumulation_steps:(rank + 1) * accumulation_steps]
+        return [MicroBatch(*self._read(share), weight=len(share) * parts / len(picked))
+                for share in shares]
+
+    def _picked(self, iteration: int) -> torch.Tensor:
         epoch, index = self.position(iteration)
         self._prepare_epoch(epoch)
-        picked = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        return self._order[index * self.batch_size:(index + 1) * self.batch_size]
+
+    def _read(self, picked: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         levels = self.split.levels[picked]
         if self.max_shift > 0:
             levels = shift_images(levels, self._shifts[picked.numpy()], self.max_shift)

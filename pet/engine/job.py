@@ -5,10 +5,11 @@ from typing import Optional
 
 from yacs.config import CfgNode
 
-from pet.data import DATASETS, iter_per_epoch
+from pet.data import DATASETS, iter_per_epoch, num_train_images
 from pet.lib.config.validate_job import (
-    validate_batches,
+    validate_batch_size,
     validate_data,
+    validate_micro_batches,
     validate_model,
     validate_run,
     validate_test,
@@ -17,10 +18,11 @@ from pet.lib.utils.solver import validate_solver
 from pet.models import MODELS
 
 
-def validate_job(cfg: CfgNode, iter_per_epoch_override: Optional[int] = None) -> int:
-    """Check every section of ``cfg``; return the iterations per epoch the schedule is
-    converted with: ``iter_per_epoch_override`` when given (a what-if of the tools), else the
-    training loader's.
+def validate_job(cfg: CfgNode, iter_per_epoch_override: Optional[int] = None,
+                 world_size: int = 1) -> int:
+    """Check every section of ``cfg`` for a run of ``world_size`` processes; return the
+    iterations per epoch the schedule is converted with: ``iter_per_epoch_override`` when given
+    (a what-if of the tools), else the training loader's.
 
     Raises ConfigError on the first bad key.
     """
@@ -30,9 +32,11 @@ def validate_job(cfg: CfgNode, iter_per_epoch_override: Optional[int] = None) ->
     DATASETS.check(cfg.DATA.DATASET, "DATA.DATASET")
     validate_data(cfg.DATA)
     validate_test(cfg.TEST)
-    iters = iter_per_epoch(cfg)
-    validate_batches(cfg.DATA, iters)
+    validate_batch_size(cfg.DATA, num_train_images(cfg.DATA))
     if iter_per_epoch_override is not None:
         iters = iter_per_epoch_override
+    else:
+        iters = iter_per_epoch(cfg)
     validate_solver(cfg.SOLVER, iters)
+    validate_micro_batches(cfg, num_train_images(cfg.DATA), world_size)
     return iters

@@ -83,3 +83,22 @@ def test_eval_batches_cover_the_split_in_order(splits):
     _, test = splits
     labels = torch.cat([labels for _, labels in eval_batches(test, 100)])
     assert torch.equal(labels, test.labels)
+
+
+@pytest.mark.parametrize("world_size,k", [(1, 1), (1, 4), (2, 2), (4, 1), (3, 2)])
+def test_micro_batches_of_every_process_make_up_the_batch(world_size, k):
+    train, _ = build_datasets(get_cfg())
+    loader = TrainLoader(train, batch_size=32, drop_last=False, seed=5, max_shift=1)
+    for iteration in (0, 7, len(loader) - 1):  # the last batch holds 29 images
+        levels, labels = loader.batch(iteration)
+        parts = [loader.micro_batches(iteration, rank, world_size, k) for rank in range(world_size)]
+        assert all(len(p) == k for p in parts)
+        flat = [m for p in parts for m in p]
+        assert torch.equal(torch.cat([m.labels for m in flat]), labels)
+        assert torch.equal(torch.cat([m.levels for m in flat]), levels)
+        # The weighted mean of the parts' means is the whole batch's mean.
+        values = labels.double()
+        weighted = sum(m.weight * m.labels.double().mean() for m in flat) / len(flat)
+        assert weighted.item() == pytest.approx(values.mean().item())
+        if len(labels) % (world_size * k) == 0:
+            assert {m.weight for m in flat} == {1.0}

@@ -32,6 +32,15 @@ def test_defaults_are_valid_and_give_the_iterations_per_epoch():
     (["DATA.MAX_SHIFT", "4"], "DATA.MAX_SHIFT: must be < 4 pixels"),
     (["TEST.EVAL_EPOCHS", "0"], "TEST.EVAL_EPOCHS: expected a number > 0 or None, got 0"),
     (["TEST.BATCH_SIZE", "0"], "TEST.BATCH_SIZE: expected an integer >= 1, got 0"),
+    (["MODEL.DEVICE", "gpu"], "MODEL.DEVICE: unknown value 'gpu'; allowed: auto, cpu, cuda, cuda:N"),
+    (["MODEL.DEVICE", "cuda:x"], "MODEL.DEVICE: unknown value 'cuda:x'"),
+    (["SOLVER.AMP.DTYPE", "float8"], "SOLVER.AMP.DTYPE: unknown value 'float8'; allowed: bfloat16, float16"),
+    (["SOLVER.ACCUMULATION_STEPS", "0"], "SOLVER.ACCUMULATION_STEPS: expected an integer >= 1, got 0"),
+    (["SOLVER.ACCUMULATION_STEPS", "3"], "DATA.BATCH_SIZE: 32 images per step cannot be split into "
+                                         "SOLVER.ACCUMULATION_STEPS=3 equal micro-batches; use a multiple of 3"),
+    # 1437 training images: a last batch of 29 (DROP_LAST False) cannot feed 32 micro-batches.
+    (["DATA.DROP_LAST", "False", "SOLVER.ACCUMULATION_STEPS", "32"],
+     "DATA.DROP_LAST: False leaves a last batch of 29 images, fewer than the 32 micro-batches"),
     # The solver is checked with the data's iterations per epoch (44): epoch 30 is past the end.
     (["SOLVER.SCHEDULER.TOTAL_EPOCHS", "20", "SOLVER.SCHEDULER.STEPS", "(10, 30)"],
      "SOLVER.SCHEDULER.STEPS: every milestone must be below the schedule's length (20 epochs)"),
@@ -43,3 +52,13 @@ def test_bad_values_name_their_key(overrides, message):
         validate_job(cfg)
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_the_batch_is_split_over_processes_and_micro_batches():
+    cfg = get_cfg()
+    merge_from_list(cfg, ["SOLVER.ACCUMULATION_STEPS", "2"])
+    assert validate_job(cfg, world_size=2) == 44
+    merge_from_list(cfg, ["DATA.BATCH_SIZE", "36"])
+    with pytest.raises(ConfigError, match=r"^DATA.BATCH_SIZE: 36 images per step cannot be split into "
+                       r"SOLVER.ACCUMULATION_STEPS=2 x 4 processes equal micro-batches; use a multiple of 8$"):
+        validate_job(cfg, world_size=4)

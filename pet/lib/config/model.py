@@ -5,6 +5,9 @@ MODEL = CN()
 # The network, a name in the MODELS registry (pet.models): "cnn" (conv + BatchNorm) or
 # "transformer" (pixel tokens + LayerNorm).
 MODEL.TYPE = "cnn"
+# Where the model trains: "auto" (CUDA when available, else the CPU), "cpu", "cuda" or
+# "cuda:N". Under torchrun each process takes the GPU of its LOCAL_RANK when "auto" or "cuda".
+MODEL.DEVICE = "auto"
 # Number of output classes (10 for the digits).
 MODEL.NUM_CLASSES = 10
 # Path of a .pth file whose "model" weights initialize the network before training (fine-tuning

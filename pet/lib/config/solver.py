@@ -118,3 +118,21 @@ SOLVER.SCHEDULER.MIN_LR_FACTOR = 0.0
 SOLVER.SNAPSHOT_ITERS = 0
 # Save a checkpoint every this many epochs (replaces SNAPSHOT_ITERS when set).
 SOLVER.SNAPSHOT_EPOCHS = None
+
+# ---------------------------------------------------------------------------------------------
+# The step: accumulation and mixed precision (pet.lib.utils.optim_wrapper).
+# ---------------------------------------------------------------------------------------------
+# Micro-batches per optimizer step (k). DATA.BATCH_SIZE stays the images of one step over all
+# processes: each of the N processes runs k micro-batches of BATCH_SIZE / (N * k) images, and
+# each micro-batch's loss is weighted so the step's gradient is the mean over the whole batch.
+# Iterations (TOTAL_ITERS, STEPS, periods) keep counting optimizer steps. BatchNorm computes
+# its statistics per micro-batch, so a model with BatchNorm trains differently with k > 1.
+SOLVER.ACCUMULATION_STEPS = 1
+
+SOLVER.AMP = CN()
+# Run the forward pass under torch.autocast on the run's device (MODEL.DEVICE).
+SOLVER.AMP.ENABLED = False
+# "bfloat16" (no loss scaling needed) or "float16" (with torch.amp.GradScaler: the loss is
+# scaled, clipping sees unscaled gradients, a step with inf/nan gradients is skipped and
+# counted in the metrics as skipped_steps).
+SOLVER.AMP.DTYPE = "bfloat16"

@@ -123,6 +123,16 @@ def validate_scheduler(scheduler: CfgNode, iter_per_epoch: Optional[int] = None,
         )
 
 
+AMP_DTYPES = ("bfloat16", "float16")
+
+
+def validate_step(solver: CfgNode) -> None:
+    """Check SOLVER.ACCUMULATION_STEPS and SOLVER.AMP."""
+    check_int(solver.ACCUMULATION_STEPS, "SOLVER.ACCUMULATION_STEPS", minimum=1)
+    check_bool(solver.AMP.ENABLED, "SOLVER.AMP.ENABLED")
+    check_choice(solver.AMP.DTYPE, "SOLVER.AMP.DTYPE", AMP_DTYPES)
+
+
 def validate_snapshots(solver: CfgNode) -> None:
     """Check SOLVER.SNAPSHOT_ITERS and SOLVER.SNAPSHOT_EPOCHS."""
     check_int(solver.SNAPSHOT_ITERS, "SOLVER.SNAPSHOT_ITERS", minimum=0)

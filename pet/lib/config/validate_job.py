@@ -2,6 +2,8 @@
 import. The registry names (MODEL.TYPE, DATA.DATASET) are checked by the registries' owners;
 ``pet.engine.job.validate_job`` runs every check of a training job in one place.
 """
+import re
+
 from yacs.config import CfgNode
 
 from pet.lib.config.errors import ConfigError
@@ -21,7 +23,11 @@ def validate_run(cfg: CfgNode) -> None:
 
 
 def validate_model(model: CfgNode) -> None:
-    """Check the values of ``MODEL`` (all but TYPE)."""
+    """Check the values of ``MODEL`` (all but TYPE; whether the device exists is the
+    engine's question)."""
+    device = model.DEVICE
+    if not (isinstance(device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", device)):
+        raise ConfigError(f"MODEL.DEVICE: unknown value {device!r}; allowed: auto, cpu, cuda, cuda:N")
     check_int(model.NUM_CLASSES, "MODEL.NUM_CLASSES", minimum=2)
     if not isinstance(model.WEIGHTS, str):
         raise ConfigError(f"MODEL.WEIGHTS: expected a file path or \"\", got {model.WEIGHTS!r}")
@@ -61,12 +67,31 @@ def validate_data(data: CfgNode) -> None:
         raise ConfigError(f"DATA.MAX_SHIFT: must be < 4 pixels on 8x8 images, got {data.MAX_SHIFT}")
 
 
-def validate_batches(data: CfgNode, iter_per_epoch: int) -> None:
+def validate_batch_size(data: CfgNode, num_train_images: int) -> None:
     """ConfigError when the batch size leaves an epoch without a single iteration."""
-    if iter_per_epoch < 1:
+    if data.DROP_LAST and num_train_images < data.BATCH_SIZE:
         raise ConfigError(
             f"DATA.BATCH_SIZE: {data.BATCH_SIZE} with DATA.DROP_LAST=True leaves no full "
             f"batch in an epoch; use a smaller batch or DATA.DROP_LAST False"
+        )
+
+
+def validate_micro_batches(cfg: CfgNode, num_train_images: int, world_size: int = 1) -> None:
+    """ConfigError when a step's batch cannot be shared out as ``world_size`` processes times
+    SOLVER.ACCUMULATION_STEPS micro-batches (checked after the SOLVER section)."""
+    batch, k = cfg.DATA.BATCH_SIZE, cfg.SOLVER.ACCUMULATION_STEPS
+    parts = world_size * k
+    processes = f" x {world_size} processes" if world_size > 1 else ""
+    if batch % parts != 0:
+        raise ConfigError(
+            f"DATA.BATCH_SIZE: {batch} images per step cannot be split into SOLVER.ACCUMULATION_STEPS="
+            f"{k}{processes} equal micro-batches; use a multiple of {parts}"
+        )
+    last = num_train_images % batch
+    if not cfg.DATA.DROP_LAST and 0 < last < parts:
+        raise ConfigError(
+            f"DATA.DROP_LAST: False leaves a last batch of {last} images, fewer than the {parts} "
+            f"micro-batches of SOLVER.ACCUMULATION_STEPS={k}{processes}; set DATA.DROP_LAST True"
         )
 
 

@@ -3,7 +3,7 @@ from typing import Optional
 
 from yacs.config import CfgNode
 
-from pet.lib.config.validate import validate_snapshots
+from pet.lib.config.validate import validate_snapshots, validate_step
 from pet.lib.utils.lr_scheduler import build_schedule
 from pet.lib.utils.optimizer import optimizer_spec
 
@@ -13,4 +13,5 @@ def validate_solver(solver: CfgNode, iter_per_epoch: Optional[int] = None) -> No
     needed for epoch-based keys."""
     optimizer_spec(solver.OPTIMIZER)
     build_schedule(solver.SCHEDULER, iter_per_epoch)
+    validate_step(solver)
     validate_snapshots(solver)
