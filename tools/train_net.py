@@ -6,10 +6,11 @@
     python tools/train_net.py --cfg cfgs/digits_cnn_sgd_step.yaml --eval-only \
         MODEL.WEIGHTS ckpts/digits_cnn_sgd_step/model_final.pth
 
-The path of a run: config -> model -> Optimizer -> LearningRateScheduler -> hooks -> loop. The
-run writes config.yaml, log.txt, metrics.json and checkpoints to OUTPUT_DIR. Bad input (file,
-key, type, value, an OUTPUT_DIR that holds another run) exits with status 2 and one line on
-stderr, before anything is written.
+The path of a run: config -> model -> Optimizer -> LearningRateScheduler -> step seam
+(OptimWrapper) -> hooks -> loop. The run writes config.yaml, log.txt, metrics.json and
+checkpoints to OUTPUT_DIR. Bad input (file, key, type, value, an OUTPUT_DIR that holds another
+run, a checkpoint that does not fit) exits with status 2 and one line on stderr, before anything
+is written.
 """
 import os
 import sys
@@ -18,14 +19,15 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pet.data import build_datasets, build_train_loader  # noqa: E402
-from pet.engine import Trainer, build_train_hooks, evaluate  # noqa: E402
+from pet.engine import Trainer, build_eval_hook, build_train_hooks, evaluate  # noqa: E402
 from pet.engine.output_dir import check_output_dir, log_config_changes, prepare_output_dir  # noqa: E402
 from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
 from pet.lib.config.errors import ConfigError  # noqa: E402
-from pet.lib.config.validate_job import validate_cfg  # noqa: E402
+from pet.engine.job import validate_job  # noqa: E402
 from pet.engine.checkpointer import Checkpointer  # noqa: E402
 from pet.engine.logger import ProgressBar, format_seconds, setup_logging  # noqa: E402
 from pet.lib.utils.lr_scheduler import LearningRateScheduler  # noqa: E402
+from pet.lib.utils.optim_wrapper import OptimWrapper  # noqa: E402
 from pet.lib.utils.optimizer import Optimizer  # noqa: E402
 from pet.engine.seed import seed_everything  # noqa: E402
 from pet.models import build_model  # noqa: E402
@@ -51,19 +53,23 @@ def main(argv=None) -> int:
     progress_bar = ProgressBar()
     logger = setup_logging(progress_bar)
     with exit_on_config_error():
-        iter_per_epoch = validate_cfg(cfg)
+        iter_per_epoch = validate_job(cfg)
         if args.eval_only:
             return eval_only(cfg, args)
         check_output_dir(cfg.OUTPUT_DIR, args.resume)
         seed_everything(cfg.SEED, cfg.NUM_THREADS)
         train_split, test_split = build_datasets(cfg)
         model = build_model(cfg)
-        checkpointer = Checkpointer(cfg.OUTPUT_DIR, resume=args.resume, weights=cfg.MODEL.WEIGHTS)
-        model = checkpointer.load_model(model)
         optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
-        optimizer = checkpointer.load_optimizer(optimizer)
-        scheduler = LearningRateScheduler(optimizer, cfg.SOLVER, iter_per_epoch=iter_per_epoch)
-        scheduler = checkpointer.load_scheduler(scheduler)
+        optim_wrapper = OptimWrapper(optimizer)
+        checkpointer = Checkpointer(cfg.OUTPUT_DIR, resume=args.resume, weights=cfg.MODEL.WEIGHTS,
+                                    model=model, optimizer=optimizer, optim_wrapper=optim_wrapper)
+        # The checkpoint's iteration is the whole progress of the schedule.
+        scheduler = LearningRateScheduler(optimizer, cfg.SOLVER, start_iter=checkpointer.start_iter,
+                                          iter_per_epoch=iter_per_epoch)
+        eval_hook = build_eval_hook(cfg, model, test_split, scheduler.max_iter, iter_per_epoch)
+        checkpointer.add_checkpointable("eval_hook", eval_hook)
+        start_iter = checkpointer.load()
     if args.resume:
         log_config_changes(checkpointer.checkpoint.get("config", {}), cfg)
 
@@ -74,13 +80,12 @@ def main(argv=None) -> int:
                 sum(p.numel() for p in model.parameters()), len(train_split), len(test_split),
                 iter_per_epoch, scheduler.max_iter, cfg.OUTPUT_DIR)
     data_loader = build_train_loader(cfg, train_split)
-    start_iter = checkpointer.start_iter
-    hooks = build_train_hooks(cfg, model, optimizer, scheduler, checkpointer, test_split, data_loader,
+    hooks = build_train_hooks(cfg, optimizer, scheduler, checkpointer, eval_hook, iter_per_epoch,
                               start_iter, progress_bar)
     checkpointer.load_rng()
     started = time.perf_counter()
     try:
-        Trainer(model, optimizer, data_loader, hooks, start_iter, scheduler.max_iter).train()
+        Trainer(model, optim_wrapper, data_loader, hooks, start_iter, scheduler.max_iter).train()
     except FloatingPointError as e:
         progress_bar.close()
         print(f"error: {e}", file=sys.stderr)
@@ -90,9 +95,8 @@ def main(argv=None) -> int:
         print(f"interrupted; continue from the last checkpoint in {cfg.OUTPUT_DIR} with --resume",
               file=sys.stderr)
         return EXIT_INTERRUPTED
-    info = scheduler.info
     logger.info("Done: held-out accuracy %.2f%% (best %.2f%% at epoch %d) after %d iterations in %s; "
-                "final model: %s", info["cur_acc"], info["best_acc"], info["best_epoch"],
+                "final model: %s", eval_hook.accuracy, eval_hook.best_accuracy, eval_hook.best_epoch,
                 scheduler.iteration, format_seconds(time.perf_counter() - started),
                 os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
     return 0
@@ -104,8 +108,10 @@ def eval_only(cfg, args) -> int:
         raise ConfigError("--eval-only needs MODEL.WEIGHTS (a .pth file) or --resume")
     seed_everything(cfg.SEED, cfg.NUM_THREADS)
     _, test_split = build_datasets(cfg)
-    checkpointer = Checkpointer(cfg.OUTPUT_DIR, resume=args.resume, weights=cfg.MODEL.WEIGHTS)
-    model = checkpointer.load_model(build_model(cfg))
+    model = build_model(cfg)
+    checkpointer = Checkpointer(cfg.OUTPUT_DIR, resume=args.resume, weights=cfg.MODEL.WEIGHTS,
+                                model=model)
+    checkpointer.load()
     results = evaluate(model, test_split, cfg.TEST.BATCH_SIZE)
     print(f"{checkpointer.source}: held-out accuracy {results['accuracy']:.2f}% "
           f"({len(test_split)} images), test loss {results['test_loss']:.4f}")

@@ -1,5 +1,5 @@
-"""The training loop's overhead: train_net's path (Optimizer, LearningRateScheduler, Trainer and
-its hooks) against bare PyTorch loops doing the same job on the same model and data.
+"""The training loop's overhead: train_net's path (Optimizer, LearningRateScheduler, OptimWrapper,
+Trainer and its hooks) against bare PyTorch loops doing the same job on the same model and data.
 
 A bare loop is what a user writes by hand in plain PyTorch for the same job: forward, loss,
 zero_grad, backward, step, with torch's optimizer on one param group, torch's ``LambdaLR``
@@ -26,17 +26,18 @@ import torch.nn.functional as F
 from yacs.config import CfgNode
 
 from pet.data import build_datasets, build_train_loader
-from pet.engine import Trainer, build_train_hooks
+from pet.engine import Trainer, build_eval_hook, build_train_hooks
 from pet.engine.evaluation import evaluate
 from pet.engine.trainer import eval_period
 from pet.engine.output_dir import prepare_output_dir
-from pet.lib.config.validate_job import validate_cfg
+from pet.engine.job import validate_job
 from pet.engine.checkpointer import Checkpointer
 from pet.engine.hooks import is_eval_step
 from pet.engine.logger import ProgressBar, close_logging, setup_logging
 from pet.lib.utils.lr_scheduler import LearningRateScheduler
-from pet.lib.utils.lr_schedules import Schedule, build_schedule
-from pet.lib.utils.optimizer import OPTIMIZERS, Optimizer
+from pet.lib.utils.lr_scheduler import Schedule, build_schedule
+from pet.lib.utils.optim_wrapper import OptimWrapper
+from pet.lib.utils.optimizer import OPTIMIZERS, Optimizer, optimizer_spec
 from pet.engine.seed import seed_everything
 from pet.models import build_model
 
@@ -45,7 +46,7 @@ SOLVER_LOOP = "solver + hooks (train_net)"
 
 def job_schedule(cfg: CfgNode) -> Schedule:
     """The lr schedule of ``cfg``'s job (raises ConfigError on a bad config)."""
-    return build_schedule(cfg.SOLVER.SCHEDULER, validate_cfg(cfg))
+    return build_schedule(cfg.SOLVER.SCHEDULER, validate_job(cfg))
 
 
 def job_iterations(cfg: CfgNode) -> int:
@@ -64,10 +65,10 @@ class BareLoop:
         self.model = build_model(cfg)
         self.model.train()
         opt = cfg.SOLVER.OPTIMIZER
-        info = OPTIMIZERS[opt.TYPE.upper()]
-        self.optimizer = info.cls(self.model.parameters(), lr=opt.BASE_LR,
-                                  weight_decay=opt.WEIGHT_DECAY, **info.options(opt),
-                                  **implementation)
+        spec = optimizer_spec(opt)
+        self.optimizer = OPTIMIZERS.get(spec.name).cls(
+            self.model.parameters(), lr=opt.BASE_LR, weight_decay=opt.WEIGHT_DECAY,
+            **spec.options, **implementation)
         schedule = job_schedule(cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule.factor)
         self.loader = build_train_loader(cfg, train_split)
@@ -103,7 +104,7 @@ class SolverLoop:
 
     def __init__(self, cfg: CfgNode, output_dir: str, console) -> None:
         seed_everything(cfg.SEED, cfg.NUM_THREADS)
-        iter_per_epoch = validate_cfg(cfg)
+        iter_per_epoch = validate_job(cfg)
         train_split, test_split = build_datasets(cfg)
         model = build_model(cfg)
         cfg = cfg.clone()
@@ -112,11 +113,15 @@ class SolverLoop:
         setup_logging(progress_bar, console)
         prepare_output_dir(cfg, resume=False)
         optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
+        optim_wrapper = OptimWrapper(optimizer)
         scheduler = LearningRateScheduler(optimizer, cfg.SOLVER, iter_per_epoch=iter_per_epoch)
+        eval_hook = build_eval_hook(cfg, model, test_split, scheduler.max_iter, iter_per_epoch)
+        checkpointer = Checkpointer(output_dir, model=model, optimizer=optimizer,
+                                    optim_wrapper=optim_wrapper, eval_hook=eval_hook)
         loader = build_train_loader(cfg, train_split)
-        hooks = build_train_hooks(cfg, model, optimizer, scheduler, Checkpointer(output_dir),
-                                  test_split, loader, 0, progress_bar)
-        self.trainer = Trainer(model, optimizer, loader, hooks, 0, scheduler.max_iter)
+        hooks = build_train_hooks(cfg, optimizer, scheduler, checkpointer, eval_hook,
+                                  iter_per_epoch, 0, progress_bar)
+        self.trainer = Trainer(model, optim_wrapper, loader, hooks, 0, scheduler.max_iter)
         self.iteration = 0
         self.seconds = 0.0
 
@@ -134,7 +139,7 @@ class SolverLoop:
 def bare_loops(cfg: CfgNode) -> Dict[str, BareLoop]:
     """The bare loops to compare with: torch's default kernel, and fused where it exists."""
     loops = {"bare loop, torch default": BareLoop(cfg)}
-    if OPTIMIZERS[cfg.SOLVER.OPTIMIZER.TYPE.upper()].has_fused:
+    if OPTIMIZERS.get(cfg.SOLVER.OPTIMIZER.TYPE).fused:
         loops["bare loop, fused"] = BareLoop(cfg, fused=True)
     return loops
 

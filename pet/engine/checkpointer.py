@@ -1,9 +1,11 @@
 """Saving and loading the whole training state, atomically, for exact resume.
 
 A checkpoint is a dict of plain containers, tensors and numbers (loadable with
-``torch.load(weights_only=True)``) with the keys ``model``, ``optimizer``, ``scheduler``,
-``iteration`` (iterations completed), ``rng`` (torch, numpy and python RNG states) and whatever
-extra state the caller adds. ``last_checkpoint`` in the same directory names the newest one.
+``torch.load(weights_only=True)``): one entry per checkpointable (``model``, ``optimizer``,
+``optim_wrapper``, ``eval_hook`` in train_net) holding its ``state_dict()``, ``iteration``
+(iterations completed: the only record of the progress), ``rng`` (torch, numpy and python RNG
+states) and whatever extra state the caller adds (``config``). ``last_checkpoint`` in the same
+directory names the newest one.
 
 On resume the checkpoint decides the progress (weights, optimizer moments, iteration, RNG) and
 the current config decides the hyper-parameters (lr, weight decay, momentum, schedule).
@@ -187,40 +189,61 @@ def check_param_group_layout(saved_groups: List[Dict], optimizer: torch.optim.Op
             )
 
 
-def restore_config_hyperparams(optimizer: torch.optim.Optimizer, wanted: List[Dict[str, Any]]) -> None:
-    """Write the config's value of every param-group key back after ``load_state_dict``, and log
-    each one the checkpoint had changed (except the lr, which the scheduler sets anyway)."""
-    for index, (group, config_values) in enumerate(zip(optimizer.param_groups, wanted)):
-        for key, value in config_values.items():
-            old = group.get(key)
-            if key not in _SCHEDULED_KEYS and old != value:
+def optimizer_state_to_load(saved: Dict[str, Any], optimizer: torch.optim.Optimizer) -> Dict[str, Any]:
+    """The state dict that resumes ``optimizer`` from the checkpoint's ``saved`` optimizer state:
+    the checkpoint's per-parameter state (moments, step counts) under the checkpoint's param
+    ids, with this run's group hyper-parameters, so ``load_state_dict`` sets the config's
+    values directly (check the layout first with ``check_param_group_layout``)."""
+    groups = [dict(group, params=list(saved_group["params"]))
+              for saved_group, group in zip(saved["param_groups"], optimizer.param_groups)]
+    return {"state": saved["state"], "param_groups": groups}
+
+
+def log_hyperparam_changes(saved_groups: List[Dict[str, Any]], optimizer: torch.optim.Optimizer) -> None:
+    """Log every param-group hyper-parameter of ``optimizer`` (this run's, the one used) that
+    differs from the checkpoint's, except the lr, which the scheduler sets anyway."""
+    for index, (saved, group) in enumerate(zip(saved_groups, optimizer.param_groups)):
+        for key, value in group.items():
+            if key in ("params", "param_names") or key in _SCHEDULED_KEYS:
+                continue
+            if saved.get(key) != value:
                 logger.info("resume: param group %d %s: %r in the checkpoint, %r from the config (used)",
-                            index, key, old, value)
-            group[key] = value
+                            index, key, saved.get(key), value)
 
 
 class Checkpointer:
-    """Saves checkpoints to ``save_dir`` and loads the one to start from.
+    """Saves the named checkpointables to ``save_dir`` and loads the checkpoint to start from.
 
     Args:
         save_dir: the run's OUTPUT_DIR.
         resume: start from ``save_dir/last_checkpoint`` (the whole state).
-        weights: otherwise, a checkpoint whose model weights only initialize the model
-            (fine-tuning, evaluation); "" for none.
+        weights: otherwise, a checkpoint whose model weights only initialize the checkpointable
+            ``model`` (fine-tuning, evaluation); "" for none.
+        checkpointables: objects with ``state_dict``/``load_state_dict`` (the model, the
+            optimizer, the optim wrapper, hooks with state), saved under their names; more can
+            be added with ``add_checkpointable`` before ``load``.
 
     Raises:
         CheckpointError when ``resume`` finds no checkpoint or the file cannot be read.
 
-    Use it as the training script does: ``model = checkpointer.load_model(model)``, then
-    ``load_optimizer``, ``load_scheduler`` and ``load_rng``; or ``resume(...)`` for all at once.
-    Each is a no-op when there is nothing to load.
+    A checkpoint holds ``{name: obj.state_dict()}``, ``iteration`` (the one record of the
+    progress: the lr schedule and the data position are functions of it), ``rng`` and the
+    extras given to ``save`` (train_net: ``config``). Use it as the training script does: add
+    every checkpointable, ``load()`` (a no-op with nothing to load), build the rest of the run,
+    then ``load_rng()`` right before the loop.
     """
 
-    def __init__(self, save_dir: str, resume: bool = False, weights: str = "") -> None:
+    RESERVED_NAMES = ("iteration", "rng", "config")
+
+    def __init__(self, save_dir: str, resume: bool = False, weights: str = "",
+                 **checkpointables: Any) -> None:
         self.save_dir = save_dir
         self.source: Optional[str] = None
         self.checkpoint: Dict[str, Any] = {}
         self.resuming = resume
+        self.checkpointables: Dict[str, Any] = {}
+        for name, checkpointable in checkpointables.items():
+            self.add_checkpointable(name, checkpointable)
         if resume:
             self.source = last_checkpoint_path(save_dir)
             if self.source is None:
@@ -233,39 +256,70 @@ class Checkpointer:
             self.source = weights
             self.checkpoint = {"model": read_checkpoint(weights)["model"]}
 
+    def add_checkpointable(self, name: str, checkpointable: Any) -> None:
+        """Save and load ``checkpointable`` under ``name``; ValueError on a taken name."""
+        if name in self.RESERVED_NAMES or name in self.checkpointables:
+            raise ValueError(f"checkpointable name {name!r} is taken")
+        self.checkpointables[name] = checkpointable
+
     @property
     def start_iter(self) -> int:
-        """The iteration to run next: the checkpoint's when resuming, else 0."""
-        return int(self.checkpoint.get("iteration", 0)) if self.resuming else 0
+        """The iteration to run next: the checkpoint's when resuming, else 0 (CheckpointError
+        when the checkpoint has no ``iteration``)."""
+        return int(self._entry("iteration")) if self.resuming else 0
 
-    def load_model(self, model: nn.Module) -> nn.Module:
-        """Load the checkpoint's weights into ``model`` (CheckpointError on a layout mismatch)."""
-        if "model" in self.checkpoint:
-            check_model_layout(self.checkpoint["model"], model, self.source)
-            model.load_state_dict(self.checkpoint["model"])
-            logger.info("Loaded model weights from %s", self.source)
-        return model
+    def _entry(self, name: str) -> Any:
+        if name not in self.checkpoint:
+            raise CheckpointError(
+                f"checkpoint {self.source} has no {name!r} entry, which this run needs to resume; "
+                f"it was written by another program or an older Pet: start a new run"
+            )
+        return self.checkpoint[name]
 
-    def load_optimizer(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-        """Load the optimizer's progress (moments, step counts) and keep the config's
-        hyper-parameters: torch's ``load_state_dict`` restores the checkpoint's group values, so
-        the freshly built ones are written back and every change is logged."""
-        if not self.resuming:
-            return optimizer
-        saved = self.checkpoint["optimizer"]
-        check_param_group_layout(saved["param_groups"], optimizer, self.source)
-        wanted = [{k: v for k, v in group.items() if k not in ("params", "param_names")}
-                  for group in optimizer.param_groups]
-        optimizer.load_state_dict(saved)
-        restore_config_hyperparams(optimizer, wanted)
-        return optimizer
+    def load(self) -> int:
+        """Load the checkpoint: every checkpointable when resuming, the ``model`` alone with
+        ``weights``. Everything is checked before anything is loaded. The optimizer gets the
+        checkpoint's progress (moments, step counts) and keeps this run's hyper-parameters;
+        each one that differs from the checkpoint's is logged.
 
-    def load_scheduler(self, scheduler):
-        """Move ``scheduler`` to the checkpoint's iteration (its schedule stays the config's)."""
+        Returns the iteration to run next. Raises CheckpointError on a missing entry or another
+        model or param-group layout.
+        """
+        if self.source is None:
+            return 0
+        names = list(self.checkpointables) if self.resuming else ["model"]
+        if "model" not in self.checkpointables:
+            raise ValueError("Checkpointer.load: no checkpointable named 'model'")
+        start_iter = self.start_iter
+        saved = {name: self._entry(name) for name in names}
+        for name in names:
+            self._check(name, self.checkpointables[name], saved[name])
+        for name in names:
+            checkpointable = self.checkpointables[name]
+            if isinstance(checkpointable, torch.optim.Optimizer):
+                log_hyperparam_changes(saved[name]["param_groups"], checkpointable)
+                checkpointable.load_state_dict(optimizer_state_to_load(saved[name], checkpointable))
+                continue
+            try:
+                checkpointable.load_state_dict(saved[name])
+            except KeyError as e:
+                raise CheckpointError(f"checkpoint {self.source}: entry {name!r} has no {e} "
+                                      f"value; it was written by an older Pet: start a new run") from None
         if self.resuming:
-            scheduler.load_state_dict(self.checkpoint["scheduler"])
-            logger.info("Resuming from %s at iteration %d", self.source, scheduler.iteration)
-        return scheduler
+            logger.info("Resuming from %s at iteration %d", self.source, start_iter)
+        else:
+            logger.info("Loaded model weights from %s", self.source)
+        return start_iter
+
+    def _check(self, name: str, checkpointable: Any, saved: Any) -> None:
+        if isinstance(checkpointable, nn.Module):
+            check_model_layout(saved, checkpointable, self.source)
+        elif isinstance(checkpointable, torch.optim.Optimizer):
+            for key in ("state", "param_groups"):
+                if key not in saved:
+                    raise CheckpointError(f"checkpoint {self.source}: entry {name!r} has no {key!r} "
+                                          f"value; it was not saved from a torch optimizer")
+            check_param_group_layout(saved["param_groups"], checkpointable, self.source)
 
     def load_rng(self) -> None:
         """Restore the RNG states saved with the checkpoint (call it last, right before the
@@ -273,28 +327,14 @@ class Checkpointer:
         if self.resuming and "rng" in self.checkpoint:
             set_rng_state(self.checkpoint["rng"])
 
-    def resume(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> int:
-        """Load model, optimizer, scheduler and RNG states; return the iteration to run next."""
-        self.load_model(model)
-        self.load_optimizer(optimizer)
-        self.load_scheduler(scheduler)
-        self.load_rng()
-        return self.start_iter
-
-    def save(self, name: str, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-             iteration: int, **extra: Any) -> str:
+    def save(self, name: str, iteration: int, **extra: Any) -> str:
         """Write ``save_dir/<name>.pth`` atomically and point ``last_checkpoint`` at it.
 
         ``iteration`` is the number of iterations completed; ``extra`` values must be plain
         containers, tensors or numbers (CfgNodes are converted). Returns the path.
         """
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "iteration": int(iteration),
-            "rng": rng_state(),
-        }
+        state = {key: checkpointable.state_dict() for key, checkpointable in self.checkpointables.items()}
+        state.update(iteration=int(iteration), rng=rng_state())
         for key, value in extra.items():
             state[key] = cfg_to_dict(value) if isinstance(value, CfgNode) else value
         filename = f"{name}.pth"

@@ -1,10 +1,10 @@
 """Training hooks: small objects the trainer calls around the loop and around every step.
 
-Each hook receives the ``MetricsStorage`` (``storage.iter`` is the iteration being run, from 0)
-and holds whatever else it needs (optimizer, scheduler, checkpointer) from its constructor.
-The trainer calls them in list order, so the order of ``after_step`` matters: the lr is
-recorded and the scheduler stepped first, then evaluation, then checkpoints (which must see the
-stepped scheduler and the new accuracy), then the metrics line.
+Each hook receives the ``MetricsStorage`` (``storage.iter`` is the iteration being run, from 0;
+in ``after_train``, the number of iterations done) and holds whatever else it needs (optimizer,
+scheduler, checkpointer) from its constructor. The trainer calls them in list order, so the
+order of ``after_step`` matters: the lr is recorded and the scheduler stepped first, then
+evaluation, then checkpoints (which must see the new accuracy), then the metrics line.
 """
 import json
 import logging
@@ -14,7 +14,6 @@ import time
 from typing import Callable, Dict, List, Optional
 
 import torch
-from torch import nn
 
 from pet.engine.checkpointer import FINAL_NAME, Checkpointer, atomic_write
 from pet.engine.events import MetricsStorage
@@ -117,37 +116,49 @@ class LRScheduler(HookBase):
 
 
 class EvalHook(HookBase):
-    """Evaluates every ``period`` iterations and at the end, and keeps the scheduler's ``info``
-    (cur_acc, cur_epoch, best_acc, best_epoch; epochs counted from 1) up to date.
+    """Evaluates every ``period`` iterations and at the end, and owns the accuracies: the last
+    one (``accuracy``, ``epoch``) and the best so far (``best_accuracy``, ``best_epoch``; epochs
+    counted from 1), saved and restored with the checkpoints.
 
     ``eval_fn()`` returns a dict with at least "accuracy" (in %); every value is recorded.
     """
 
     def __init__(self, eval_fn: Callable[[], Dict[str, float]], period: int, max_iter: int,
-                 scheduler, iter_per_epoch: int) -> None:
+                 iter_per_epoch: int) -> None:
         self.eval_fn = eval_fn
         self.period = period
         self.max_iter = max_iter
-        self.scheduler = scheduler
         self.iter_per_epoch = iter_per_epoch
+        self.accuracy, self.epoch = 0.0, 1
+        self.best_accuracy, self.best_epoch = 0.0, 1
         self._last_eval_iter = None
+
+    def state_dict(self) -> Dict[str, float]:
+        """The last and the best accuracy with their epochs (plain numbers)."""
+        return {"accuracy": self.accuracy, "epoch": self.epoch,
+                "best_accuracy": self.best_accuracy, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: Dict[str, float]) -> None:
+        """Restore ``state_dict()``'s values (KeyError naming a missing one)."""
+        self.accuracy, self.epoch = float(state_dict["accuracy"]), int(state_dict["epoch"])
+        self.best_accuracy = float(state_dict["best_accuracy"])
+        self.best_epoch = int(state_dict["best_epoch"])
 
     def _evaluate(self, storage: MetricsStorage, iterations_done: int) -> None:
         results = self.eval_fn()
         epoch = max(1, math.ceil(iterations_done / self.iter_per_epoch))
-        info = self.scheduler.info
-        info["cur_acc"], info["cur_epoch"] = results["accuracy"], epoch
-        if results["accuracy"] > info["best_acc"]:
-            info["best_acc"], info["best_epoch"] = results["accuracy"], epoch
+        self.accuracy, self.epoch = results["accuracy"], epoch
+        if results["accuracy"] > self.best_accuracy:
+            self.best_accuracy, self.best_epoch = results["accuracy"], epoch
         for name, value in results.items():
             storage.put_scalar(name, value, smoothing_hint=False)
-        storage.put_scalar("best_accuracy", info["best_acc"], smoothing_hint=False)
+        storage.put_scalar("best_accuracy", self.best_accuracy, smoothing_hint=False)
         self._last_eval_iter = iterations_done
         logger.info(
             "Evaluation after iteration %d (epoch %d): accuracy %.2f%%, test loss %.4f "
             "(best %.2f%% at epoch %d)",
             iterations_done, epoch, results["accuracy"], results.get("test_loss", float("nan")),
-            info["best_acc"], info["best_epoch"],
+            self.best_accuracy, self.best_epoch,
         )
 
     def after_step(self, storage: MetricsStorage) -> None:
@@ -157,35 +168,28 @@ class EvalHook(HookBase):
     def after_train(self, storage: MetricsStorage) -> None:
         # A run resumed from its final checkpoint takes no step: still report its accuracy.
         if self._last_eval_iter is None:
-            self._evaluate(storage, self.scheduler.iteration)
+            self._evaluate(storage, storage.iter)
 
 
 class PeriodicCheckpointer(HookBase):
-    """Saves the whole training state every ``period`` iterations (0: never) and the final
-    model as ``model_final``; ``extra_state(iterations_done)`` adds entries to each checkpoint."""
+    """Saves the whole training state (the checkpointer's checkpointables) every ``period``
+    iterations (0: never) and at the end as ``model_final``; ``extra`` holds plain entries
+    saved with every checkpoint (train_net: the config)."""
 
-    def __init__(self, checkpointer: Checkpointer, period: int, max_iter: int, model: nn.Module,
-                 optimizer: torch.optim.Optimizer, scheduler,
-                 extra_state: Callable[[int], Dict] = lambda iterations_done: {}) -> None:
+    def __init__(self, checkpointer: Checkpointer, period: int, max_iter: int,
+                 extra: Optional[Dict] = None) -> None:
         self.checkpointer = checkpointer
         self.period = period
         self.max_iter = max_iter
-        self.model = model
-        self.optimizer = optimizer
-        self.scheduler = scheduler
-        self.extra_state = extra_state
-
-    def _save(self, name: str, iterations_done: int) -> None:
-        self.checkpointer.save(name, self.model, self.optimizer, self.scheduler, iterations_done,
-                               **self.extra_state(iterations_done))
+        self.extra = extra or {}
 
     def after_step(self, storage: MetricsStorage) -> None:
         done = storage.iter + 1
         if is_period_end(storage.iter, self.period) and done < self.max_iter:
-            self._save(f"model_{done:07d}", done)
+            self.checkpointer.save(f"model_{done:07d}", done, **self.extra)
 
     def after_train(self, storage: MetricsStorage) -> None:
-        self._save(FINAL_NAME, self.scheduler.iteration)
+        self.checkpointer.save(FINAL_NAME, storage.iter, **self.extra)
 
 
 class MetricsWriter(HookBase):

@@ -1,8 +1,7 @@
 """The training loop and the standard hooks of a run."""
 import logging
-import math
 import os
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +22,7 @@ from pet.engine.hooks import (
     period_in_iters,
 )
 from pet.engine.logger import ProgressBar
+from pet.lib.utils.optim_wrapper import OptimWrapper
 
 logger = logging.getLogger(__name__)
 
@@ -30,18 +30,18 @@ METRICS_FILE = "metrics.json"
 
 
 class Trainer:
-    """Runs iterations ``start_iter .. max_iter - 1``: one batch, forward, backward and
-    optimizer step each, with the hooks around them.
+    """Runs iterations ``start_iter .. max_iter - 1``: one batch, forward, then backward and
+    optimizer step through the step seam (``OptimWrapper``) each, with the hooks around them.
 
     ``after_train`` hooks (final evaluation and checkpoint) run only when the loop finishes:
     an exception leaves the last periodic checkpoint as the state to resume from.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, data_loader: TrainLoader,
+    def __init__(self, model: nn.Module, optim_wrapper: OptimWrapper, data_loader: TrainLoader,
                  hooks: List[HookBase], start_iter: int, max_iter: int,
                  loss_fn: Callable = F.cross_entropy) -> None:
         self.model = model
-        self.optimizer = optimizer
+        self.optim_wrapper = optim_wrapper
         self.data_loader = data_loader
         self.hooks = hooks
         self.start_iter = start_iter
@@ -72,26 +72,19 @@ class Trainer:
             hook.after_step(self.storage)
 
     def after_train(self) -> MetricsStorage:
+        # The hooks' after_train reads the number of iterations done from storage.iter.
         self.storage.iter = max(self.start_iter, self.max_iter)
         for hook in self.hooks:
             hook.after_train(self.storage)
         return self.storage
 
     def run_step(self, iteration: int) -> None:
-        """One optimizer step on the batch of ``iteration``; raises FloatingPointError, before
-        the step, when the loss is not finite (the run diverged: continuing would only waste
-        time)."""
+        """Forward and update on the batch of ``iteration``; raises FloatingPointError, before
+        the step, when the loss is not finite (see ``OptimWrapper.update_params``)."""
         levels, labels = self.data_loader.batch(iteration)
-        loss = self.loss_fn(self.model(levels), labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        loss_value = loss.item()  # one host sync, after the backward pass is queued
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(
-                f"loss became {loss_value} at iteration {iteration}; lower SOLVER.OPTIMIZER.BASE_LR "
-                f"or enable SOLVER.OPTIMIZER.CLIP_GRADIENTS"
-            )
-        self.optimizer.step()
+        with self.optim_wrapper.optim_context(self.model):
+            loss = self.loss_fn(self.model(levels), labels)
+        loss_value = self.optim_wrapper.update_params(loss, iteration)
         self.storage.put_scalar("loss", loss_value)
 
 
@@ -101,37 +94,31 @@ def eval_period(cfg: CfgNode, iter_per_epoch: int) -> int:
     return period_in_iters(cfg.TEST.EVAL_ITERS, cfg.TEST.EVAL_EPOCHS, iter_per_epoch)
 
 
-def build_train_hooks(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-                      checkpointer: Checkpointer, test_split: ImageSplit, data_loader: TrainLoader,
-                      start_iter: int, progress_bar: ProgressBar = None) -> List[HookBase]:
+def build_eval_hook(cfg: CfgNode, model: nn.Module, test_split: ImageSplit, max_iter: int,
+                    iter_per_epoch: int) -> EvalHook:
+    """The evaluation hook of a training run (built before the checkpoint is loaded: it holds
+    the best accuracy so far, which the checkpoint restores)."""
+    return EvalHook(lambda: evaluate(model, test_split, cfg.TEST.BATCH_SIZE),
+                    eval_period(cfg, iter_per_epoch), max_iter, iter_per_epoch)
+
+
+def build_train_hooks(cfg: CfgNode, optimizer: torch.optim.Optimizer, scheduler,
+                      checkpointer: Checkpointer, eval_hook: EvalHook, iter_per_epoch: int,
+                      start_iter: int, progress_bar: Optional[ProgressBar] = None) -> List[HookBase]:
     """The hooks of a training run, in the order their ``after_step`` must run: timer, lr
-    (record, then step the scheduler), evaluation, checkpoints, metrics."""
-    iter_per_epoch = len(data_loader)
+    (record, then step the scheduler), ``eval_hook``, checkpoints (of the checkpointer's
+    checkpointables, with the config), metrics."""
     max_iter = scheduler.max_iter
     timer = IterationTimer(max_iter, scheduler.warmup_iters, ignore_warmup_time=True)
-
-    def extra_state(iterations_done: int) -> dict:
-        epoch, batch = data_loader.position(iterations_done)
-        return {"data": {"epoch": epoch, "batch": batch}, "config": cfg}
-
     return [
         timer,
         LRScheduler(optimizer, scheduler),
-        EvalHook(
-            lambda: evaluate(model, test_split, cfg.TEST.BATCH_SIZE),
-            eval_period(cfg, iter_per_epoch),
-            max_iter,
-            scheduler,
-            iter_per_epoch,
-        ),
+        eval_hook,
         PeriodicCheckpointer(
             checkpointer,
             period_in_iters(cfg.SOLVER.SNAPSHOT_ITERS, cfg.SOLVER.SNAPSHOT_EPOCHS, iter_per_epoch),
             max_iter,
-            model,
-            optimizer,
-            scheduler,
-            extra_state,
+            extra={"config": cfg},
         ),
         MetricsWriter(
             os.path.join(cfg.OUTPUT_DIR, METRICS_FILE),

@@ -1,5 +1,6 @@
-"""Tests of pet/lib/utils/checkpointer.py: atomic files, weights_only loading, exact state
-round trips, config-over-checkpoint hyper-parameters and clear layout errors."""
+"""Tests of pet/engine/checkpointer.py: atomic files, weights_only loading, exact state round
+trips, progress stored once, config-over-checkpoint hyper-parameters and clear layout and
+missing-entry errors."""
 import logging
 import os
 import random
@@ -20,6 +21,7 @@ from pet.engine.checkpointer import (
     set_rng_state,
 )
 from pet.lib.utils.lr_scheduler import LearningRateScheduler
+from pet.lib.utils.optim_wrapper import OptimWrapper
 from pet.lib.utils.optimizer import Optimizer
 from pet.models import build_model
 
@@ -34,22 +36,38 @@ def small_cfg(model_type="cnn", optimizer_type="SGD"):
     return cfg
 
 
-def build_run(cfg, seed=0):
-    torch.manual_seed(seed)
-    model = build_model(cfg)
-    optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
-    scheduler = LearningRateScheduler(optimizer, cfg.SOLVER)
-    return model, optimizer, scheduler
+class Run:
+    """A model, its optimizer, step seam and scheduler, built as train_net builds them."""
+
+    def __init__(self, cfg, seed=0, start_iter=0):
+        torch.manual_seed(seed)
+        self.model = build_model(cfg)
+        self.optimizer = Optimizer(self.model, cfg.SOLVER.OPTIMIZER).build()
+        self.optim_wrapper = OptimWrapper(self.optimizer)
+        self.scheduler = LearningRateScheduler(self.optimizer, cfg.SOLVER, start_iter=start_iter)
+
+    def checkpointables(self):
+        return dict(model=self.model, optimizer=self.optimizer, optim_wrapper=self.optim_wrapper)
+
+    def checkpointer(self, save_dir, **kwargs):
+        return Checkpointer(str(save_dir), **kwargs, **self.checkpointables())
+
+    def train_steps(self, steps):
+        for _ in range(steps):
+            levels = torch.randint(0, 17, (8, 1, 8, 8))
+            loss = nn.functional.cross_entropy(self.model(levels), torch.randint(0, 10, (8,)))
+            self.optim_wrapper.update_params(loss)
+            self.scheduler.step()
 
 
-def train_steps(model, optimizer, scheduler, steps):
-    for _ in range(steps):
-        levels = torch.randint(0, 17, (8, 1, 8, 8))
-        loss = nn.functional.cross_entropy(model(levels), torch.randint(0, 10, (8,)))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+def resumed_run(cfg, save_dir, seed=123):
+    """A run resumed from ``save_dir`` as train_net resumes: another init (everything must come
+    from the checkpoint), the scheduler built at the checkpoint's iteration, then ``load``."""
+    checkpointer = Checkpointer(str(save_dir), resume=True)
+    run = Run(cfg, seed=seed, start_iter=checkpointer.start_iter)
+    for name, checkpointable in run.checkpointables().items():
+        checkpointer.add_checkpointable(name, checkpointable)
+    return run, checkpointer
 
 
 def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path):
@@ -68,17 +86,18 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path):
     assert os.listdir(tmp_path) == ["file.bin"]  # the temporary file was renamed over it
 
 
-def test_save_writes_plain_state_loadable_with_weights_only(tmp_path):
+def test_save_writes_each_state_once_loadable_with_weights_only(tmp_path):
     cfg = small_cfg()
-    model, optimizer, scheduler = build_run(cfg)
-    train_steps(model, optimizer, scheduler, 3)
-    path = Checkpointer(str(tmp_path)).save("model_0000003", model, optimizer, scheduler, 3, config=cfg,
-                                            data={"epoch": 0, "batch": 3})
+    run = Run(cfg)
+    run.train_steps(3)
+    path = run.checkpointer(tmp_path).save("model_0000003", 3, config=cfg)
     assert last_checkpoint_path(str(tmp_path)) == path
     assert (tmp_path / LAST_CHECKPOINT).read_text() == "model_0000003.pth"
     checkpoint = torch.load(path, weights_only=True)
-    assert {"model", "optimizer", "scheduler", "iteration", "rng", "config", "data"} <= set(checkpoint)
-    assert checkpoint["iteration"] == 3 and checkpoint["scheduler"]["iteration"] == 3
+    # The progress is the iteration, stored once: no scheduler state, no data position.
+    assert set(checkpoint) == {"model", "optimizer", "optim_wrapper", "iteration", "rng", "config"}
+    assert checkpoint["iteration"] == 3
+    assert checkpoint["optim_wrapper"] == {"micro_batches": 0, "skipped_steps": 0}
     assert checkpoint["config"]["SOLVER"]["OPTIMIZER"]["TYPE"] == "SGD"  # a plain dict, not a CfgNode
     assert type(checkpoint["config"]) is dict
 
@@ -86,19 +105,20 @@ def test_save_writes_plain_state_loadable_with_weights_only(tmp_path):
 @pytest.mark.parametrize("model_type, optimizer_type", [("cnn", "SGD"), ("transformer", "ADAMW")])
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, model_type, optimizer_type):
     cfg = small_cfg(model_type, optimizer_type)
-    model, optimizer, scheduler = build_run(cfg)
-    train_steps(model, optimizer, scheduler, 5)
-    Checkpointer(str(tmp_path)).save("model_0000005", model, optimizer, scheduler, 5)
-    train_steps(model, optimizer, scheduler, 5)
+    run = Run(cfg)
+    run.train_steps(5)
+    run.checkpointer(tmp_path).save("model_0000005", 5)
+    run.train_steps(5)
 
-    resumed = build_run(cfg, seed=123)  # another init: everything must come from the checkpoint
-    checkpointer = Checkpointer(str(tmp_path), resume=True)
-    assert checkpointer.resume(*resumed) == 5
-    train_steps(*resumed, 5)
-    for (name, expected), actual in zip(model.state_dict().items(), resumed[0].state_dict().values()):
+    resumed, checkpointer = resumed_run(cfg, tmp_path)
+    assert checkpointer.load() == 5
+    checkpointer.load_rng()  # the batches are drawn from the global RNG
+    resumed.train_steps(5)
+    for (name, expected), actual in zip(run.model.state_dict().items(),
+                                        resumed.model.state_dict().values()):
         assert torch.equal(expected, actual), name
-    assert resumed[2].iteration == scheduler.iteration == 10
-    assert resumed[1].param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
+    assert resumed.scheduler.iteration == run.scheduler.iteration == 10
+    assert resumed.optimizer.param_groups[0]["lr"] == run.optimizer.param_groups[0]["lr"]
 
 
 def test_rng_state_round_trip():
@@ -111,50 +131,84 @@ def test_rng_state_round_trip():
     assert random.random() == expected[2]
 
 
-def test_load_optimizer_keeps_the_config_hyperparameters_and_logs_changes(tmp_path, caplog):
+def test_resume_keeps_the_config_hyperparameters_and_logs_changes(tmp_path, caplog):
     cfg = small_cfg()
-    model, optimizer, scheduler = build_run(cfg)
-    train_steps(model, optimizer, scheduler, 2)
-    Checkpointer(str(tmp_path)).save("model_0000002", model, optimizer, scheduler, 2)
+    run = Run(cfg)
+    run.train_steps(2)
+    run.checkpointer(tmp_path).save("model_0000002", 2)
 
     cfg.SOLVER.OPTIMIZER.BASE_LR = 0.01
     cfg.SOLVER.OPTIMIZER.MOMENTUM = 0.5
     cfg.SOLVER.OPTIMIZER.WEIGHT_DECAY = 0.001
-    model, optimizer, _ = build_run(cfg)
-    checkpointer = Checkpointer(str(tmp_path), resume=True)
+    resumed, checkpointer = resumed_run(cfg, tmp_path)
     with caplog.at_level(logging.INFO, logger="pet"):
-        checkpointer.load_model(model)
-        optimizer = checkpointer.load_optimizer(optimizer)
+        checkpointer.load()
+    optimizer = resumed.optimizer
     assert {g["momentum"] for g in optimizer.param_groups} == {0.5}
     assert {g["initial_lr"] for g in optimizer.param_groups} == {0.01}
+    assert {g["lr"] for g in optimizer.param_groups} == {0.01 * resumed.scheduler.lr_factor}
     assert optimizer.param_groups[0]["weight_decay"] == 0.001
     assert "param group 0 weight_decay: 0.0001 in the checkpoint, 0.001 from the config (used)" in caplog.text
     assert "param group 0 initial_lr: 0.1 in the checkpoint, 0.01 from the config (used)" in caplog.text
     assert "momentum: 0.9 in the checkpoint, 0.5 from the config (used)" in caplog.text
+    assert " lr: " not in caplog.text  # the scheduler sets the lr: a difference is not news
     # The progress does come from the checkpoint.
-    assert all("momentum_buffer" in optimizer.state[p] for g in optimizer.param_groups for p in g["params"])
+    for group, saved_group in zip(optimizer.param_groups, run.optimizer.param_groups):
+        for p, saved_p in zip(group["params"], saved_group["params"]):
+            assert torch.equal(optimizer.state[p]["momentum_buffer"],
+                               run.optimizer.state[saved_p]["momentum_buffer"])
 
 
 def test_a_checkpoint_of_another_model_is_refused_with_the_first_difference(tmp_path):
-    model, optimizer, scheduler = build_run(small_cfg("cnn"))
-    Checkpointer(str(tmp_path)).save("model_final", model, optimizer, scheduler, 0)
+    Run(small_cfg("cnn")).checkpointer(tmp_path).save("model_final", 0)
     other = build_model(small_cfg("transformer"))
     with pytest.raises(CheckpointError, match=r"different model \(missing backbone\.cls_token and \d+ more; "
                                               r"unexpected backbone\.conv1\.conv\.weight and \d+ more\)"):
-        Checkpointer(str(tmp_path), resume=True).load_model(other)
+        Checkpointer(str(tmp_path), resume=True, model=other).load()
 
 
-def test_a_checkpoint_with_another_param_group_layout_is_refused(tmp_path):
+def test_a_checkpoint_with_another_param_group_layout_is_refused_before_anything_loads(tmp_path):
     cfg = small_cfg()
-    model, optimizer, scheduler = build_run(cfg)
-    Checkpointer(str(tmp_path)).save("model_final", model, optimizer, scheduler, 0)
+    run = Run(cfg)
+    run.train_steps(1)
+    run.checkpointer(tmp_path).save("model_final", 1)
     # Norm parameters now decay like the weights: they move into the weights' group.
     cfg.SOLVER.OPTIMIZER.WEIGHT_DECAY_NORM = cfg.SOLVER.OPTIMIZER.WEIGHT_DECAY
-    model, optimizer, _ = build_run(cfg)
+    resumed, checkpointer = resumed_run(cfg, tmp_path)
+    weights = {k: v.clone() for k, v in resumed.model.state_dict().items()}
     with pytest.raises(CheckpointError, match="optimizer param group 0 differs at parameter 1: "
                                               "backbone.conv2.conv.weight in the checkpoint, "
                                               "backbone.conv1.bn.weight here"):
-        Checkpointer(str(tmp_path), resume=True).load_optimizer(optimizer)
+        checkpointer.load()
+    assert all(torch.equal(weights[k], v) for k, v in resumed.model.state_dict().items())
+
+
+@pytest.mark.parametrize("entry", ["optim_wrapper", "iteration", "optimizer"])
+def test_a_checkpoint_without_an_entry_the_run_needs_names_it(tmp_path, entry):
+    cfg = small_cfg()
+    path = Run(cfg).checkpointer(tmp_path).save("model_final", 0)
+    checkpoint = torch.load(path, weights_only=True)
+    del checkpoint[entry]
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match=f"model_final.pth has no '{entry}' entry"):
+        resumed_run(cfg, tmp_path)[1].load()
+
+
+def test_an_entry_without_a_value_its_checkpointable_needs_names_both(tmp_path):
+    cfg = small_cfg()
+    path = Run(cfg).checkpointer(tmp_path).save("model_final", 0)
+    checkpoint = torch.load(path, weights_only=True)
+    del checkpoint["optim_wrapper"]["skipped_steps"]
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match="entry 'optim_wrapper' has no 'skipped_steps' value"):
+        resumed_run(cfg, tmp_path)[1].load()
+
+
+def test_checkpointable_names_are_unique_and_not_reserved(tmp_path):
+    checkpointer = Checkpointer(str(tmp_path), model=nn.Linear(1, 1))
+    for name in ("model", "iteration", "rng", "config"):
+        with pytest.raises(ValueError, match=f"checkpointable name '{name}' is taken"):
+            checkpointer.add_checkpointable(name, nn.Linear(1, 1))
 
 
 def test_resume_without_a_checkpoint_and_unreadable_files_are_clear_errors(tmp_path):
@@ -169,11 +223,12 @@ def test_resume_without_a_checkpoint_and_unreadable_files_are_clear_errors(tmp_p
 
 
 def test_weights_initialize_the_model_only(tmp_path):
-    model, optimizer, scheduler = build_run(small_cfg())
-    train_steps(model, optimizer, scheduler, 2)
-    path = Checkpointer(str(tmp_path)).save("model_final", model, optimizer, scheduler, 2)
-    fresh, fresh_optimizer, fresh_scheduler = build_run(small_cfg(), seed=1)
-    checkpointer = Checkpointer(str(tmp_path / "new_run"), weights=path)
-    assert checkpointer.resume(fresh, fresh_optimizer, fresh_scheduler) == 0
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
-    assert not fresh_optimizer.state and fresh_scheduler.iteration == 0
+    run = Run(small_cfg())
+    run.train_steps(2)
+    path = run.checkpointer(tmp_path).save("model_final", 2)
+    fresh = Run(small_cfg(), seed=1)
+    checkpointer = fresh.checkpointer(tmp_path / "new_run", weights=path)
+    assert checkpointer.start_iter == 0 and checkpointer.load() == 0
+    assert all(torch.equal(a, b) for a, b in zip(run.model.state_dict().values(),
+                                                 fresh.model.state_dict().values()))
+    assert not fresh.optimizer.state and fresh.scheduler.iteration == 0

@@ -1,5 +1,6 @@
-"""Tests of pet/lib/utils/hooks.py and events.py: each hook against a real optimizer,
+"""Tests of pet/engine/hooks.py and events.py: each hook against a real optimizer,
 scheduler and files."""
+import io
 import json
 
 import pytest
@@ -69,28 +70,49 @@ def test_lr_scheduler_hook_records_the_largest_group_then_steps():
     assert scheduler.iteration == 7
 
 
-def test_eval_hook_keeps_the_scheduler_info_up_to_date():
-    _, _, scheduler = two_group_run(total_iters=12)
+def test_eval_hook_owns_the_last_and_best_accuracy_and_restores_them():
     accuracies = iter([50.0, 80.0, 70.0])
     hook = EvalHook(lambda: {"accuracy": next(accuracies), "test_loss": 0.5}, period=4, max_iter=12,
-                    scheduler=scheduler, iter_per_epoch=4)
+                    iter_per_epoch=4)
     storage = run_steps([hook], 0, 12)
-    assert scheduler.info == {"best_acc": 80.0, "best_epoch": 2, "cur_acc": 70.0, "cur_epoch": 3}
+    assert hook.state_dict() == {"accuracy": 70.0, "epoch": 3, "best_accuracy": 80.0, "best_epoch": 2}
     assert storage.latest()["accuracy"] == 70.0 and storage.latest()["best_accuracy"] == 80.0
+
+    # A resumed run's hook continues from the saved best: a lower accuracy does not replace it.
+    resumed = EvalHook(lambda: {"accuracy": 75.0}, period=4, max_iter=16, iter_per_epoch=4)
+    resumed.load_state_dict(torch.load(save_and_read(hook.state_dict()), weights_only=True))
+    storage = run_steps([resumed], 12, 16)
+    assert resumed.state_dict() == {"accuracy": 75.0, "epoch": 4, "best_accuracy": 80.0, "best_epoch": 2}
+    assert storage.latest()["best_accuracy"] == 80.0
+
+
+def test_eval_hook_reports_a_run_resumed_at_its_end():
+    hook = EvalHook(lambda: {"accuracy": 60.0}, period=4, max_iter=8, iter_per_epoch=4)
+    storage = MetricsStorage(8)
+    storage.iter = 8  # as the trainer sets it before after_train: the iterations done
+    hook.after_train(storage)
+    assert hook.state_dict() == {"accuracy": 60.0, "epoch": 2, "best_accuracy": 60.0, "best_epoch": 2}
+
+
+def save_and_read(state):
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
 
 
 def test_periodic_checkpointer_saves_every_period_and_the_final_model(tmp_path):
     model, optimizer, scheduler = two_group_run()
-    hook = PeriodicCheckpointer(Checkpointer(str(tmp_path)), period=4, max_iter=8, model=model,
-                                optimizer=optimizer, scheduler=scheduler,
-                                extra_state=lambda done: {"data": {"done": done}})
+    checkpointer = Checkpointer(str(tmp_path), model=model, optimizer=optimizer)
+    hook = PeriodicCheckpointer(checkpointer, period=4, max_iter=8, extra={"note": "a plain entry"})
     storage = run_steps([LRScheduler(optimizer, scheduler), hook], 0, 8, optimizer)
+    storage.iter = 8  # as the trainer sets it before after_train: the iterations done
     hook.after_train(storage)
     # Iteration 8 is the end: model_final stands for it.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_0000004.pth", "model_final.pth"]
     checkpoint = torch.load(tmp_path / "model_0000004.pth", weights_only=True)
-    assert checkpoint["iteration"] == 4 and checkpoint["scheduler"]["iteration"] == 4
-    assert checkpoint["data"] == {"done": 4}
+    assert set(checkpoint) == {"model", "optimizer", "iteration", "rng", "note"}
+    assert checkpoint["iteration"] == 4 and checkpoint["note"] == "a plain entry"
     assert torch.load(tmp_path / "model_final.pth", weights_only=True)["iteration"] == 8
 
 

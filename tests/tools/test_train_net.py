@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from pet.lib.config import load_cfg
-from pet.lib.utils.lr_schedules import build_schedule
+from pet.lib.utils.lr_scheduler import build_schedule
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_NET = REPO / "tools" / "train_net.py"
@@ -123,21 +123,27 @@ def test_metrics_show_the_scheduled_lr_loss_and_evaluations(tiny_run):
     assert 0 <= records[-1]["accuracy"] <= 100 and records[-1]["test_loss"] > 0
 
 
-def test_checkpoints_hold_model_optimizer_scheduler_iteration(tiny_run):
+def test_checkpoints_hold_each_state_once(tiny_run):
     _, output_dir, _ = tiny_run
     checkpoint = load(output_dir / "model_0000040.pth")  # weights_only=True must work
-    assert {"model", "optimizer", "scheduler", "iteration", "rng", "data", "config"} <= set(checkpoint)
+    # The progress is the iteration alone: the schedule and the data position follow from it.
+    assert set(checkpoint) == {"model", "optimizer", "optim_wrapper", "eval_hook", "iteration", "rng",
+                               "config"}
     assert checkpoint["iteration"] == 40
-    assert checkpoint["scheduler"]["iteration"] == 40
-    assert checkpoint["data"] == {"epoch": 0, "batch": 40}
+    assert checkpoint["optim_wrapper"] == {"micro_batches": 0, "skipped_steps": 0}
     groups = checkpoint["optimizer"]["param_groups"]
     assert any("backbone.conv1.conv.weight" in g["param_names"] for g in groups)
     assert {g["initial_lr"] for g in groups} == {0.02, 0.04}  # BIAS_LR_FACTOR 2 for biases
     assert all("momentum_buffer" in state for state in checkpoint["optimizer"]["state"].values())
     final = load(output_dir / "model_final.pth")
     assert final["iteration"] == 60
-    assert set(final["scheduler"]["info"]) == {"best_acc", "best_epoch", "cur_acc", "cur_epoch"}
-    assert final["scheduler"]["info"]["cur_acc"] == read_metrics(output_dir)[-1]["accuracy"]
+    accuracies = [r["accuracy"] for r in read_metrics(output_dir) if "accuracy" in r]
+    best_epoch = 2 if accuracies[1] > accuracies[0] else 1  # evaluations after epochs 1 and 2
+    assert final["eval_hook"] == {"accuracy": accuracies[-1], "epoch": 2,
+                                  "best_accuracy": max(accuracies), "best_epoch": best_epoch}
+    assert checkpoint["eval_hook"]["accuracy"] == accuracies[0]  # evaluated after iteration 30
+    log = (output_dir / "log.txt").read_text()
+    assert f"Done: held-out accuracy {accuracies[-1]:.2f}% (best {max(accuracies):.2f}% at epoch" in log
 
 
 def test_output_is_quiet_when_not_a_terminal(tiny_run):
@@ -238,7 +244,8 @@ def test_sigkill_and_resume_gives_bit_identical_weights(tmp_path, model):
     for index, state in expected["optimizer"]["state"].items():
         for key, value in state.items():
             assert torch.equal(final["optimizer"]["state"][index][key], value), f"optimizer {index}.{key}"
-    assert final["scheduler"] == expected["scheduler"]
+    assert final["eval_hook"] == expected["eval_hook"]
+    assert final["optim_wrapper"] == expected["optim_wrapper"]
 
     # Each iteration logged once, with the same lr and loss as the uninterrupted run.
     def progress(records):
@@ -287,6 +294,17 @@ def test_resume_with_another_model_or_grouping_fails_clearly(tiny_run, tmp_path,
     cfg_file = copy_of_finished_run(tiny_run, tmp_path)
     before = snapshot_dir(tmp_path / "out")
     assert_bad_input(train(tmp_path, cfg_file, "--resume", *overrides), *fragments)
+    assert snapshot_dir(tmp_path / "out") == before
+
+
+@pytest.mark.parametrize("entry", ["optim_wrapper", "eval_hook"])
+def test_resume_from_a_checkpoint_without_an_entry_fails_clearly(tiny_run, tmp_path, entry):
+    cfg_file = copy_of_finished_run(tiny_run, tmp_path)
+    checkpoint = load(tmp_path / "out" / "model_final.pth")
+    del checkpoint[entry]  # as a checkpoint written before that state was saved
+    torch.save(checkpoint, tmp_path / "out" / "model_final.pth")
+    before = snapshot_dir(tmp_path / "out")
+    assert_bad_input(train(tmp_path, cfg_file, "--resume"), f"model_final.pth has no '{entry}' entry")
     assert snapshot_dir(tmp_path / "out") == before
 
 

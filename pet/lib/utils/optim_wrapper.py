@@ -1,0 +1,153 @@
+"""The step seam: what happens between a micro-batch's loss and the parameter update.
+
+``OptimWrapper`` (after MMEngine's optimizer wrapper) is the one place that knows about loss
+scaling (``torch.amp.GradScaler``), autocast, gradient accumulation, DDP's ``no_sync`` and
+skipped steps. The trainer calls it once per micro-batch::
+
+    with optim_wrapper.optim_context(model):
+        loss = loss_fn(model(inputs), targets)
+    loss_value = optim_wrapper.update_params(loss, iteration)
+
+Clipping is not done here: Pet's clipped optimizers clip inside ``optimizer.step()``, which
+``GradScaler.step`` calls after unscaling (or hands the scale to a fused kernel), so every
+combination stays correct without an unscale pass of the wrapper's own.
+"""
+import contextlib
+import math
+from typing import Any, ContextManager, Dict, Optional
+
+import torch
+from torch import nn
+
+# One instance serves every step: entering it allocates nothing.
+_NULL_CONTEXT = contextlib.nullcontext()
+
+
+class OptimWrapper:
+    """Backward, accumulation, loss scaling and the optimizer step of a training loop.
+
+    Args:
+        optimizer: the torch optimizer (possibly one of Pet's clipped ones).
+        accumulation_steps: micro-batches per optimizer step (k); each loss is divided by k,
+            so k micro-batches of size b step like one batch of size k * b.
+        scaler: a ``torch.amp.GradScaler`` for float16 training; None (or a disabled one): no
+            loss scaling.
+        autocast_dtype: the dtype of ``torch.autocast`` around the forward pass; None: none.
+        device_type: the device type autocast runs on ("cpu", "cuda", ...).
+
+    Raises:
+        ValueError when ``accumulation_steps`` is below 1.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, accumulation_steps: int = 1,
+                 scaler: Optional[torch.amp.GradScaler] = None,
+                 autocast_dtype: Optional[torch.dtype] = None, device_type: str = "cpu") -> None:
+        if int(accumulation_steps) != accumulation_steps or accumulation_steps < 1:
+            raise ValueError(f"accumulation_steps: expected an integer >= 1, got {accumulation_steps!r}")
+        self.optimizer = optimizer
+        self.accumulation_steps = int(accumulation_steps)
+        # A disabled scaler would only pass calls through: treat it as none, so the loss check
+        # (which a scaler replaces by skipping) stays on.
+        self.scaler = scaler if scaler is not None and scaler.is_enabled() else None
+        self.autocast_dtype = autocast_dtype
+        self.device_type = device_type
+        # Micro-batches whose gradients are accumulated and wait for the next step (0 .. k-1).
+        self.micro_batches = 0
+        # Steps the scaler skipped because the gradients held inf or nan.
+        self.skipped_steps = 0
+        # The scale after the last update: a smaller one after the next update means a skip.
+        self._last_scale: Optional[float] = None
+
+    def is_last_micro_batch(self) -> bool:
+        """Whether the next ``update_params`` call ends an accumulation cycle (and steps)."""
+        return self.micro_batches + 1 >= self.accumulation_steps
+
+    def optim_context(self, model: nn.Module) -> ContextManager:
+        """The context of a micro-batch's forward pass: autocast when ``autocast_dtype`` is set,
+        and ``model.no_sync()`` (DDP) unless this micro-batch ends the cycle, so gradients are
+        all-reduced once per step rather than once per micro-batch."""
+        # The cycle test first: with k = 1 it is always the last micro-batch, and hasattr on an
+        # nn.Module without the attribute costs microseconds (it builds an AttributeError).
+        skip_sync = not self.is_last_micro_batch() and hasattr(model, "no_sync")
+        if self.autocast_dtype is None and not skip_sync:
+            return _NULL_CONTEXT
+        return self._forward_context(model, skip_sync)
+
+    @contextlib.contextmanager
+    def _forward_context(self, model: nn.Module, skip_sync: bool):
+        with contextlib.ExitStack() as stack:
+            if skip_sync:
+                stack.enter_context(model.no_sync())
+            if self.autocast_dtype is not None:
+                stack.enter_context(torch.autocast(self.device_type, dtype=self.autocast_dtype))
+            yield
+
+    def update_params(self, loss: torch.Tensor, iteration: Optional[int] = None) -> float:
+        """Backward of ``loss / k`` (scaled when there is a scaler); every k-th call, the
+        optimizer step and ``zero_grad``. Returns the undivided loss as a float.
+
+        ``iteration`` only names the iteration in the error message.
+
+        Raises:
+            FloatingPointError, before the step, when the loss is not finite and there is no
+            scaler (the run diverged: continuing would only waste time). With a scaler, the
+            scaler skips such a step and ``skipped_steps`` counts it.
+        """
+        divided = loss / self.accumulation_steps if self.accumulation_steps > 1 else loss
+        if self.scaler is not None:
+            divided = self.scaler.scale(divided)
+        divided.backward()
+        loss_value = loss.item()  # one host sync, after the backward pass is queued
+        if self.scaler is None and not math.isfinite(loss_value):
+            where = "" if iteration is None else f" at iteration {iteration}"
+            raise FloatingPointError(
+                f"loss became {loss_value}{where}; lower SOLVER.OPTIMIZER.BASE_LR or enable "
+                f"SOLVER.OPTIMIZER.CLIP_GRADIENTS"
+            )
+        self.micro_batches += 1
+        if self.micro_batches >= self.accumulation_steps:
+            self.step()
+            self.zero_grad()
+        return loss_value
+
+    def step(self) -> None:
+        """Step the optimizer on the accumulated gradients and start a new cycle; with a scaler,
+        through ``scaler.step`` and ``scaler.update`` (a step with inf/nan gradients is skipped
+        and counted in ``skipped_steps``)."""
+        self.micro_batches = 0
+        if self.scaler is None:
+            self.optimizer.step()
+            return
+        before = self._last_scale if self._last_scale is not None else self.scaler.get_scale()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        # The scale shrinks exactly when the step found inf/nan gradients (and was skipped).
+        self._last_scale = self.scaler.get_scale()
+        if self._last_scale < before:
+            self.skipped_steps += 1
+
+    def zero_grad(self) -> None:
+        """Drop the gradients (set them to None: the next backward writes instead of adding)."""
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The wrapper's progress as plain values (``torch.load(weights_only=True)`` loads it):
+        the micro-batch counter, the skipped steps and the scaler's state when there is one."""
+        state: Dict[str, Any] = {"micro_batches": self.micro_batches,
+                                 "skipped_steps": self.skipped_steps}
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Restore ``state_dict()``'s values. A scaler's state is loaded when both the saved run
+        and this one have a scaler; turning loss scaling on at resume starts a fresh scale.
+
+        Raises:
+            KeyError naming the missing entry.
+        """
+        self.micro_batches = int(state_dict["micro_batches"])
+        self.skipped_steps = int(state_dict["skipped_steps"])
+        if self.scaler is not None and "scaler" in state_dict:
+            self.scaler.load_state_dict(state_dict["scaler"])
+        self._last_scale = None

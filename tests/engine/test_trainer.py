@@ -1,0 +1,77 @@
+"""Tests of pet/engine/trainer.py: the loop through the step seam against a hand-written loop."""
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from pet.engine.hooks import HookBase
+from pet.engine.trainer import Trainer
+from pet.lib.utils.optim_wrapper import OptimWrapper
+
+
+class Batches:
+    """A data loader's ``batch(iteration)``: a fixed random batch per iteration."""
+
+    def __init__(self, scale=1.0):
+        self.scale = scale
+
+    def batch(self, iteration):
+        gen = torch.Generator().manual_seed(iteration)
+        return torch.randn(8, 6, generator=gen) * self.scale, torch.randint(0, 3, (8,), generator=gen)
+
+
+class Recorder(HookBase):
+    def __init__(self):
+        self.losses = []
+        self.after_train_iter = None
+
+    def after_step(self, storage):
+        self.losses.append(storage.latest()["loss"])
+
+    def after_train(self, storage):
+        self.after_train_iter = storage.iter
+
+
+def model_and_optimizer():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 3))
+    return model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+
+def test_the_loop_equals_a_hand_written_loop_bit_for_bit():
+    model, optimizer = model_and_optimizer()
+    reference = copy.deepcopy(model)
+    reference_optimizer = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+    recorder = Recorder()
+    torch.manual_seed(5)  # dropout draws from the global RNG: both loops start from the same state
+    Trainer(model, OptimWrapper(optimizer), Batches(), [recorder], start_iter=2, max_iter=7).train()
+
+    torch.manual_seed(5)
+    reference.train()
+    losses = []
+    for iteration in range(2, 7):
+        levels, labels = Batches().batch(iteration)
+        loss = nn.functional.cross_entropy(reference(levels), labels)
+        reference_optimizer.zero_grad()
+        loss.backward()
+        reference_optimizer.step()
+        losses.append(loss.item())
+    assert recorder.losses == losses
+    assert recorder.after_train_iter == 7  # after_train hooks see the iterations done
+    for a, b in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_a_non_finite_loss_stops_the_loop_naming_the_iteration():
+    model, optimizer = model_and_optimizer()
+    recorder = Recorder()
+    trainer = Trainer(model, OptimWrapper(optimizer), Batches(scale=math.nan), [recorder], 3, 10)
+    before = copy.deepcopy(model)
+    with pytest.raises(FloatingPointError, match=r"^loss became nan at iteration 3; lower "
+                                                 r"SOLVER.OPTIMIZER.BASE_LR"):
+        trainer.train()
+    assert recorder.losses == [] and recorder.after_train_iter is None
+    for a, b in zip(model.parameters(), before.parameters()):
+        assert torch.equal(a, b)

@@ -1,0 +1,233 @@
+"""Tests of pet/lib/utils/optim_wrapper.py against independent references: a hand-written loop,
+one large batch for accumulation, and torch's documented AMP recipe for loss scaling."""
+import contextlib
+import copy
+import io
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from pet.lib.config import get_cfg
+from pet.lib.utils.optim_wrapper import OptimWrapper
+from pet.lib.utils.optimizer import Optimizer
+
+
+def mlp(seed=0):
+    """A model without batch statistics: micro-batches and their union give the same gradient."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+def batches(count, size, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(size, 6, generator=gen), torch.randint(0, 3, (size,), generator=gen))
+            for _ in range(count)]
+
+
+def loss_of(model, x, y):
+    return nn.functional.cross_entropy(model(x), y)
+
+
+def clipped_optimizer(model, implementation="loop", clip_type="NORM"):
+    cfg = get_cfg()
+    cfg.SOLVER.OPTIMIZER.TYPE = "SGD"
+    cfg.SOLVER.OPTIMIZER.BASE_LR = 0.1
+    cfg.SOLVER.OPTIMIZER.IMPLEMENTATION = implementation
+    cfg.SOLVER.OPTIMIZER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.OPTIMIZER.CLIP_GRADIENTS.CLIP_TYPE = clip_type
+    cfg.SOLVER.OPTIMIZER.CLIP_GRADIENTS.CLIP_VALUE = 0.05  # small: every step clips
+    return Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
+
+
+def assert_same_params(a, b):
+    for (name, x), y in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(x, y), name
+
+
+@pytest.mark.parametrize("make_optimizer", [
+    lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9),
+    lambda params: torch.optim.AdamW(params, lr=0.01),
+])
+def test_one_micro_batch_per_step_equals_a_hand_written_loop_bit_for_bit(make_optimizer):
+    reference, model = mlp(), mlp()
+    reference_optimizer = make_optimizer(reference.parameters())
+    wrapper = OptimWrapper(make_optimizer(model.parameters()))
+    for iteration, (x, y) in enumerate(batches(6, 8)):
+        loss = loss_of(reference, x, y)
+        reference_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        reference_optimizer.step()
+        with wrapper.optim_context(model):
+            loss_value = wrapper.update_params(loss_of(model, x, y), iteration)
+        assert loss_value == loss.item()
+        assert all(p.grad is None for p in model.parameters())  # zeroed after the step
+    assert_same_params(reference, model)
+
+
+def test_four_micro_batches_step_like_one_batch_of_their_union():
+    reference, model = mlp(), mlp()
+    reference_optimizer = torch.optim.SGD(reference.parameters(), lr=0.5, momentum=0.9)
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9),
+                           accumulation_steps=4)
+    for x, y in batches(3, 32):
+        reference_optimizer.zero_grad(set_to_none=True)
+        loss_of(reference, x, y).backward()
+        reference_optimizer.step()
+        before = [p.detach().clone() for p in model.parameters()]
+        losses = []
+        for micro_x, micro_y in zip(x.split(8), y.split(8)):
+            assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))  # no step yet
+            losses.append(wrapper.update_params(loss_of(model, micro_x, micro_y)))
+            assert all(math.isfinite(v) and v > 0.5 for v in losses)  # undivided losses
+        assert wrapper.micro_batches == 0
+        for (name, expected), actual in zip(reference.named_parameters(), model.parameters()):
+            torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def amp_recipe_step(model, optimizer, scaler, x, y):
+    """torch's documented AMP recipe (the "Typical Mixed Precision Training" example)."""
+    optimizer.zero_grad()
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss = loss_of(model, x, y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def make_scaler():
+    # growth_interval=1: the scale grows every step, so its state changes along the way.
+    return torch.amp.GradScaler("cpu", init_scale=2.0 ** 8, growth_interval=1)
+
+
+@pytest.mark.parametrize("make_optimizer", [
+    pytest.param(lambda model: torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), id="sgd"),
+    pytest.param(lambda model: clipped_optimizer(model, "loop", "NORM"), id="clipped-loop-norm"),
+    pytest.param(lambda model: clipped_optimizer(model, "fused", "NORM"), id="clipped-fused-norm"),
+    pytest.param(lambda model: clipped_optimizer(model, "fused", "FULL_MODEL"), id="clipped-fused-full"),
+])
+def test_float16_loss_scaling_steps_like_torchs_amp_recipe(make_optimizer):
+    reference, model = mlp(), mlp()
+    reference_optimizer, reference_scaler = make_optimizer(reference), make_scaler()
+    wrapper = OptimWrapper(make_optimizer(model), scaler=make_scaler(), autocast_dtype=torch.float16)
+    for x, y in batches(5, 8):
+        amp_recipe_step(reference, reference_optimizer, reference_scaler, x, y)
+        with wrapper.optim_context(model):
+            loss = loss_of(model, x, y)
+        wrapper.update_params(loss)
+    assert_same_params(reference, model)
+    assert wrapper.scaler.get_scale() == reference_scaler.get_scale() == 2.0 ** 13
+    assert wrapper.skipped_steps == 0
+
+
+def test_an_inf_gradient_is_skipped_by_the_scaler_and_counted():
+    model = mlp()
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), scaler=make_scaler(),
+                           autocast_dtype=torch.float16)
+    (x, y), = batches(1, 8)
+    wrapper.update_params(loss_of(model, x, y))
+    before = copy.deepcopy(model)
+    scale = wrapper.scaler.get_scale()
+    with wrapper.optim_context(model):
+        output = model(x)
+    output.register_hook(lambda grad: torch.full_like(grad, math.inf))  # a finite loss, inf grads
+    loss_value = wrapper.update_params(nn.functional.cross_entropy(output.float(), y))
+    assert math.isfinite(loss_value)
+    assert_same_params(before, model)
+    assert wrapper.skipped_steps == 1 and wrapper.scaler.get_scale() == scale / 2
+    # A non-finite loss under a scaler is skipped too, not raised.
+    wrapper.update_params(loss_of(model, x, y) * math.inf)
+    assert wrapper.skipped_steps == 2
+    assert_same_params(before, model)
+    wrapper.update_params(loss_of(model, x, y))
+    assert wrapper.skipped_steps == 2  # a good step again
+
+
+def test_a_non_finite_loss_raises_before_the_step_without_a_scaler():
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    wrapper = OptimWrapper(optimizer)
+    (x, y), = batches(1, 8)
+    wrapper.update_params(loss_of(model, x, y))
+    before, state = copy.deepcopy(model), copy.deepcopy(optimizer.state_dict())
+    with pytest.raises(FloatingPointError, match=r"^loss became nan at iteration 7; lower "
+                                                 r"SOLVER.OPTIMIZER.BASE_LR"):
+        wrapper.update_params(loss_of(model, x, y) * math.nan, iteration=7)
+    assert_same_params(before, model)
+    for saved, now in zip(state["state"].values(), optimizer.state_dict()["state"].values()):
+        assert torch.equal(saved["momentum_buffer"], now["momentum_buffer"])
+    with pytest.raises(FloatingPointError, match=r"^loss became inf; "):
+        wrapper.update_params(loss_of(model, x, y) * math.inf)
+
+
+def test_state_dict_round_trip_through_weights_only_loading():
+    model = mlp()
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), accumulation_steps=2,
+                           scaler=make_scaler(), autocast_dtype=torch.float16)
+    (x, y), = batches(1, 8)
+    for _ in range(5):
+        wrapper.update_params(loss_of(model, x, y))
+    wrapper.update_params(loss_of(model, x, y) * math.inf)  # ends a cycle: a skipped step
+    wrapper.update_params(loss_of(model, x, y))  # the first micro-batch of the next cycle
+    buffer = io.BytesIO()
+    torch.save(wrapper.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    assert state["micro_batches"] == 1 and state["skipped_steps"] == 1
+
+    restored = OptimWrapper(torch.optim.SGD(mlp().parameters(), lr=0.1), accumulation_steps=2,
+                            scaler=make_scaler())
+    restored.load_state_dict(state)
+    assert restored.state_dict() == wrapper.state_dict()
+    assert restored.scaler.get_scale() == wrapper.scaler.get_scale() != 2.0 ** 8
+    # Without a scaler the scaler state is not needed, and not written.
+    plain = OptimWrapper(torch.optim.SGD(mlp().parameters(), lr=0.1))
+    plain.load_state_dict(state)
+    assert plain.state_dict() == {"micro_batches": 1, "skipped_steps": 1}
+    with pytest.raises(KeyError, match="skipped_steps"):
+        plain.load_state_dict({"micro_batches": 0})
+
+
+class FakeDDP(nn.Module):
+    """Counts the forward passes run under ``no_sync`` as DDP's would skip their all-reduce."""
+
+    def __init__(self):
+        super().__init__()
+        self.module = mlp()
+        self.syncing = True
+        self.unsynced_forwards = 0
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        self.syncing = False
+        try:
+            yield
+        finally:
+            self.syncing = True
+
+    def forward(self, x):
+        self.unsynced_forwards += not self.syncing
+        return self.module(x)
+
+
+def test_optim_context_skips_the_sync_until_the_last_micro_batch_and_autocasts():
+    model = FakeDDP()
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), accumulation_steps=3)
+    for x, y in batches(6, 4):
+        with wrapper.optim_context(model):
+            loss = loss_of(model, x, y)
+        wrapper.update_params(loss)
+    assert model.unsynced_forwards == 4  # micro-batches 1, 2 of each cycle of 3
+
+    plain = OptimWrapper(torch.optim.SGD(mlp().parameters(), lr=0.1))
+    assert plain.optim_context(model) is plain.optim_context(mlp())  # a shared null context
+    amp = OptimWrapper(torch.optim.SGD(mlp().parameters(), lr=0.1), autocast_dtype=torch.float16)
+    with amp.optim_context(mlp()):
+        assert mlp()(torch.randn(2, 6)).dtype == torch.float16
+
+
+@pytest.mark.parametrize("steps", [0, -1, 1.5])
+def test_accumulation_steps_must_be_a_positive_integer(steps):
+    with pytest.raises(ValueError, match="accumulation_steps: expected an integer >= 1"):
+        OptimWrapper(torch.optim.SGD(mlp().parameters(), lr=0.1), accumulation_steps=steps)
