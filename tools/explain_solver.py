@@ -3,9 +3,10 @@
 
     python tools/explain_solver.py --cfg cfgs/x.yaml [--json] [--strict] [KEY VALUE ...]
 
-For every parameter: its name, shape, the rule that placed it (default, bias, norm, embed, each
-possibly +backbone for BACKBONE_LR_FACTOR; or frozen), its lr at the top of the schedule, its
-weight decay and its param group; then one line per param group (tensors and elements), then
+For every parameter: its name, shape, the rule that fired (default, bias, norm, embed, dwconv,
+flat, custom[KEY], a user's rule, or builder:NAME for a registered param-groups builder; or
+frozen) followed by the modifiers that changed its values (+backbone, +layer_decay[block N],
++global, +muon/+adamw), its lr at the top of the schedule, its weight decay and its param group; then one line per param group (tensors and elements), then
 warnings for the classic mistakes: a normalization layer the rules do not recognize, and a
 bias- or scale-like parameter left in the default rule with weight decay.
 
@@ -22,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
 from pet.engine.job import validate_job  # noqa: E402
 from pet.lib.utils.optimizer import Optimizer  # noqa: E402
-from pet.lib.utils.param_groups import explain_params, grouping_spec  # noqa: E402
+from pet.lib.utils.param_groups import assignments_of_groups, explain_params  # noqa: E402
 from pet.reports.param_report import FROZEN, group_rows, grouping_warnings, param_rows  # noqa: E402
 from pet.models import build_model  # noqa: E402
 
@@ -70,8 +71,12 @@ def main(argv=None):
     with exit_on_config_error():
         validate_job(cfg)
         model = build_model(cfg)
-        optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
-    assignments = explain_params(model, grouping_spec(cfg.SOLVER.OPTIMIZER))
+        solver = Optimizer(model, cfg.SOLVER.OPTIMIZER)
+        optimizer = solver.build()  # freezes FREEZE's parameters first
+    if solver.spec.builder == "default":
+        assignments = explain_params(model, solver.spec.grouping)
+    else:
+        assignments = assignments_of_groups(model, optimizer.param_groups, f"builder:{solver.spec.builder}")
     params = param_rows(model, assignments, optimizer.param_groups)
     groups = group_rows(optimizer.param_groups, assignments)
     warnings = grouping_warnings(model, assignments)

@@ -39,9 +39,12 @@ class GroupRow:
 
 
 def rule_label(assignment: ParamAssignment) -> str:
-    """The rule that placed a parameter, with the backbone lr factor as a modifier:
-    "norm", "embed", "bias", "default", or one of them + "+backbone"."""
-    return f"{assignment.rule}+backbone" if assignment.backbone else assignment.rule
+    """The rule that fired for a parameter, then the modifiers that changed its values:
+    "norm", "bias+backbone", "custom[head]", "default+backbone+layer_decay[block 2]+global",
+    "default+muon", ... (a custom key is shown with its KEY)."""
+    rule = f"{assignment.rule}[{assignment.custom_key}]" if assignment.custom_key else assignment.rule
+    modifiers = assignment.modifiers or (("backbone",) if assignment.backbone else ())
+    return "+".join((rule,) + tuple(modifiers))
 
 
 def group_rules(param_groups: Sequence[Dict],
@@ -80,7 +83,7 @@ def group_rows(param_groups: Sequence[Dict], assignments: Sequence[ParamAssignme
         GroupRow(
             index=index,
             lr=group.get("initial_lr", group["lr"]),
-            weight_decay=group["weight_decay"],
+            weight_decay=group.get("weight_decay", 0.0),
             rules=rules,
             tensors=len(group["params"]),
             elements=sum(p.numel() for p in group["params"]),

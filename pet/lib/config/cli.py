@@ -2,6 +2,7 @@
 bad config."""
 import argparse
 import contextlib
+import importlib
 import sys
 from typing import Iterator, Optional, Sequence
 
@@ -42,7 +43,23 @@ def parse_cfg(parser: argparse.ArgumentParser,
     args = parser.parse_intermixed_args(argv)
     with exit_on_config_error():
         cfg = load_cfg(args.cfg_file, args.opts)
+        import_custom_modules(cfg)
     return args, cfg
+
+
+def import_custom_modules(cfg: CfgNode) -> None:
+    """Import every module of ``cfg.CUSTOM_IMPORTS`` (their registrations then exist when the
+    config is validated); ConfigError naming the module and why it failed."""
+    for name in cfg.CUSTOM_IMPORTS:
+        if not (isinstance(name, str) and name):
+            raise ConfigError(f"CUSTOM_IMPORTS: expected a list of module names, got {cfg.CUSTOM_IMPORTS!r}")
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001  (any failure of the user's module is one line)
+            first_line = (str(e).splitlines() or [""])[0]
+            raise ConfigError(f"CUSTOM_IMPORTS: cannot import {name!r} ({type(e).__name__}: "
+                              f"{first_line}); allowed: modules importable from sys.path "
+                              f"(set PYTHONPATH)") from None
 
 
 def positive_int(text: str) -> int:

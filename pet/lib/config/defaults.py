@@ -7,6 +7,11 @@ from pet.lib.config.model import MODEL
 from pet.lib.config.solver import SOLVER
 
 _C = CN()
+# Python modules imported before the config is validated (MMEngine's custom_imports): where a
+# user registers optimizers (OPTIMIZERS), param rules (PARAM_RULES), param-group builders
+# (PARAM_GROUPS_BUILDERS), lr policies, ... that the config then names. Each must be importable
+# (on PYTHONPATH), e.g. ["my_project.optim"].
+_C.CUSTOM_IMPORTS = ()
 # Where a run writes config.yaml, log.txt, metrics.json, its checkpoints and last_checkpoint.
 _C.OUTPUT_DIR = "ckpts/default"
 _C.SEED = train.SEED

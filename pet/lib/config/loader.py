@@ -94,16 +94,34 @@ def _parse_literal(text: Any) -> Any:
         return text
 
 
+# Keys that were replaced: the config names the new key instead of "unknown key".
+RENAMED_KEYS = {
+    "SOLVER.OPTIMIZER.CUSTOM_RULES": "SOLVER.OPTIMIZER.CUSTOM_KEYS, a list of mappings: write "
+                                     "[[head, 10, 1]] as [{KEY: head, LR_MULT: 10, DECAY_MULT: 1}]",
+}
+
+
 def _set(cfg: CfgNode, full_key: str, value: Any, source: str) -> None:
+    if full_key.upper() in RENAMED_KEYS:
+        raise ConfigError(f"{full_key} ({source}): was replaced by {RENAMED_KEYS[full_key.upper()]}")
     node = cfg
     parts = full_key.split(".")
-    for depth, part in enumerate(parts):
+    leaf = parts[-1]
+    for depth, part in enumerate(parts[:-1]):
         if not isinstance(node, CfgNode) or part not in node:
             raise ConfigError(_unknown_key_message(cfg, full_key, source))
-        if depth < len(parts) - 1:
-            node = node[part]
-    leaf = parts[-1]
+        node = node[part]
+    if not isinstance(node, CfgNode):
+        raise ConfigError(_unknown_key_message(cfg, full_key, source))
+    if leaf not in node:
+        # An open section (SOLVER.OPTIMIZER.KWARGS) takes new keys; its owner checks them.
+        if not node.is_new_allowed():
+            raise ConfigError(_unknown_key_message(cfg, full_key, source))
+        node[leaf] = _coerce(full_key, value, None)
+        return
     if isinstance(node[leaf], CfgNode):
+        if isinstance(value, dict) and not value:
+            return  # an empty mapping (``KWARGS: {}``) sets nothing
         raise ConfigError(f"{full_key} ({source}): is a section, not a key; set one of its keys")
     node[leaf] = _coerce(full_key, value, _default_value(full_key, node[leaf]))
 

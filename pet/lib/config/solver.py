@@ -11,8 +11,11 @@ SOLVER = CN()
 # Optimizer: how parameters are grouped and which torch.optim class updates them.
 # ---------------------------------------------------------------------------------------------
 SOLVER.OPTIMIZER = CN()
-# A name in the OPTIMIZERS registry (pet.lib.utils.optimizer), case-insensitive: SGD, ADAMW,
-# ADAM, RMSPROP, or a class registered with @OPTIMIZERS.register().
+# A name in the OPTIMIZERS registry (pet.lib.utils.optimizers_torch), case-insensitive: every
+# torch.optim class (SGD, ADAMW, ADAM, RMSPROP, ADAMAX, NADAM, RADAM, ADAGRAD, ADADELTA,
+# ADAFACTOR, ASGD, RPROP, SPARSEADAM for sparse gradients only), MUON (Muon for the 2-D hidden
+# matrices + AdamW for the rest, see MUON below), or a class registered with
+# @OPTIMIZERS.register() in a CUSTOM_IMPORTS module. LBFGS is refused: its step needs a closure.
 SOLVER.OPTIMIZER.TYPE = "SGD"
 # Which torch kernel runs the step: "auto" (fused where torch supports it for the optimizer,
 # device and dtype, else foreach on CUDA, else the per-tensor loop; the loop when an
@@ -22,17 +25,19 @@ SOLVER.OPTIMIZER.IMPLEMENTATION = "auto"
 # Learning rate of the default parameter group at the top of the schedule (no unit; the
 # scheduler multiplies it by the schedule's factor every iteration).
 SOLVER.OPTIMIZER.BASE_LR = 0.1
-# lr multiplier for biases that are not norm or embedding parameters: lr = BASE_LR * factor.
+# lr multiplier for biases that are not norm or embedding parameters: lr = BASE_LR * factor
+# (MMEngine's bias_lr_mult).
 SOLVER.OPTIMIZER.BIAS_LR_FACTOR = 1.0
 # lr multiplier for every parameter under the top-level module `backbone` (applied on top of
-# the bias factor).
+# the rule's lr).
 SOLVER.OPTIMIZER.BACKBONE_LR_FACTOR = 1.0
-# Weight decay (L2 for SGD/ADAM/RMSPROP, decoupled for ADAMW) of the default parameters.
+# Weight decay (L2 for SGD/ADAM/RMSPROP/..., decoupled for ADAMW and MUON) of the default
+# parameters. Classes that take none (RPROP, SPARSEADAM) need every weight decay key at 0.
 SOLVER.OPTIMIZER.WEIGHT_DECAY = 1e-4
 # Weight decay of biases that are not norm or embedding parameters.
 SOLVER.OPTIMIZER.WEIGHT_DECAY_BIAS = 0.0
 # Weight decay of the weights and biases of normalization layers (BatchNorm, GroupNorm,
-# InstanceNorm, LayerNorm, LocalResponseNorm and their subclasses).
+# InstanceNorm, LayerNorm, LocalResponseNorm, RMSNorm and their subclasses).
 SOLVER.OPTIMIZER.WEIGHT_DECAY_NORM = 0.0
 # Weight decay of embedding parameters (nn.Embedding weights and names matching EMBED_KEYWORDS).
 SOLVER.OPTIMIZER.WEIGHT_DECAY_EMBED = 0.0
@@ -45,22 +50,87 @@ SOLVER.OPTIMIZER.EMBED_KEYWORDS = (
     "dist_token",
     "relative_position_bias_table",
 )
-# Rules by parameter name, like MMEngine's custom_keys: a list of
-# (KEYWORD, LR_FACTOR, WEIGHT_DECAY_FACTOR). A parameter whose full name contains KEYWORD gets
-# the "custom" rule: lr = BASE_LR * LR_FACTOR and weight decay = WEIGHT_DECAY *
-# WEIGHT_DECAY_FACTOR, in place of its norm/embed/bias/default rule (the longest matching
-# KEYWORD wins; BACKBONE_LR_FACTOR still applies). E.g. [["head", 10.0, 1.0]].
-SOLVER.OPTIMIZER.CUSTOM_RULES = ()
+# Weight-decay multiplier of depth-wise convolution weights (groups == in_channels):
+# WEIGHT_DECAY * mult, rule "dwconv" (MMEngine's dwconv_decay_mult; 1.0 = off).
+SOLVER.OPTIMIZER.DWCONV_DECAY_MULT = 1.0
+# Weight-decay multiplier of every 1-D (or scalar) parameter that no norm/embed/bias/dwconv
+# rule took (layer scales, gates): WEIGHT_DECAY * mult, rule "flat" (MMEngine's
+# flat_decay_mult; 1.0 = off). 0 with the default WEIGHT_DECAY_BIAS/NORM = 0 gives timm's "no
+# weight decay on any 1-D parameter".
+SOLVER.OPTIMIZER.FLAT_DECAY_MULT = 1.0
+# The rules tried, in order, on each parameter that no CUSTOM_KEYS entry took; the first that
+# matches wins, none gives "default". Names of the PARAM_RULES registry
+# (pet.lib.utils.param_rules): norm, embed, bias, dwconv, flat, or a rule registered in a
+# CUSTOM_IMPORTS module (list it here to use it).
+SOLVER.OPTIMIZER.RULES = ("norm", "embed", "bias", "dwconv", "flat")
+# Rules by parameter name (MMEngine's custom_keys): a list of mappings
+# {KEY: name substring, LR_MULT: x, DECAY_MULT: y} (either mult may be left out: 1.0). A
+# parameter whose full name contains KEY gets the "custom" rule: lr = BASE_LR * LR_MULT and
+# weight decay = WEIGHT_DECAY * DECAY_MULT, in place of its other rule (the longest matching KEY
+# wins; the modifiers below still apply). A KEY that matches no trainable parameter is an
+# error. E.g. [{KEY: head, LR_MULT: 10.0}]. LR_MULT 0 freezes nothing: use FREEZE.
+SOLVER.OPTIMIZER.CUSTOM_KEYS = ()
+# Name substrings of parameters to freeze: they get requires_grad=False and no param group. A
+# substring that matches no parameter is an error. E.g. ["backbone.pixel_embed"].
+SOLVER.OPTIMIZER.FREEZE = ()
+# Layer-wise lr decay (BEiT/MAE fine-tuning; 1.0 = off), on top of the rules: with L blocks,
+# everything before the first block (embeddings) gets lr x decay^(L+1), block i lr x
+# decay^(L-i), everything after the last block x 1.
+SOLVER.OPTIMIZER.LAYER_DECAY = 1.0
+# Regular expression whose first group is a parameter's block number (searched in its full
+# name); the default finds "blocks.N.", "layers.N." and "layer.N." (timm, the shipped
+# transformer's "backbone.blocks.layers.N.").
+SOLVER.OPTIMIZER.LAYER_DECAY_BLOCK_PATTERN = r"(?:^|\.)(?:blocks|layers|layer)\.(\d+)\."
+# Global multiplier of every parameter's lr, after every rule and modifier (shown as "+global"
+# by tools/explain_solver.py; 1.0 = off).
+SOLVER.OPTIMIZER.LR_MULT = 1.0
+# Global multiplier of every parameter's weight decay, likewise.
+SOLVER.OPTIMIZER.DECAY_MULT = 1.0
+# A name in the PARAM_GROUPS_BUILDERS registry (pet.lib.utils.param_groups): "default" (the
+# rules above, groups merged by identical hyper-parameters), or a function (model,
+# GroupingSpec) -> param groups registered in a CUSTOM_IMPORTS module (MMEngine's constructor).
+SOLVER.OPTIMIZER.PARAM_GROUPS_BUILDER = "default"
 # Momentum of SGD and RMSPROP (0 disables it).
 SOLVER.OPTIMIZER.MOMENTUM = 0.9
 # Use Nesterov momentum in SGD (needs MOMENTUM > 0).
 SOLVER.OPTIMIZER.NESTEROV = False
-# (beta1, beta2) of ADAM and ADAMW: decay rates of the first and second moment estimates.
+# (beta1, beta2) of ADAM, ADAMW, ADAMAX, NADAM, RADAM and MUON's AdamW part: decay rates of the
+# first and second moment estimates.
 SOLVER.OPTIMIZER.BETAS = (0.9, 0.999)
-# Term added to the denominator of ADAM, ADAMW and RMSPROP for numerical stability.
-SOLVER.OPTIMIZER.EPS = 1e-8
+# Term added to the denominator for numerical stability, for every class that takes an eps
+# (ADAM, ADAMW, RMSPROP, ADAGRAD, ADADELTA, ...; not ADAFACTOR, whose eps is a pair: KWARGS);
+# None keeps each class's own default (1e-8 for Adam, AdamW and RMSprop).
+SOLVER.OPTIMIZER.EPS = None
+# AMSGrad variant of ADAM, ADAMW and MUON's AdamW part.
+SOLVER.OPTIMIZER.AMSGRAD = False
+# Centered RMSPROP (normalizes by the gradient's estimated variance).
+SOLVER.OPTIMIZER.CENTERED = False
 # Smoothing constant of RMSPROP's squared-gradient average.
 SOLVER.OPTIMIZER.RMSPROP_ALPHA = 0.99
+# Any other keyword argument of the chosen class, by torch's name, e.g. for ADAGRAD
+# `KWARGS: {lr_decay: 0.01, initial_accumulator_value: 0.1}` or on the command line
+# `SOLVER.OPTIMIZER.KWARGS.lr_decay 0.01`. A keyword the class does not take, or one that has a
+# typed key above, is an error listing the allowed ones.
+SOLVER.OPTIMIZER.KWARGS = CN(new_allowed=True)
+
+# TYPE MUON: torch.optim.Muon steps the 2-D hidden weight matrices, AdamW (BETAS, EPS, AMSGRAD)
+# every other parameter; both follow the rules above (lr, weight decay) and the schedule.
+SOLVER.OPTIMIZER.MUON = CN()
+# Momentum of the Muon part.
+SOLVER.OPTIMIZER.MUON.MOMENTUM = 0.95
+# Nesterov momentum in the Muon part.
+SOLVER.OPTIMIZER.MUON.NESTEROV = True
+# Newton-Schulz iterations that orthogonalize each update.
+SOLVER.OPTIMIZER.MUON.NS_STEPS = 5
+# How Muon scales its lr by the matrix shape: "match_rms_adamw" (0.2 sqrt(max(rows, cols)):
+# updates of AdamW's size, so one BASE_LR serves both parts) or "original" (Keller Jordan's
+# sqrt(max(1, rows/cols)), which wants a Muon lr about 50x AdamW's: lower ADAMW_LR_MULT).
+SOLVER.OPTIMIZER.MUON.ADJUST_LR_FN = "match_rms_adamw"
+# lr of the AdamW part = its rule's lr x this.
+SOLVER.OPTIMIZER.MUON.ADAMW_LR_MULT = 1.0
+# Name substrings of 2-D weights stepped by AdamW all the same (the output head; embeddings
+# always are).
+SOLVER.OPTIMIZER.MUON.ADAMW_KEYS = ("head", "classifier")
 
 # Gradient clipping, applied inside optimizer.step() to the real (unscaled) gradients.
 SOLVER.OPTIMIZER.CLIP_GRADIENTS = CN()
@@ -81,8 +151,10 @@ SOLVER.OPTIMIZER.CLIP_GRADIENTS.NORM_TYPE = 2.0
 # ---------------------------------------------------------------------------------------------
 SOLVER.SCHEDULER = CN()
 # A name in the LR_POLICIES registry (pet.lib.utils.lr_scheduler), case-insensitive: STEP,
-# COSINE, STEP_COSINE, POLY, or a function (schedule, i) -> factor registered with
-# @LR_POLICIES.register().
+# COSINE, STEP_COSINE, POLY; EXPONENTIAL, LINEAR, COSINE_RESTARTS, ONE_CYCLE, CYCLIC (torch's
+# schedulers, each configured in the sub-node of its name below); WSD (warmup-stable-decay);
+# PHASES (the list SOLVER.SCHEDULER.PHASES); or a function (schedule, i) -> factor registered
+# with @LR_POLICIES.register().
 SOLVER.SCHEDULER.POLICY = "STEP"
 # Length of the schedule in iterations (used when TOTAL_EPOCHS is None).
 SOLVER.SCHEDULER.TOTAL_ITERS = 1000
@@ -106,9 +178,98 @@ SOLVER.SCHEDULER.WARM_UP_METHOD = "LINEAR"
 SOLVER.SCHEDULER.LOG_LR_CHANGE_THRESHOLD = 1.1
 # Power of the POLY decay.
 SOLVER.SCHEDULER.LR_POW = 0.9
-# Floor of COSINE, POLY and the cosine part of STEP_COSINE, as a fraction of each group's lr,
-# in [0, 1].
+# Floor of the policies that decay to one (COSINE, POLY, the cosine part of STEP_COSINE,
+# COSINE_RESTARTS, WSD, and those inside PHASES), as a fraction of each group's lr, in [0, 1].
 SOLVER.SCHEDULER.MIN_LR_FACTOR = 0.0
+# The same floor as an absolute lr, one for every group (torch's and MMEngine's eta_min), >= 0;
+# None: MIN_LR_FACTOR decides. Set MIN_LR or MIN_LR_FACTOR, not both. A group whose lr is 0
+# stays at 0.
+SOLVER.SCHEDULER.MIN_LR = None
+
+# Each torch-like policy reads the sub-node of its name; the keys are torch's argument names
+# upper-cased. BASE_LR (times each group's factors) is torch's base lr, or its max_lr for
+# ONE_CYCLE and CYCLIC. A configured warm-up runs first; the policy runs over the rest of the
+# schedule. Lengths are in the schedule's unit: iterations, or epochs when TOTAL_EPOCHS is set.
+# EXPONENTIAL (torch ExponentialLR): factor GAMMA ** (iterations since the warm-up), or
+# GAMMA ** (epochs completed since the warm-up) in epoch mode.
+SOLVER.SCHEDULER.EXPONENTIAL = CN()
+# Multiplier per iteration (per epoch in epoch mode), in (0, 1].
+SOLVER.SCHEDULER.EXPONENTIAL.GAMMA = 0.999
+# LINEAR (torch LinearLR as a decay): a straight line from START_FACTOR to END_FACTOR over the
+# schedule (after the warm-up).
+SOLVER.SCHEDULER.LINEAR = CN()
+# Factor at the first iteration after the warm-up, in (0, 1].
+SOLVER.SCHEDULER.LINEAR.START_FACTOR = 1.0
+# Factor at the end of the schedule, in [0, 1].
+SOLVER.SCHEDULER.LINEAR.END_FACTOR = 0.0
+# COSINE_RESTARTS (torch CosineAnnealingWarmRestarts): cosine cycles from 1 down to the floor,
+# each restarting at 1; floor MIN_LR_FACTOR or MIN_LR (torch's eta_min).
+SOLVER.SCHEDULER.COSINE_RESTARTS = CN()
+# Length of the first cycle, in the schedule's unit (> 0).
+SOLVER.SCHEDULER.COSINE_RESTARTS.T_0 = 100
+# Each cycle is T_MULT times as long as the one before (an integer >= 1).
+SOLVER.SCHEDULER.COSINE_RESTARTS.T_MULT = 1
+# ONE_CYCLE (torch OneCycleLR, max_lr = BASE_LR, total_steps = the schedule's length): up from
+# BASE_LR / DIV_FACTOR to BASE_LR, then down to BASE_LR / DIV_FACTOR / FINAL_DIV_FACTOR.
+SOLVER.SCHEDULER.ONE_CYCLE = CN()
+# Fraction of the schedule spent increasing the lr, in (0, 1).
+SOLVER.SCHEDULER.ONE_CYCLE.PCT_START = 0.3
+# The lr starts at BASE_LR / DIV_FACTOR (> 0).
+SOLVER.SCHEDULER.ONE_CYCLE.DIV_FACTOR = 25.0
+# The lr ends at BASE_LR / DIV_FACTOR / FINAL_DIV_FACTOR (> 0).
+SOLVER.SCHEDULER.ONE_CYCLE.FINAL_DIV_FACTOR = 1e4
+# "cos" or "linear" annealing between the lrs (and momenta).
+SOLVER.SCHEDULER.ONE_CYCLE.ANNEAL_STRATEGY = "cos"
+# True: up, back down to the start lr, then down to the end lr (torch's three_phase).
+SOLVER.SCHEDULER.ONE_CYCLE.THREE_PHASE = False
+# Cycle the momentum against the lr (SGD/RMSPROP momentum, ADAM/ADAMW beta1), between
+# MAX_MOMENTUM (lr at its bottom) and BASE_MOMENTUM (lr at its top).
+SOLVER.SCHEDULER.ONE_CYCLE.CYCLE_MOMENTUM = True
+# The momentum while the lr is at its top, in [0, 1).
+SOLVER.SCHEDULER.ONE_CYCLE.BASE_MOMENTUM = 0.85
+# The momentum while the lr is at its bottom, in [0, 1).
+SOLVER.SCHEDULER.ONE_CYCLE.MAX_MOMENTUM = 0.95
+# CYCLIC (torch CyclicLR, max_lr = BASE_LR): triangles between BASE_LR * BASE_LR_FACTOR and
+# BASE_LR.
+SOLVER.SCHEDULER.CYCLIC = CN()
+# The bottom of the cycle as a fraction of BASE_LR (torch's base_lr / max_lr), in [0, 1].
+SOLVER.SCHEDULER.CYCLIC.BASE_LR_FACTOR = 0.1
+# Length of the increasing half of a cycle, in the schedule's unit (> 0).
+SOLVER.SCHEDULER.CYCLIC.STEP_SIZE_UP = 100
+# Length of the decreasing half, in the schedule's unit; None: STEP_SIZE_UP.
+SOLVER.SCHEDULER.CYCLIC.STEP_SIZE_DOWN = None
+# "triangular" (constant height), "triangular2" (halved each cycle) or "exp_range" (height
+# times GAMMA ** iteration).
+SOLVER.SCHEDULER.CYCLIC.MODE = "triangular"
+# Base of "exp_range"'s scaling, per iteration, in (0, 1].
+SOLVER.SCHEDULER.CYCLIC.GAMMA = 1.0
+# Cycle the momentum against the lr, as ONE_CYCLE's keys.
+SOLVER.SCHEDULER.CYCLIC.CYCLE_MOMENTUM = True
+# The momentum while the lr is at its top, in [0, 1).
+SOLVER.SCHEDULER.CYCLIC.BASE_MOMENTUM = 0.8
+# The momentum while the lr is at its bottom, in [0, 1).
+SOLVER.SCHEDULER.CYCLIC.MAX_MOMENTUM = 0.9
+# WSD (warmup-stable-decay): the warm-up, factor 1 (stable), then a decay over the last
+# iterations down to the floor. The decay is placed from the end of the schedule, so a run
+# resumed with a longer TOTAL_ITERS (TOTAL_EPOCHS) keeps its stable phase and decays at the
+# new end.
+SOLVER.SCHEDULER.WSD = CN()
+# Length of the decay in iterations (an integer >= 1); None: DECAY_FRACTION of the schedule.
+SOLVER.SCHEDULER.WSD.DECAY_ITERS = None
+# Length of the decay as a fraction of the whole schedule, in (0, 1] (when DECAY_ITERS is None).
+SOLVER.SCHEDULER.WSD.DECAY_FRACTION = 0.1
+# LINEAR (1 - p), COSINE ((1 + cos(pi p)) / 2) or SQRT (1 - sqrt(p)), p the decay's progress.
+SOLVER.SCHEDULER.WSD.DECAY_SHAPE = "LINEAR"
+
+# Composed phases, read when POLICY is PHASES: a list of mappings that run back to back after
+# the warm-up, each {POLICY: a policy name, LENGTH: in the schedule's unit (may be left out on
+# the last phase: the rest of the schedule), SCALE: optional, and the policy's own keys: those
+# of its sub-node above (e.g. GAMMA of EXPONENTIAL), STEPS and GAMMA for STEP and STEP_COSINE
+# (STEPS counted from the phase's start), LR_POW for POLY}. Keys left out take their values from
+# SOLVER.SCHEDULER. A phase's factors are multiplied by its SCALE; without SCALE, by the factor
+# where the previous phase ended (1 for the first). E.g.
+# [{POLICY: LINEAR, LENGTH: 100, START_FACTOR: 0.01, END_FACTOR: 1.0}, {POLICY: COSINE}].
+SOLVER.SCHEDULER.PHASES = ()
 
 # ---------------------------------------------------------------------------------------------
 # Checkpointing.

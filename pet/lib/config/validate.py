@@ -6,6 +6,7 @@ source of those names (``pet.lib.utils``). Every error is a ConfigError whose me
 full key, the bad value and what is allowed, so a misconfigured run stops before it trains.
 """
 import math
+import re
 from numbers import Real
 from typing import Any, Optional
 
@@ -15,6 +16,8 @@ from pet.lib.config.errors import ConfigError
 
 IMPLEMENTATIONS = ("auto", "fused", "foreach", "loop")
 WARM_UP_METHODS = ("CONSTANT", "LINEAR")
+MUON_LR_ADJUSTMENTS = ("match_rms_adamw", "original")
+CUSTOM_KEY_FIELDS = ("KEY", "LR_MULT", "DECAY_MULT")
 
 _OPT = "SOLVER.OPTIMIZER"
 _CLIP = "SOLVER.OPTIMIZER.CLIP_GRADIENTS"
@@ -22,8 +25,9 @@ _SCHED = "SOLVER.SCHEDULER"
 
 
 def validate_optimizer(optimizer: CfgNode) -> None:
-    """Check the values of ``SOLVER.OPTIMIZER`` (all but the registry names TYPE and
-    CLIP_TYPE); raises ConfigError."""
+    """Check the values of ``SOLVER.OPTIMIZER`` (all but the registry names TYPE, CLIP_TYPE,
+    RULES, PARAM_GROUPS_BUILDER, and KWARGS, which the chosen class's constructor decides);
+    raises ConfigError."""
     check_choice(optimizer.IMPLEMENTATION, f"{_OPT}.IMPLEMENTATION", IMPLEMENTATIONS, str.lower)
     for key in (
         "BASE_LR",
@@ -33,25 +37,54 @@ def validate_optimizer(optimizer: CfgNode) -> None:
         "WEIGHT_DECAY_BIAS",
         "WEIGHT_DECAY_NORM",
         "WEIGHT_DECAY_EMBED",
+        "DWCONV_DECAY_MULT",
+        "FLAT_DECAY_MULT",
+        "LR_MULT",
+        "DECAY_MULT",
     ):
         check_number(optimizer[key], f"{_OPT}.{key}", minimum=0.0)
+    check_number(optimizer.LAYER_DECAY, f"{_OPT}.LAYER_DECAY", positive=True, maximum=1.0)
+    _check_pattern(optimizer.LAYER_DECAY_BLOCK_PATTERN, f"{_OPT}.LAYER_DECAY_BLOCK_PATTERN")
     check_number(optimizer.MOMENTUM, f"{_OPT}.MOMENTUM", minimum=0.0, below=1.0)
-    check_bool(optimizer.NESTEROV, f"{_OPT}.NESTEROV")
+    for key in ("NESTEROV", "AMSGRAD", "CENTERED"):
+        check_bool(optimizer[key], f"{_OPT}.{key}")
     if len(optimizer.BETAS) != 2:
         raise ConfigError(f"{_OPT}.BETAS: expected two numbers (beta1, beta2), got {optimizer.BETAS!r}")
     for beta in optimizer.BETAS:
         check_number(beta, f"{_OPT}.BETAS", minimum=0.0, below=1.0, shown=optimizer.BETAS)
-    check_number(optimizer.EPS, f"{_OPT}.EPS", positive=True)
+    if optimizer.EPS is not None:
+        check_number(optimizer.EPS, f"{_OPT}.EPS", positive=True)
     check_number(optimizer.RMSPROP_ALPHA, f"{_OPT}.RMSPROP_ALPHA", minimum=0.0, below=1.0)
-    if not all(isinstance(word, str) and word for word in optimizer.EMBED_KEYWORDS):
-        raise ConfigError(
-            f"{_OPT}.EMBED_KEYWORDS: expected a list of non-empty strings, got {optimizer.EMBED_KEYWORDS!r}"
-        )
-    _check_custom_rules(optimizer.CUSTOM_RULES)
+    for key in ("EMBED_KEYWORDS", "FREEZE", "RULES"):
+        if not all(isinstance(word, str) and word for word in optimizer[key]):
+            raise ConfigError(f"{_OPT}.{key}: expected a list of non-empty strings, got {optimizer[key]!r}")
+    _check_custom_keys(optimizer.CUSTOM_KEYS)
+    _validate_muon(optimizer.MUON)
     clip = optimizer.CLIP_GRADIENTS
     check_bool(clip.ENABLED, f"{_CLIP}.ENABLED")
     check_number(clip.CLIP_VALUE, f"{_CLIP}.CLIP_VALUE", positive=True)
     check_number(clip.NORM_TYPE, f"{_CLIP}.NORM_TYPE", positive=True)
+
+
+def _validate_muon(muon: CfgNode) -> None:
+    key = f"{_OPT}.MUON"
+    check_number(muon.MOMENTUM, f"{key}.MOMENTUM", minimum=0.0, below=1.0)
+    check_bool(muon.NESTEROV, f"{key}.NESTEROV")
+    check_int(muon.NS_STEPS, f"{key}.NS_STEPS", minimum=1)
+    check_choice(muon.ADJUST_LR_FN, f"{key}.ADJUST_LR_FN", MUON_LR_ADJUSTMENTS)
+    check_number(muon.ADAMW_LR_MULT, f"{key}.ADAMW_LR_MULT", minimum=0.0)
+    if not all(isinstance(word, str) and word for word in muon.ADAMW_KEYS):
+        raise ConfigError(f"{key}.ADAMW_KEYS: expected a list of non-empty strings, got {muon.ADAMW_KEYS!r}")
+
+
+def _check_pattern(pattern: Any, key: str) -> None:
+    try:
+        groups = re.compile(pattern).groups if isinstance(pattern, str) else 0
+    except re.error as e:
+        raise ConfigError(f"{key}: not a regular expression ({e}), got {pattern!r}") from None
+    if groups < 1:
+        raise ConfigError(f"{key}: expected a regular expression whose first group is the block "
+                          f"number, e.g. 'blocks\\.(\\d+)\\.', got {pattern!r}")
 
 
 def validate_scheduler(scheduler: CfgNode, iter_per_epoch: Optional[int] = None,
@@ -85,6 +118,13 @@ def validate_scheduler(scheduler: CfgNode, iter_per_epoch: Optional[int] = None,
     check_number(scheduler.LOG_LR_CHANGE_THRESHOLD, f"{_SCHED}.LOG_LR_CHANGE_THRESHOLD", minimum=1.0)
     check_number(scheduler.LR_POW, f"{_SCHED}.LR_POW", positive=True)
     check_number(scheduler.MIN_LR_FACTOR, f"{_SCHED}.MIN_LR_FACTOR", minimum=0.0, maximum=1.0)
+    if scheduler.MIN_LR is not None:
+        check_number(scheduler.MIN_LR, f"{_SCHED}.MIN_LR", minimum=0.0)
+        if scheduler.MIN_LR_FACTOR != 0:
+            raise ConfigError(
+                f"{_SCHED}.MIN_LR={scheduler.MIN_LR}: set MIN_LR (absolute) or MIN_LR_FACTOR "
+                f"(relative, here {scheduler.MIN_LR_FACTOR}), not both"
+            )
 
     unit = "epochs" if epoch_mode else "iterations"
     steps = tuple(scheduler.STEPS)
@@ -140,19 +180,27 @@ def validate_snapshots(solver: CfgNode) -> None:
         check_number(solver.SNAPSHOT_EPOCHS, "SOLVER.SNAPSHOT_EPOCHS", positive=True)
 
 
-def _check_custom_rules(rules: Any) -> None:
-    key = f"{_OPT}.CUSTOM_RULES"
-    for rule in rules:
-        if not (isinstance(rule, (list, tuple)) and len(rule) == 3 and isinstance(rule[0], str) and rule[0]):
-            raise ConfigError(
-                f"{key}: each rule is (KEYWORD, LR_FACTOR, WEIGHT_DECAY_FACTOR) with a non-empty "
-                f"KEYWORD, got {rule!r}"
-            )
-        for factor in rule[1:]:
-            check_number(factor, f"{key} ({rule[0]!r})", minimum=0.0, shown=tuple(rule))
-    keywords = [rule[0] for rule in rules]
-    if len(set(keywords)) != len(keywords):
-        raise ConfigError(f"{key}: each KEYWORD may appear once, got {tuple(keywords)}")
+def _check_custom_keys(entries: Any) -> None:
+    key = f"{_OPT}.CUSTOM_KEYS"
+    seen = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{key}: each entry is a mapping {{KEY: name, LR_MULT: x, DECAY_MULT: y}}, "
+                              f"got {entry!r}")
+        fields = {str(k).upper(): v for k, v in entry.items()}
+        unknown = sorted(set(fields) - set(CUSTOM_KEY_FIELDS))
+        if unknown:
+            raise ConfigError(f"{key}: unknown field {unknown[0]!r} in {entry!r}; allowed: "
+                              f"{', '.join(CUSTOM_KEY_FIELDS)}")
+        name = fields.get("KEY")
+        if not (isinstance(name, str) and name):
+            raise ConfigError(f"{key}: each entry needs a non-empty string KEY, got {entry!r}")
+        for field in CUSTOM_KEY_FIELDS[1:]:
+            if field in fields:
+                check_number(fields[field], f"{key} ({name!r}).{field}", minimum=0.0)
+        seen.append(name)
+    if len(set(seen)) != len(seen):
+        raise ConfigError(f"{key}: each KEY may appear once, got {tuple(seen)}")
 
 
 def check_choice(value: Any, key: str, allowed: tuple, normalize=lambda v: v) -> None:

@@ -1,82 +1,48 @@
 """Sorting a model's parameters into optimizer param groups: a pure function of the model and
 plain values (``GroupingSpec``); ``grouping_spec(cfg)`` is the config adapter.
 
-Every trainable parameter gets exactly one rule (a custom rule by name, else the first
-registered rule that matches, else "default"), with the backbone lr factor on top, and so one
-lr and weight decay. Parameters with identical hyper-parameters share one param group:
+Every trainable parameter gets exactly one rule (a custom key by name, else the first rule of
+``param_rules.PARAM_RULES`` that matches, else "default"), then the modifiers on top: the
+backbone lr factor, the layer-wise lr decay, the global multipliers and, for TYPE MUON, which
+of the two updates steps it. Parameters with identical hyper-parameters share one param group:
 multi-tensor and fused kernels work per group, so a handful of groups steps several times
-faster than one group per tensor.
+faster than one group per tensor (MMEngine's one group per tensor).
 """
+import re
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 from yacs.config import CfgNode
 
+from pet.lib.config.errors import ConfigError
+from pet.lib.utils.param_rules import (  # noqa: F401  (re-exported: the names users know)
+    CUSTOM_RULE, DEFAULT_RULE, NORM_MODULE_TYPES, PARAM_RULES, CustomKey, GroupingSpec, MuonSplit,
+    ParamRule, block_index, custom_key, layer_decay_scale, param_rule, rule_hyperparams)
 from pet.lib.utils.registry import Registry
 
-# Subclasses count too (isinstance), e.g. a NaiveSyncBatchNorm derived from BatchNorm2d.
-NORM_MODULE_TYPES: Tuple[type, ...] = (
-    nn.modules.batchnorm._BatchNorm,  # BatchNorm1d/2d/3d, SyncBatchNorm, lazy variants
-    nn.GroupNorm,
-    nn.modules.instancenorm._InstanceNorm,  # InstanceNorm1d/2d/3d
-    nn.LayerNorm,
-    nn.LocalResponseNorm,
-    nn.RMSNorm,
-)
-
 BACKBONE_PREFIX = "backbone."
+_OPT = "SOLVER.OPTIMIZER"
 
 
-@dataclass(frozen=True)
-class GroupingSpec:
-    """The plain values that decide every parameter's lr and weight decay
-    (``SOLVER.OPTIMIZER``'s documentation says what each means)."""
-
-    base_lr: float
-    weight_decay: float
-    bias_lr_factor: float = 1.0
-    backbone_lr_factor: float = 1.0
-    weight_decay_bias: float = 0.0
-    weight_decay_norm: float = 0.0
-    weight_decay_embed: float = 0.0
-    embed_keywords: Tuple[str, ...] = ()
-    # (KEYWORD, LR_FACTOR, WEIGHT_DECAY_FACTOR); the longest KEYWORD in a full name wins.
-    custom_rules: Tuple[Tuple[str, float, float], ...] = ()
+def custom_keys_of(entries) -> Tuple[CustomKey, ...]:
+    """``SOLVER.OPTIMIZER.CUSTOM_KEYS`` (validated mappings, any case) as ``CustomKey``s."""
+    keys = []
+    for entry in entries:
+        fields = {str(k).upper(): v for k, v in dict(entry).items()}
+        keys.append(CustomKey(fields["KEY"], float(fields.get("LR_MULT", 1.0)),
+                              float(fields.get("DECAY_MULT", 1.0))))
+    return tuple(keys)
 
 
-@dataclass(frozen=True)
-class ParamRule:
-    """A registry entry: which parameters a rule takes and the (lr, weight decay) it gives.
-
-    ``matches(module, param_name, spec)``: ``module`` owns the parameter directly.
-    """
-
-    matches: Callable[[nn.Module, str, GroupingSpec], bool]
-    hyperparams: Callable[[GroupingSpec], Tuple[float, float]]
-
-
-# Tried in registration order; a parameter no rule takes gets DEFAULT_RULE.
-PARAM_RULES = Registry("param rule")
-PARAM_RULES.register(ParamRule(
-    matches=lambda module, param_name, spec: isinstance(module, NORM_MODULE_TYPES),
-    hyperparams=lambda spec: (spec.base_lr, spec.weight_decay_norm),
-), name="norm")
-PARAM_RULES.register(ParamRule(
-    matches=lambda module, param_name, spec: (isinstance(module, nn.Embedding) or
-                                              any(word in param_name for word in spec.embed_keywords)),
-    hyperparams=lambda spec: (spec.base_lr, spec.weight_decay_embed),
-), name="embed")
-PARAM_RULES.register(ParamRule(
-    matches=lambda module, param_name, spec: param_name == "bias" or param_name.endswith("_bias"),
-    hyperparams=lambda spec: (spec.base_lr * spec.bias_lr_factor, spec.weight_decay_bias),
-), name="bias")
-DEFAULT_RULE = "default"
-
-
-def grouping_spec(optimizer: CfgNode) -> GroupingSpec:
-    """The grouping values of an already validated ``SOLVER.OPTIMIZER``."""
+def grouping_spec(optimizer: CfgNode, muon: bool = False) -> GroupingSpec:
+    """The grouping values of an already validated ``SOLVER.OPTIMIZER``; ``muon``: split the
+    parameters between Muon and AdamW (TYPE MUON)."""
+    split = None
+    if muon:
+        split = MuonSplit(adamw_keys=tuple(optimizer.MUON.ADAMW_KEYS),
+                          adamw_lr_mult=optimizer.MUON.ADAMW_LR_MULT)
     return GroupingSpec(
         base_lr=optimizer.BASE_LR,
         weight_decay=optimizer.WEIGHT_DECAY,
@@ -86,91 +52,196 @@ def grouping_spec(optimizer: CfgNode) -> GroupingSpec:
         weight_decay_norm=optimizer.WEIGHT_DECAY_NORM,
         weight_decay_embed=optimizer.WEIGHT_DECAY_EMBED,
         embed_keywords=tuple(optimizer.EMBED_KEYWORDS),
-        custom_rules=tuple(tuple(rule) for rule in optimizer.CUSTOM_RULES),
+        custom_keys=custom_keys_of(optimizer.CUSTOM_KEYS),
+        dwconv_decay_mult=optimizer.DWCONV_DECAY_MULT,
+        flat_decay_mult=optimizer.FLAT_DECAY_MULT,
+        lr_mult=optimizer.LR_MULT,
+        decay_mult=optimizer.DECAY_MULT,
+        layer_decay=optimizer.LAYER_DECAY,
+        block_pattern=optimizer.LAYER_DECAY_BLOCK_PATTERN,
+        freeze=tuple(optimizer.FREEZE),
+        rules=tuple(PARAM_RULES.check(name, f"{_OPT}.RULES") for name in optimizer.RULES),
+        muon=split,
     )
 
 
 @dataclass(frozen=True)
 class ParamAssignment:
-    """Why one parameter gets its hyper-parameters: the answer of ``explain_params``."""
+    """Why one parameter gets its hyper-parameters: the answer of ``explain_params``.
+
+    ``rule``: "custom", a PARAM_RULES name ("norm", "embed", "bias", "dwconv", "flat", ...) or
+    "default"; ``custom_key``: the key of the "custom" rule; ``modifiers``: what changed the
+    rule's values after it ("backbone", "layer_decay[block 3]", "global", "muon"/"adamw");
+    ``options``: extra param-group entries (``use_muon``).
+    """
 
     name: str
     param: torch.Tensor
-    rule: str  # "custom", a PARAM_RULES name ("norm", "embed", "bias") or "default"
+    rule: str
     backbone: bool
     lr: float
     weight_decay: float
+    custom_key: Optional[str] = None
+    modifiers: Tuple[str, ...] = ()
+    options: Tuple[Tuple[str, Any], ...] = ()
 
 
-def custom_rule(name: str, custom_rules) -> Optional[Tuple[str, float, float]]:
-    """The CUSTOM_RULES entry whose keyword is the longest one in the full ``name``, or None."""
-    matches = [rule for rule in custom_rules if rule[0] in name]
-    return max(matches, key=lambda rule: len(rule[0])) if matches else None
-
-
-def param_rule(module: nn.Module, param_name: str, spec: GroupingSpec) -> str:
-    """The name of the first registered rule that takes parameter ``param_name`` of
-    ``module``, else "default"."""
-    for name in PARAM_RULES:
-        if PARAM_RULES.get(name).matches(module, param_name, spec):
-            return name
-    return DEFAULT_RULE
-
-
-def rule_hyperparams(rule: str, backbone: bool, spec: GroupingSpec,
-                     custom: Optional[Tuple[str, float, float]] = None) -> Tuple[float, float]:
-    """(lr, weight_decay) of ``rule``; ``custom`` is the matching CUSTOM_RULES entry of the
-    "custom" rule."""
-    if rule == "custom":
-        lr, weight_decay = spec.base_lr * custom[1], spec.weight_decay * custom[2]
-    elif rule == DEFAULT_RULE:
-        lr, weight_decay = spec.base_lr, spec.weight_decay
-    else:
-        lr, weight_decay = PARAM_RULES.get(rule).hyperparams(spec)
-    if backbone:
-        lr *= spec.backbone_lr_factor
-    return lr, weight_decay
-
-
-def explain_params(model: nn.Module, spec: GroupingSpec) -> List[ParamAssignment]:
-    """One ``ParamAssignment`` per trainable parameter, in module order.
-
-    Frozen parameters (``requires_grad=False``) are left out; a parameter shared by several
-    modules appears once, under the first name and module that owns it.
-    """
+def trainable_params(model: nn.Module, freeze: Tuple[str, ...] = ()):
+    """(module, param_name, full name, param) of every trainable parameter in module order; a
+    shared one once (under its first owner); names containing a ``freeze`` entry left out."""
     seen = set()
-    assignments = []
     for module_name, module in model.named_modules():
         for param_name, param in module.named_parameters(recurse=False):
             if not param.requires_grad or id(param) in seen:
                 continue
             seen.add(id(param))
             name = f"{module_name}.{param_name}" if module_name else param_name
-            custom = custom_rule(name, spec.custom_rules)
-            rule = "custom" if custom else param_rule(module, param_name, spec)
-            backbone = name.startswith(BACKBONE_PREFIX)
-            lr, weight_decay = rule_hyperparams(rule, backbone, spec, custom)
-            assignments.append(ParamAssignment(name, param, rule, backbone, lr, weight_decay))
+            if not any(word in name for word in freeze):
+                yield module, param_name, name, param
+
+
+def freeze_params(model: nn.Module, patterns: Tuple[str, ...]) -> List[str]:
+    """Set ``requires_grad=False`` on every parameter whose full name contains one of
+    ``patterns`` (SOLVER.OPTIMIZER.FREEZE); returns their names.
+
+    Raises ConfigError naming a pattern that matches no parameter (a typo must not silently
+    train what was meant to be frozen).
+    """
+    named = list(model.named_parameters())
+    for pattern in patterns:
+        if not any(pattern in name for name, _ in named):
+            raise ConfigError(f"{_OPT}.FREEZE: {pattern!r} matches no parameter of "
+                              f"{type(model).__name__}; names look like {_examples(named)}")
+    frozen = [name for name, p in named if any(pattern in name for pattern in patterns)]
+    for name, p in named:
+        if name in frozen:
+            p.requires_grad_(False)
+    return frozen
+
+
+def _examples(named) -> str:
+    names = [name for name, _ in named]
+    return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+
+
+def _check_custom_keys_match(spec: GroupingSpec, names: List[str]) -> None:
+    for entry in spec.custom_keys:
+        if not any(entry.key in name for name in names):
+            raise ConfigError(
+                f"{_OPT}.CUSTOM_KEYS: KEY {entry.key!r} matches no trainable parameter; "
+                f"names look like {', '.join(names[:4])}{', ...' if len(names) > 4 else ''}")
+
+
+def _num_blocks(spec: GroupingSpec, pattern, names: List[str]) -> int:
+    blocks = [b for b in (block_index(name, pattern) for name in names) if b is not None]
+    if not blocks:
+        raise ConfigError(
+            f"{_OPT}.LAYER_DECAY_BLOCK_PATTERN: {spec.block_pattern!r} finds no block number in "
+            f"any parameter name (LAYER_DECAY={spec.layer_decay:g} needs one); names look like "
+            f"{', '.join(names[:4])}")
+    return max(blocks) + 1
+
+
+def _muon_side(assignment_rule: str, name: str, param: torch.Tensor, split: MuonSplit) -> bool:
+    """True when Muon steps the parameter: a 2-D hidden weight matrix (not an embedding, not
+    named by ``adamw_keys``, e.g. the head)."""
+    return (param.ndim == 2 and assignment_rule != "embed"
+            and not any(word in name for word in split.adamw_keys))
+
+
+def explain_params(model: nn.Module, spec: GroupingSpec) -> List[ParamAssignment]:
+    """One ``ParamAssignment`` per trainable parameter, in module order.
+
+    Frozen parameters (``requires_grad=False`` or named by ``spec.freeze``) are left out; a
+    parameter shared by several modules appears once, under the first name and module that owns
+    it. Raises ConfigError when a custom key matches no trainable parameter, or LAYER_DECAY is on
+    and the block pattern finds no block.
+    """
+    params = list(trainable_params(model, spec.freeze))
+    names = [name for _, _, name, _ in params]
+    _check_custom_keys_match(spec, names)
+    pattern = re.compile(spec.block_pattern)
+    num_blocks = _num_blocks(spec, pattern, names) if spec.layer_decay != 1.0 else 0
+    seen_block = False
+    assignments = []
+    for module, param_name, name, param in params:
+        custom = custom_key(name, spec.custom_keys)
+        rule = "custom" if custom else param_rule(module, param_name, spec)
+        lr, weight_decay = rule_hyperparams(rule, spec, custom)
+        modifiers, options = [], ()
+        backbone = name.startswith(BACKBONE_PREFIX)
+        if backbone:
+            lr *= spec.backbone_lr_factor
+            modifiers.append("backbone")
+        if spec.layer_decay != 1.0:
+            block = block_index(name, pattern)
+            seen_block = seen_block or block is not None
+            scale = layer_decay_scale(spec.layer_decay, num_blocks, block, before_blocks=not seen_block)
+            if scale != 1.0:
+                lr *= scale
+                modifiers.append(f"layer_decay[{'embed' if block is None else f'block {block}'}]")
+        if spec.lr_mult != 1.0 or spec.decay_mult != 1.0:
+            lr, weight_decay = lr * spec.lr_mult, weight_decay * spec.decay_mult
+            modifiers.append("global")
+        if spec.muon is not None:
+            use_muon = _muon_side(rule, name, param, spec.muon)
+            if not use_muon:
+                lr *= spec.muon.adamw_lr_mult
+            modifiers.append("muon" if use_muon else "adamw")
+            options = (("use_muon", use_muon),)
+        assignments.append(ParamAssignment(name, param, rule, backbone, lr, weight_decay,
+                                           custom.key if custom else None, tuple(modifiers), options))
     return assignments
 
 
 def build_param_groups(model: nn.Module, spec: GroupingSpec) -> List[Dict]:
-    """Param groups for ``torch.optim``: one per distinct (lr, weight_decay), in order of first
-    appearance, each holding ``(name, param)`` pairs so torch records ``param_names``.
+    """Param groups for ``torch.optim``: one per distinct (lr, weight_decay, options), in order
+    of first appearance, each holding ``(name, param)`` pairs so torch records ``param_names``.
 
-    Raises ValueError when the model has no trainable parameter.
+    Raises ValueError when the model has no trainable parameter, ConfigError as
+    ``explain_params``.
     """
-    groups: Dict[Tuple[float, float], Dict] = {}
+    groups: Dict[Tuple, Dict] = {}
     for item in explain_params(model, spec):
-        key = (item.lr, item.weight_decay)
+        key = (item.lr, item.weight_decay, item.options)
         if key not in groups:
-            groups[key] = {
-                "params": [],
-                "lr": item.lr,
-                "initial_lr": item.lr,
-                "weight_decay": item.weight_decay,
-            }
+            groups[key] = {"params": [], "lr": item.lr, "initial_lr": item.lr,
+                           "weight_decay": item.weight_decay, **dict(item.options)}
         groups[key]["params"].append((item.name, item.param))
     if not groups:
         raise ValueError(f"{type(model).__name__} has no trainable parameter to optimize")
     return list(groups.values())
+
+
+# A whole param-group builder (MMEngine's optimizer "constructor"): (model, GroupingSpec) ->
+# torch param groups (dicts with "params"; "lr"/"weight_decay" default to the spec's base
+# values). Selected by SOLVER.OPTIMIZER.PARAM_GROUPS_BUILDER.
+PARAM_GROUPS_BUILDERS = Registry("param groups builder")
+PARAM_GROUPS_BUILDERS.register(build_param_groups, name="default")
+
+
+def run_builder(name: str, model: nn.Module, spec: GroupingSpec) -> List[Dict]:
+    """The param groups of the registered builder ``name``, every group's lr, weight decay and
+    ``initial_lr`` filled in from the spec where the builder left them out."""
+    builder: Callable = PARAM_GROUPS_BUILDERS.get(name)
+    groups = [dict(group) for group in builder(model, spec)]
+    for group in groups:
+        group.setdefault("lr", spec.base_lr)
+        group.setdefault("weight_decay", spec.weight_decay)
+        group.setdefault("initial_lr", group["lr"])
+    if not groups:
+        raise ValueError(f"{type(model).__name__} has no trainable parameter to optimize")
+    return groups
+
+
+def assignments_of_groups(model: nn.Module, groups: List[Dict], rule: str) -> List[ParamAssignment]:
+    """The ``ParamAssignment``s that a builder's ``groups`` imply (its rules are its own, so
+    each parameter's rule is reported as ``rule``, e.g. "builder:mine")."""
+    name_of = {id(p): name for name, p in model.named_parameters()}
+    assignments = []
+    for group in groups:
+        for item in group["params"]:
+            name, param = item if isinstance(item, tuple) else (name_of.get(id(item), "?"), item)
+            assignments.append(ParamAssignment(name, param, rule, name.startswith(BACKBONE_PREFIX),
+                                               group["lr"], group["weight_decay"]))
+    return assignments

@@ -139,10 +139,47 @@ def test_missing_and_non_yaml_files(tmp_path):
     assert config_error(str(broken)).startswith(f"--cfg {broken}: not valid YAML")
 
 
-def test_custom_rules_from_yaml_and_command_line_become_tuples(tmp_path):
+def test_custom_keys_from_yaml_and_command_line_are_mappings(tmp_path):
     path = tmp_path / "custom.yaml"
-    path.write_text("SOLVER:\n  OPTIMIZER:\n    CUSTOM_RULES: [[head, 10, 1.0]]\n")
-    assert load_cfg(str(path)).SOLVER.OPTIMIZER.CUSTOM_RULES == (("head", 10, 1.0),)
-    cfg = load_cfg(None, ["SOLVER.OPTIMIZER.CUSTOM_RULES", "[('head', 10.0, 0.0)]"])
-    assert cfg.SOLVER.OPTIMIZER.CUSTOM_RULES == (("head", 10.0, 0.0),)
+    path.write_text("SOLVER:\n  OPTIMIZER:\n    CUSTOM_KEYS:\n      - {KEY: head, LR_MULT: 10}\n"
+                    "      - KEY: norm\n        DECAY_MULT: 0.0\n")
+    keys = load_cfg(str(path)).SOLVER.OPTIMIZER.CUSTOM_KEYS
+    assert keys == ({"KEY": "head", "LR_MULT": 10}, {"KEY": "norm", "DECAY_MULT": 0.0})
+    cfg = load_cfg(None, ["SOLVER.OPTIMIZER.CUSTOM_KEYS", "[{'KEY': 'head', 'LR_MULT': 10.0}]"])
+    assert cfg.SOLVER.OPTIMIZER.CUSTOM_KEYS == ({"KEY": "head", "LR_MULT": 10.0},)
     validate_solver(cfg.SOLVER)
+
+
+def test_custom_keys_and_kwargs_survive_dump_reload_and_a_weights_only_checkpoint(tmp_path):
+    torch = pytest.importorskip("torch")
+    from pet.engine.checkpointer import cfg_to_dict
+    cfg = load_cfg(None, ["SOLVER.OPTIMIZER.CUSTOM_KEYS", "[{'KEY': 'head', 'LR_MULT': 10.0}]",
+                          "SOLVER.OPTIMIZER.TYPE", "ADAGRAD", "SOLVER.OPTIMIZER.KWARGS.lr_decay", "0.01",
+                          "SOLVER.OPTIMIZER.FREEZE", "['backbone.norm']"])
+    path = tmp_path / "config.yaml"
+    path.write_text(cfg.dump())
+    reloaded = load_cfg(str(path))
+    assert reloaded == cfg and reloaded.SOLVER.OPTIMIZER.KWARGS == {"lr_decay": 0.01}
+    torch.save({"config": cfg_to_dict(cfg)}, tmp_path / "ckpt.pth")
+    saved = torch.load(tmp_path / "ckpt.pth", weights_only=True)["config"]
+    assert CfgNode(saved) == cfg
+
+
+def test_kwargs_is_an_open_section_and_an_empty_mapping_sets_nothing(tmp_path):
+    path = tmp_path / "kwargs.yaml"
+    path.write_text("SOLVER:\n  OPTIMIZER:\n    TYPE: ADAGRAD\n    KWARGS: {initial_accumulator_value: 0.1}\n")
+    assert load_cfg(str(path)).SOLVER.OPTIMIZER.KWARGS == {"initial_accumulator_value": 0.1}
+    path.write_text("SOLVER:\n  OPTIMIZER:\n    KWARGS: {}\n")
+    assert load_cfg(str(path)).SOLVER.OPTIMIZER.KWARGS == {}
+    with pytest.raises(ConfigError, match=r"^unknown config key SOLVER.OPTIMIZER.KWARG.x"):
+        load_cfg(None, ["SOLVER.OPTIMIZER.KWARG.x", "1"])
+
+
+def test_the_replaced_custom_rules_key_names_its_successor(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("SOLVER:\n  OPTIMIZER:\n    CUSTOM_RULES: [[head, 10, 1.0]]\n")
+    with pytest.raises(ConfigError) as error:
+        load_cfg(str(path))
+    assert str(error.value) == (
+        f"SOLVER.OPTIMIZER.CUSTOM_RULES ({path}): was replaced by SOLVER.OPTIMIZER.CUSTOM_KEYS, a list "
+        "of mappings: write [[head, 10, 1]] as [{KEY: head, LR_MULT: 10, DECAY_MULT: 1}]")

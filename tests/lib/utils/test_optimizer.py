@@ -211,7 +211,7 @@ def test_clipped_optimizer_pickles_and_state_dicts_like_the_plain_one():
 @pytest.mark.parametrize(
     "key,value,message",
     [
-        ("TYPE", "LAMB", "SOLVER.OPTIMIZER.TYPE: unknown value 'LAMB'; allowed: SGD, ADAMW, ADAM, RMSPROP"),
+        ("TYPE", "LAMB", "SOLVER.OPTIMIZER.TYPE: unknown value 'LAMB'; allowed: SGD, ADAMW, ADAM, RMSPROP, ADAMAX"),
         ("BASE_LR", -0.1, "SOLVER.OPTIMIZER.BASE_LR: must be >= 0, got -0.1"),
         ("BIAS_LR_FACTOR", -1.0, "SOLVER.OPTIMIZER.BIAS_LR_FACTOR: must be >= 0"),
         ("BACKBONE_LR_FACTOR", -0.5, "SOLVER.OPTIMIZER.BACKBONE_LR_FACTOR: must be >= 0"),
@@ -256,21 +256,23 @@ def test_nesterov_without_momentum_is_rejected():
 
 def test_forcing_fused_on_rmsprop_is_rejected():
     with pytest.raises(ConfigError, match=r"^SOLVER.OPTIMIZER.IMPLEMENTATION: 'fused' is not available for "
-                       r"TYPE RMSPROP; allowed: auto, foreach, loop \(fused exists for SGD, ADAMW, ADAM\)$"):
+                       r"TYPE RMSPROP; allowed: auto, foreach, loop \(fused exists for SGD, ADAMW, ADAM, ADAGRAD\)$"):
         Optimizer(small_model(), optimizer_cfg("RMSPROP", IMPLEMENTATION="fused"))
 
 
 @pytest.mark.parametrize(
-    "rules,message",
+    "keys,message",
     [
-        ((("head", 2.0),), "SOLVER.OPTIMIZER.CUSTOM_RULES: each rule is (KEYWORD, LR_FACTOR, WEIGHT_DECAY_FACTOR) with a non-empty KEYWORD, got ('head', 2.0)"),
-        ((("", 2.0, 1.0),), "SOLVER.OPTIMIZER.CUSTOM_RULES: each rule is (KEYWORD, LR_FACTOR, WEIGHT_DECAY_FACTOR)"),
-        ((("head", -1.0, 1.0),), "SOLVER.OPTIMIZER.CUSTOM_RULES ('head'): must be >= 0, got ('head', -1.0, 1.0)"),
-        ((("head", 1.0, "x"),), "SOLVER.OPTIMIZER.CUSTOM_RULES ('head'): expected a number, got ('head', 1.0, 'x')"),
-        ((("head", 1.0, 1.0), ("head", 2.0, 1.0)), "SOLVER.OPTIMIZER.CUSTOM_RULES: each KEYWORD may appear once, got ('head', 'head')"),
+        ((("head", 2.0),), "SOLVER.OPTIMIZER.CUSTOM_KEYS: each entry is a mapping {KEY: name, LR_MULT: x, DECAY_MULT: y}, got ('head', 2.0)"),
+        (({"KEY": ""},), "SOLVER.OPTIMIZER.CUSTOM_KEYS: each entry needs a non-empty string KEY, got {'KEY': ''}"),
+        (({"LR_MULT": 2.0},), "SOLVER.OPTIMIZER.CUSTOM_KEYS: each entry needs a non-empty string KEY"),
+        (({"KEY": "head", "LR_MULT": -1.0},), "SOLVER.OPTIMIZER.CUSTOM_KEYS ('head').LR_MULT: must be >= 0, got -1.0"),
+        (({"KEY": "head", "DECAY_MULT": "x"},), "SOLVER.OPTIMIZER.CUSTOM_KEYS ('head').DECAY_MULT: expected a number, got 'x'"),
+        (({"KEY": "head", "LR": 2.0},), "SOLVER.OPTIMIZER.CUSTOM_KEYS: unknown field 'LR' in {'KEY': 'head', 'LR': 2.0}; allowed: KEY, LR_MULT, DECAY_MULT"),
+        (({"KEY": "head"}, {"key": "head", "lr_mult": 2.0}), "SOLVER.OPTIMIZER.CUSTOM_KEYS: each KEY may appear once, got ('head', 'head')"),
     ],
 )
-def test_bad_custom_rules_are_rejected(rules, message):
+def test_bad_custom_keys_are_rejected(keys, message):
     with pytest.raises(ConfigError) as error:
-        Optimizer(small_model(), optimizer_cfg(CUSTOM_RULES=rules))
-    assert str(error.value).startswith(message)
+        Optimizer(small_model(), optimizer_cfg(CUSTOM_KEYS=keys))
+    assert str(error.value) == message or str(error.value).startswith(message)

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pet.lib.config import get_cfg
 from pet.lib.utils.param_groups import (
     PARAM_RULES,
+    CustomKey,
     GroupingSpec,
     build_param_groups,
     explain_params,
@@ -54,14 +55,16 @@ def solver_cfg():
 def test_the_config_adapter_gives_the_spec():
     o = get_cfg().SOLVER.OPTIMIZER
     o.BIAS_LR_FACTOR, o.BACKBONE_LR_FACTOR, o.WEIGHT_DECAY_BIAS, o.WEIGHT_DECAY_EMBED = 2.0, 0.5, 1e-5, 2e-6
-    o.CUSTOM_RULES = (("head", 10.0, 0.0),)
+    o.CUSTOM_KEYS = ({"KEY": "head", "LR_MULT": 10.0, "DECAY_MULT": 0.0}, {"key": "neck", "lr_mult": 2})
+    o.FREEZE = ("frozen",)
     spec = grouping_spec(o)
     assert spec == replace(solver_cfg(), embed_keywords=tuple(o.EMBED_KEYWORDS),
-                           custom_rules=(("head", 10.0, 0.0),))
+                           custom_keys=(CustomKey("head", 10.0, 0.0), CustomKey("neck", 2.0, 1.0)),
+                           freeze=("frozen",), rules=("norm", "embed", "bias", "dwconv", "flat"))
 
 
 def test_built_in_rules_are_registered_in_priority_order():
-    assert PARAM_RULES.names() == ("norm", "embed", "bias")
+    assert PARAM_RULES.names() == ("norm", "embed", "bias", "dwconv", "flat")
 
 
 EXPECTED = {
@@ -140,9 +143,9 @@ def test_every_norm_type_is_recognized(norm):
     assert {a.rule for a in explain_params(nn.Sequential(norm), solver_cfg())} == {"norm"}
 
 
-def test_custom_rules_override_by_name_longest_keyword_wins_backbone_still_applies():
-    o = replace(solver_cfg(), custom_rules=(("head", 10.0, 0.0), ("neck_norm", 3.0, 2.0),
-                                            ("backbone.bn", 0.1, 1.0)))
+def test_custom_keys_override_by_name_backbone_still_applies():
+    o = replace(solver_cfg(), custom_keys=(CustomKey("head", 10.0, 0.0), CustomKey("neck_norm", 3.0, 2.0),
+                                           CustomKey("backbone.bn", 0.1)))
     explained = {a.name: (a.rule, a.lr, a.weight_decay) for a in explain_params(Net(), o)}
     assert explained["head.weight"] == ("custom", pytest.approx(1.0), 0.0)
     assert explained["head.bias"] == ("custom", pytest.approx(1.0), 0.0)  # not the bias rule
@@ -151,8 +154,8 @@ def test_custom_rules_override_by_name_longest_keyword_wins_backbone_still_appli
     assert explained["neck.weight"] == ("default", pytest.approx(0.1), pytest.approx(1e-4))
 
 
-def test_longest_custom_keyword_wins():
-    o = replace(solver_cfg(), custom_rules=(("neck", 2.0, 1.0), ("neck_norm", 3.0, 1.0)))
+def test_longest_custom_key_wins():
+    o = replace(solver_cfg(), custom_keys=(CustomKey("neck", 2.0), CustomKey("neck_norm", 3.0)))
     explained = {a.name: a.lr for a in explain_params(Net(), o)}
     assert explained["neck.weight"] == pytest.approx(0.2)
     assert explained["neck_norm.weight"] == pytest.approx(0.3)

@@ -48,8 +48,10 @@ def test_unknown_names_list_what_is_allowed():
 
 
 def test_built_in_names():
-    assert OPTIMIZERS.names() == ("SGD", "ADAMW", "ADAM", "RMSPROP")
-    assert LR_POLICIES.names() == ("STEP", "COSINE", "STEP_COSINE", "POLY")
+    assert OPTIMIZERS.names() == ("SGD", "ADAMW", "ADAM", "RMSPROP", "ADAMAX", "NADAM", "RADAM",
+                                  "ADAGRAD", "ADADELTA", "ASGD", "RPROP", "ADAFACTOR", "SPARSEADAM",
+                                  "MUON")
+    assert LR_POLICIES.names()[:4] == ("STEP", "COSINE", "STEP_COSINE", "POLY")  # and newer ones
     assert CLIP_TYPES.names() == ("value", "norm", "full_model")
 
 
@@ -75,7 +77,7 @@ def test_a_registered_optimizer_class_is_validated_built_and_clipped():
         assert OPTIMIZERS.get("LION").fused  # read off its constructor (SGD's takes fused)
     finally:
         OPTIMIZERS.unregister("lion")
-    with pytest.raises(ConfigError, match="allowed: SGD, ADAMW, ADAM, RMSPROP$"):
+    with pytest.raises(ConfigError, match="allowed: SGD, ADAMW, .*, SPARSEADAM, MUON$"):
         Optimizer(nn.Linear(3, 2), cfg)
 
 

@@ -1,0 +1,82 @@
+"""TYPE MUON: one optimizer that steps the 2-D hidden weight matrices with ``torch.optim.Muon``
+and every other parameter (embeddings, norms, biases, the head, any 1-D or 4-D tensor) with
+``torch.optim.AdamW`` (Keller Jordan's recipe; Muon is only defined for matrices).
+
+It is a plain ``torch.optim.Optimizer`` over param groups marked ``use_muon`` (the grouping
+decides which, see ``param_groups.explain_params``), so checkpoints (``state_dict``), the lr
+scheduler (it scales every group's ``initial_lr``), clipping (``clipped_class``) and
+explain_solver treat it like any other optimizer. The update itself is torch's: each ``step()``
+runs torch's Muon and AdamW steps on this optimizer's own groups and state.
+"""
+import functools
+from typing import Any, Dict, Iterable, Optional, Tuple
+
+import torch
+
+
+class MuonWithAdamW(torch.optim.Optimizer):
+    """Muon for the groups with ``use_muon=True``, AdamW for the others.
+
+    ``lr``/``weight_decay``: defaults of groups that set none. Muon's: ``muon_momentum``,
+    ``muon_nesterov``, ``ns_steps``, ``ns_coefficients``, ``muon_eps``, ``adjust_lr_fn``
+    (torch's names, "muon_" where AdamW has the same one). AdamW's: ``betas``, ``eps``,
+    ``amsgrad``, ``maximize``, ``foreach``. Raises ValueError as torch's classes do (Muon: a
+    group with ``use_muon`` holding a tensor that is not 2-D).
+    """
+
+    def __init__(self, params: Iterable[Dict[str, Any]], lr: float = 1e-3, weight_decay: float = 0.0,
+                 muon_momentum: float = 0.95, muon_nesterov: bool = True, ns_steps: int = 5,
+                 ns_coefficients: Tuple[float, float, float] = (3.4445, -4.775, 2.0315),
+                 muon_eps: float = 1e-7, adjust_lr_fn: Optional[str] = None,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, amsgrad: bool = False,
+                 maximize: bool = False, foreach: Optional[bool] = None) -> None:
+        groups = [g if isinstance(g, dict) else {"params": [g]} for g in params]
+        for group in groups:
+            group.setdefault("use_muon", False)
+        muon_groups = [g for g in groups if g["use_muon"]]
+        adamw_groups = [g for g in groups if not g["use_muon"]]
+        # torch's classes fill in each group's options (and check them); the groups stay ours.
+        self._children = {}
+        if muon_groups:
+            self._children[True] = torch.optim.Muon(
+                muon_groups, lr=lr, weight_decay=weight_decay, momentum=muon_momentum,
+                nesterov=muon_nesterov, ns_coefficients=tuple(ns_coefficients), eps=muon_eps,
+                ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn)
+        if adamw_groups:
+            self._children[False] = torch.optim.AdamW(
+                adamw_groups, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps,
+                amsgrad=amsgrad, maximize=maximize, foreach=foreach)
+        super().__init__(groups, dict(lr=lr, weight_decay=weight_decay, use_muon=False))
+
+    def _child(self, use_muon: bool) -> Optional[torch.optim.Optimizer]:
+        """torch's Muon or AdamW bound to this optimizer's groups of that side and its state
+        (rebound at every step: ``load_state_dict`` replaces both)."""
+        groups = [g for g in self.param_groups if g["use_muon"] == use_muon]
+        if not groups:
+            return None
+        children = self.__dict__.setdefault("_children", {})  # absent after unpickling
+        if use_muon not in children:
+            cls = torch.optim.Muon if use_muon else torch.optim.AdamW
+            children[use_muon] = cls([dict(g) for g in groups])
+        child = children[use_muon]
+        child.param_groups = groups
+        child.state = self.state
+        return child
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One Muon step of the matrices and one AdamW step of the rest; returns the closure's
+        loss (None without a closure)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for use_muon in (True, False):
+            child = self._child(use_muon)
+            if child is not None:
+                step = type(child).step
+                # Step hooks ran around this step already: call torch's step without its own.
+                if getattr(step, "hooked", False):
+                    step = step.__wrapped__
+                functools.partial(step, child)()
+        return loss
