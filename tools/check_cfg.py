@@ -5,7 +5,10 @@
 
 Prints the merged config (YAML, loadable with --cfg) and the quantities training derives from
 it: iterations per epoch, max_iter, warm-up iterations and milestones in iterations (and in
-epochs). Exit status 0 when the config is valid, 2 with one line on stderr when it is not.
+epochs, for the policies that have milestones), then a warning for each key that was set but
+that the run ignores (TOTAL_ITERS while TOTAL_EPOCHS is set, STEPS of a policy without
+milestones, ...). Exit status 0 when the config is valid (warnings or not), 2 with one line on
+stderr when it is not.
 """
 import os
 import sys
@@ -14,7 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
 from pet.engine.job import validate_job  # noqa: E402
-from pet.lib.utils.lr_scheduler import build_schedule  # noqa: E402
+from pet.lib.config.ignored_keys import ignored_scheduler_keys, replaced_keys  # noqa: E402
+from pet.lib.utils.lr_scheduler import LR_POLICIES, build_schedule  # noqa: E402
 from pet.lib.config.cli import add_iter_per_epoch_argument  # noqa: E402
 
 
@@ -34,11 +38,19 @@ def derived_lines(cfg, schedule, iter_per_epoch, source):
         f"max_iter: {in_epochs(schedule.max_iter)}",
         f"warm-up: {in_epochs(schedule.warmup_iters)} "
         f"({schedule.warmup_method} from factor {schedule.warmup_factor:g})",
-        f"milestones (iterations): {milestones}",
     ]
     if schedule.milestones:
+        lines.append(f"milestones (iterations): {milestones}")
         lines.append(f"milestones (epochs): {milestone_epochs}")
     return lines
+
+
+def warning_lines(cfg, schedule):
+    """One line per key that was set but that this run ignores."""
+    entry = LR_POLICIES.get(schedule.policy)
+    return replaced_keys(cfg) + ignored_scheduler_keys(
+        cfg, schedule.policy, entry.uses_milestones, entry.uses_floor, schedule.warmup_iters,
+        schedule.milestones)
 
 
 def main(argv=None):
@@ -58,7 +70,13 @@ def main(argv=None):
     print("\n# derived")
     for line in derived_lines(cfg, schedule, iter_per_epoch, source):
         print(f"# {line}")
-    print("# OK: the config is valid")
+    warnings = warning_lines(cfg, schedule)
+    for line in warnings:
+        print(f"# warning: {line}")
+    if warnings:
+        print(f"# OK: the config is valid ({len(warnings)} warning(s): set but ignored)")
+    else:
+        print("# OK: the config is valid")
 
 
 if __name__ == "__main__":

@@ -2,11 +2,13 @@
 """Plot the learning rate of every distinct param group over the whole schedule.
 
     python tools/plot_lr.py --cfg cfgs/x.yaml [--out lr_curve.png] [--csv lr.csv]
-                            [--iter-per-epoch N] [KEY VALUE ...]
+                            [--iter-per-epoch N] [--log] [KEY VALUE ...]
 
 The lrs come from stepping the training LearningRateScheduler on the real model's Optimizer
 (no data is loaded, nothing is trained). Groups with identical curves are drawn once, labeled by
-their rules (default, bias, norm, embed, each possibly +backbone).
+their rules (default, bias, norm, embed, each possibly +backbone). The warm-up's end and the
+milestones (of the policies that have them) are marked; ``--log`` draws the lr on a log scale;
+a schedule that cycles the momentum (ONE_CYCLE, CYCLIC) gets a second panel with it.
 
 CSV columns: ``iteration``; ``epoch`` (iteration / iterations per epoch); then one column per
 distinct curve, named ``lr:`` and its rules joined by "/" (e.g. ``lr:default/norm``,
@@ -27,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
 from pet.engine.job import validate_job  # noqa: E402
-from pet.reports.lr_curve import distinct_curves, record_lrs  # noqa: E402
+from pet.reports.lr_curve import distinct_curves, record_curves  # noqa: E402
 from pet.lib.utils.optimizer import Optimizer  # noqa: E402
 from pet.lib.utils.param_groups import explain_params, grouping_spec  # noqa: E402
 from pet.reports.param_report import group_rules  # noqa: E402
@@ -45,10 +47,20 @@ def write_csv(path, curves, iter_per_epoch):
             writer.writerow([iteration, repr(iteration / iter_per_epoch)] + [repr(lr) for lr in lrs])
 
 
-def draw(path, curves, scheduler, iter_per_epoch, title):
-    """Save the curves as a PNG, with the warm-up end and the milestones marked."""
+def draw(path, curves, scheduler, iter_per_epoch, title, log_scale=False, momenta=None):
+    """Save the curves as a PNG, with the warm-up end and the milestones marked; ``momenta``
+    (when the schedule cycles the momentum) in a panel below."""
     # A fixed size in pixels (constrained layout, no tight bbox): the same PNG size for any config.
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=100, layout="constrained")
+    if momenta is None:
+        fig, ax = plt.subplots(figsize=(8, 5), dpi=100, layout="constrained")
+    else:
+        fig, (ax, momentum_ax) = plt.subplots(2, 1, figsize=(8, 5), dpi=100, layout="constrained",
+                                              sharex=True, height_ratios=(3, 1))
+        momentum_ax.plot(range(scheduler.max_iter + 1), momenta, color="tab:purple", linewidth=1.5)
+        momentum_ax.set_ylabel("momentum")
+        momentum_ax.grid(alpha=0.3)
+    if log_scale:
+        ax.set_yscale("log")
     iterations = range(scheduler.max_iter + 1)
     for curve in curves:
         label = f"{curve.label.replace('/', ', ')} (max {max(curve.lrs):.3g})"
@@ -60,7 +72,7 @@ def draw(path, curves, scheduler, iter_per_epoch, title):
         ax.axvline(milestone, color="black", linestyle=":", linewidth=1,
                    label="milestones" if index == 0 else None)
     ax.set_xlim(0, scheduler.max_iter)
-    ax.set_xlabel("iteration")
+    (ax if momenta is None else momentum_ax).set_xlabel("iteration")
     ax.set_ylabel("learning rate")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
@@ -78,18 +90,19 @@ def main(argv=None):
     parser.add_argument("--out", default="lr_curve.png", metavar="PNG",
                         help="the plot (default: %(default)s in the working directory)")
     parser.add_argument("--csv", default=None, metavar="FILE", help="also write the lrs as CSV")
+    parser.add_argument("--log", action="store_true", help="draw the lr on a log scale")
     add_iter_per_epoch_argument(parser)
     args, cfg = parse_cfg(parser, argv)
     with exit_on_config_error():
         iter_per_epoch = validate_job(cfg, args.iter_per_epoch)
         model = build_model(cfg)
         optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
-        scheduler, lrs = record_lrs(optimizer, cfg.SOLVER, iter_per_epoch)
+        scheduler, lrs, momenta = record_curves(optimizer, cfg.SOLVER, iter_per_epoch)
     rules = group_rules(optimizer.param_groups, explain_params(model, grouping_spec(cfg.SOLVER.OPTIMIZER)))
     curves = distinct_curves(lrs, rules)
     title = (f"{os.path.basename(args.cfg_file)}: {scheduler.schedule.policy}, "
              f"{type(optimizer).__name__}, {scheduler.max_iter} iterations")
-    draw(args.out, curves, scheduler, iter_per_epoch, title)
+    draw(args.out, curves, scheduler, iter_per_epoch, title, args.log, momenta)
     print(f"wrote {args.out}: {len(curves)} lr curve(s) over iterations 0..{scheduler.max_iter}")
     if args.csv:
         write_csv(args.csv, curves, iter_per_epoch)

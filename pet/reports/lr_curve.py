@@ -5,7 +5,7 @@ from a second implementation of the formulas, so a plot of them cannot disagree 
 """
 import warnings
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from yacs.config import CfgNode
@@ -30,16 +30,27 @@ def record_lrs(optimizer: torch.optim.Optimizer, solver: CfgNode,
     entry is the lr at max_iter, where the schedule ends. The groups' lrs are left at max_iter.
     Raises ConfigError on a bad SCHEDULER config.
     """
+    scheduler, lrs, _ = record_curves(optimizer, solver, iter_per_epoch)
+    return scheduler, lrs
+
+
+def record_curves(optimizer: torch.optim.Optimizer, solver: CfgNode, iter_per_epoch: int = -1
+                  ) -> Tuple[LearningRateScheduler, List[List[float]], Optional[List[float]]]:
+    """``record_lrs`` and the momentum at every iteration (one value for every group), or None
+    when the schedule does not cycle the momentum."""
     with warnings.catch_warnings():
         # Nothing is trained here, so torch's "scheduler.step() before optimizer.step()" is moot.
         warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
         scheduler = LearningRateScheduler(optimizer, solver, iter_per_epoch=iter_per_epoch)
         lrs = [[group["lr"]] for group in optimizer.param_groups]
+        momenta = [scheduler.momentum] if scheduler.cycles_momentum else None
         for _ in range(scheduler.max_iter):
             scheduler.step()
             for curve, group in zip(lrs, optimizer.param_groups):
                 curve.append(group["lr"])
-    return scheduler, lrs
+            if momenta is not None:
+                momenta.append(scheduler.momentum)
+    return scheduler, lrs, momenta
 
 
 def distinct_curves(lrs: Sequence[Sequence[float]], rules: Sequence[Tuple[str, ...]]) -> List[LrCurve]:

@@ -230,7 +230,7 @@ def test_check_cfg_unknown_yaml_key_suggests_the_closest(tmp_path):
 
 @pytest.mark.parametrize("overrides, fragments", [
     (["SOLVER.SCHEDULER.GAMA", "0.5"], ["did you mean SOLVER.SCHEDULER.GAMMA?"]),
-    (["SOLVER.SCHEDULER.POLICY", "LINEAR"], ["SOLVER.SCHEDULER.POLICY: unknown value 'LINEAR'"]),
+    (["SOLVER.SCHEDULER.POLICY", "LINEAR_DECAY"], ["SOLVER.SCHEDULER.POLICY: unknown value 'LINEAR_DECAY'"]),
     (["MODEL.TYPE", "resnet"], ["MODEL.TYPE: unknown value 'resnet'; allowed: cnn, transformer"]),
     (["SOLVER.SCHEDULER.STEPS", "(3, 5)"],
      ["SOLVER.SCHEDULER.STEPS", "below the schedule's length (4 epochs)"]),
@@ -249,3 +249,39 @@ def test_every_tool_rejects_a_bad_config_like_train_net(tmp_path, tool):
     result = run_tool(tool, "--cfg", cfg, "SOLVER.SCHEDULER.WARM_UP_ITER", "5", cwd=tmp_path)
     assert_one_line_error(result, "did you mean SOLVER.SCHEDULER.WARM_UP_ITERS?")
     assert not (tmp_path / "lr_curve.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The schedules beyond Pet's four (issue 13)
+# ---------------------------------------------------------------------------------------------
+def test_check_cfg_warns_about_keys_the_run_ignores_and_lists_no_milestones_without_them(tmp_path):
+    cfg = write_cfg(tmp_path, EPOCH_CFG)
+    result = run_tool("check_cfg", "--cfg", cfg, "SOLVER.SCHEDULER.POLICY", "COSINE",
+                      "SOLVER.SCHEDULER.TOTAL_ITERS", "5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "# milestones" not in result.stdout
+    for line in ("SOLVER.SCHEDULER.TOTAL_ITERS=5 is ignored: SOLVER.SCHEDULER.TOTAL_EPOCHS is set",
+                 "SOLVER.SCHEDULER.STEPS=(2, 3) is ignored: POLICY COSINE has no milestones"):
+        assert f"# warning: {line}" in result.stdout
+    assert result.stdout.rstrip().endswith("# OK: the config is valid (2 warning(s): set but ignored)")
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (["SOLVER.SCHEDULER.POLICY", "WSD", "SOLVER.SCHEDULER.WSD.DECAY_SHAPE", "EXP"],
+     "SOLVER.SCHEDULER.WSD.DECAY_SHAPE: unknown value 'EXP'"),
+    (["SOLVER.SCHEDULER.MIN_LR", "0.001", "SOLVER.SCHEDULER.MIN_LR_FACTOR", "0.1"],
+     "SOLVER.SCHEDULER.MIN_LR=0.001: set MIN_LR (absolute) or MIN_LR_FACTOR"),
+    (["SOLVER.SCHEDULER.POLICY", "PHASES", "SOLVER.SCHEDULER.PHASES", "[{'POLICY': 'COSINE', 'LENGTH': 1}]"],
+     "SOLVER.SCHEDULER.PHASES: the lengths come to 44 iterations"),
+])
+def test_check_cfg_bad_new_scheduler_keys_exit_2_with_one_line(tmp_path, overrides, fragment):
+    cfg = write_cfg(tmp_path, EPOCH_CFG)
+    assert_one_line_error(run_tool("check_cfg", "--cfg", cfg, *overrides, cwd=tmp_path), fragment)
+
+
+def test_plot_lr_log_scale_and_momentum_panel(tmp_path):
+    cfg = write_cfg(tmp_path, EPOCH_CFG)
+    result = run_tool("plot_lr", "--cfg", cfg, "--log", "--csv", "lr.csv", "SOLVER.SCHEDULER.POLICY",
+                      "ONE_CYCLE", "SOLVER.SCHEDULER.WARM_UP_EPOCHS", "None", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert read_png_size(tmp_path / "lr_curve.png") == (800, 500)

@@ -7,9 +7,10 @@ pure function ``(schedule, i) -> factor``. No config is read here (``lr_schedule
 is the config adapter).
 """
 import bisect
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable, Tuple
+from typing import Any, Callable, FrozenSet, Iterable, Optional, Tuple
 
 from pet.lib.utils.registry import Registry
 
@@ -46,13 +47,27 @@ def poly_factor(iteration: int, start: int, end: int, power: float, min_factor: 
 @dataclass(frozen=True)
 class LRPolicy:
     """A registry entry: the pure function ``factor(schedule, i)`` (``i`` already clamped to
-    [0, max_iter]) and how the policy reads the milestones (for validation):
-    ``uses_milestones``, each must lie inside the schedule; ``decays_from_last_milestone``,
-    at least one is needed and the last must not fall inside the warm-up."""
+    [0, max_iter]) and what the policy declares about itself.
+
+    - ``uses_milestones``: it reads STEPS, each must lie inside the schedule;
+      ``decays_from_last_milestone``: at least one is needed, the last not inside the warm-up.
+    - ``uses_floor``: it decays to MIN_LR_FACTOR / MIN_LR (else those keys are ignored).
+    - ``momentum(schedule, i)``: the momentum (SGD/RMSprop ``momentum``, Adam ``betas[0]``) at
+      ``i``, or None when the policy does not cycle it (as configured).
+    - ``events(schedule)``: iterations where the lr jumps (milestones, restarts), the only
+      changes worth a log line besides the warm-up's end.
+    - ``options``: ``(mapping of the policy's config keys, to_iters) -> options``, the policy's
+      own parameters with lengths in iterations (``to_iters`` converts the schedule's unit);
+      None for a policy without a sub-node of its own.
+    """
 
     factor: Callable[["Schedule", int], float]
     uses_milestones: bool = False
     decays_from_last_milestone: bool = False
+    uses_floor: bool = False
+    momentum: Optional[Callable[["Schedule", int], Optional[float]]] = None
+    events: Optional[Callable[["Schedule"], Iterable[int]]] = None
+    options: Optional[Callable[[Any, Callable[[float], int]], Any]] = None
 
 
 # ``@LR_POLICIES.register()`` on a function ``(schedule, i) -> factor`` registers it under its name.
@@ -77,10 +92,34 @@ class Schedule:
     gamma: float = 0.1
     lr_pow: float = 0.9
     min_lr_factor: float = 0.0
+    options: Any = None  # the policy's own parameters (LRPolicy.options), lengths in iterations
 
     def factor(self, iteration: int) -> float:
         i = min(max(iteration, 0), self.max_iter)
         return LR_POLICIES.get(self.policy).factor(self, i)
+
+    def momentum(self, iteration: int) -> Optional[float]:
+        """The momentum at ``iteration`` when the policy cycles it, else None."""
+        cycle = LR_POLICIES.get(self.policy).momentum
+        if cycle is None:
+            return None
+        return cycle(self, min(max(iteration, 0), self.max_iter))
+
+    def events(self) -> FrozenSet[int]:
+        """Iterations where the lr may jump: the warm-up's end and the policy's own events."""
+        declared = LR_POLICIES.get(self.policy).events
+        found = set(declared(self)) if declared else set()
+        if self.warmup_iters > 0:
+            found.add(self.warmup_iters)
+        return frozenset(i for i in found if 0 < i <= self.max_iter)
+
+    def with_floor(self, min_lr_factor: float) -> "Schedule":
+        """This schedule with another relative floor (an absolute MIN_LR is a floor per group);
+        options holding sub-schedules (PHASES) are rebuilt with it too."""
+        options = self.options
+        if hasattr(options, "with_floor"):
+            options = options.with_floor(min_lr_factor)
+        return dataclasses.replace(self, min_lr_factor=min_lr_factor, options=options)
 
     def warmup(self, i: int) -> float:
         """The warm-up multiplier at ``i`` (1 from ``warmup_iters`` on)."""
@@ -114,8 +153,15 @@ def step_cosine_policy(s: Schedule, i: int) -> float:
     return s.gamma ** len(s.milestones) * cosine_factor(i, last, s.max_iter, s.min_lr_factor)
 
 
-LR_POLICIES.register(LRPolicy(step_policy, uses_milestones=True), name="STEP")
-LR_POLICIES.register(LRPolicy(cosine_policy), name="COSINE")
-LR_POLICIES.register(LRPolicy(step_cosine_policy, uses_milestones=True,
-                              decays_from_last_milestone=True), name="STEP_COSINE")
-LR_POLICIES.register(LRPolicy(poly_policy), name="POLY")
+def milestone_events(s: Schedule) -> Tuple[int, ...]:
+    """STEP's jumps: its milestones."""
+    return s.milestones
+
+
+LR_POLICIES.register(LRPolicy(step_policy, uses_milestones=True, events=milestone_events),
+                     name="STEP")
+LR_POLICIES.register(LRPolicy(cosine_policy, uses_floor=True), name="COSINE")
+LR_POLICIES.register(LRPolicy(step_cosine_policy, uses_milestones=True, uses_floor=True,
+                              decays_from_last_milestone=True, events=milestone_events),
+                     name="STEP_COSINE")
+LR_POLICIES.register(LRPolicy(poly_policy, uses_floor=True), name="POLY")

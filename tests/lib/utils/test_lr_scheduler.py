@@ -241,7 +241,7 @@ def scheduler_error(solver, iter_per_epoch=-1):
 @pytest.mark.parametrize(
     "key,value,message",
     [
-        ("POLICY", "EXP", "SOLVER.SCHEDULER.POLICY: unknown value 'EXP'; allowed: STEP, COSINE, STEP_COSINE, POLY"),
+        ("POLICY", "EXP", "SOLVER.SCHEDULER.POLICY: unknown value 'EXP'; allowed: STEP, COSINE, STEP_COSINE, POLY, EXPONENTIAL, LINEAR, COSINE_RESTARTS, ONE_CYCLE, CYCLIC, WSD, PHASES"),
         ("WARM_UP_METHOD", "EXPONENTIAL", "SOLVER.SCHEDULER.WARM_UP_METHOD: unknown value 'EXPONENTIAL'; allowed: CONSTANT, LINEAR"),
         ("STEPS", (70, 40), "SOLVER.SCHEDULER.STEPS: must be sorted in increasing order, got (70, 40)"),
         ("STEPS", (-5, 40), "SOLVER.SCHEDULER.STEPS: must be >= 0, got (-5, 40)"),
