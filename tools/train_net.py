@@ -5,6 +5,8 @@
     python tools/train_net.py --cfg cfgs/digits_cnn_sgd_step.yaml --resume
     python tools/train_net.py --cfg cfgs/digits_cnn_sgd_step.yaml --eval-only \
         MODEL.WEIGHTS ckpts/digits_cnn_sgd_step/model_final.pth
+    torchrun --nproc_per_node 2 tools/train_net.py --cfg cfgs/digits_cnn_sgd_step.yaml \
+        SOLVER.ACCUMULATION_STEPS 2 SOLVER.AMP.ENABLED True
 
 The path of a run: config -> model -> Optimizer -> LearningRateScheduler -> step seam
 (OptimWrapper) -> hooks -> loop. The run writes config.yaml, log.txt, metrics.json and
@@ -12,9 +14,12 @@ checkpoints to OUTPUT_DIR. Bad input (file, key, type, value, an OUTPUT_DIR that
 run, a checkpoint that does not fit) exits with status 2 and one line on stderr, before anything
 is written.
 """
+import io
 import os
 import sys
 import time
+
+from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -25,9 +30,11 @@ from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # 
 from pet.lib.config.errors import ConfigError  # noqa: E402
 from pet.engine.job import validate_job  # noqa: E402
 from pet.engine.checkpointer import Checkpointer  # noqa: E402
+from pet.engine.device import resolve_device  # noqa: E402
+from pet.engine.distributed import destroy_process_group, init_process_group, process_info  # noqa: E402
 from pet.engine.logger import ProgressBar, format_seconds, setup_logging  # noqa: E402
 from pet.lib.utils.lr_scheduler import LearningRateScheduler  # noqa: E402
-from pet.lib.utils.optim_wrapper import OptimWrapper  # noqa: E402
+from pet.lib.utils.optim_wrapper import build_optim_wrapper  # noqa: E402
 from pet.lib.utils.optimizer import Optimizer  # noqa: E402
 from pet.engine.seed import seed_everything  # noqa: E402
 from pet.models import build_model  # noqa: E402
@@ -50,20 +57,34 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args, cfg = parse_args(argv)
-    progress_bar = ProgressBar()
-    logger = setup_logging(progress_bar)
+    process = process_info()
+    progress_bar = ProgressBar() if process.is_main else ProgressBar(stream=io.StringIO())  # silent
+    logger = setup_logging(progress_bar, main_process=process.is_main)
     with exit_on_config_error():
-        iter_per_epoch = validate_job(cfg)
+        iter_per_epoch = validate_job(cfg, world_size=process.world_size)
+        device = resolve_device(cfg.MODEL.DEVICE, process)
         if args.eval_only:
-            return eval_only(cfg, args)
+            return eval_only(cfg, args, device)
         check_output_dir(cfg.OUTPUT_DIR, args.resume)
+    # Every process validated the same config alike: joining the group cannot hang on a typo.
+    init_process_group(process, device)
+    try:
+        return train(cfg, args, process, device, iter_per_epoch, progress_bar, logger)
+    finally:
+        destroy_process_group()
+
+
+def train(cfg, args, process, device, iter_per_epoch, progress_bar, logger) -> int:
+    """The training run of every process; rank 0 writes the files and prints."""
+    with exit_on_config_error():
         seed_everything(cfg.SEED, cfg.NUM_THREADS)
         train_split, test_split = build_datasets(cfg)
-        model = build_model(cfg)
+        model = build_model(cfg).to(device)
         optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
-        optim_wrapper = OptimWrapper(optimizer)
+        optim_wrapper = build_optim_wrapper(optimizer, cfg.SOLVER, device.type)
         checkpointer = Checkpointer(cfg.OUTPUT_DIR, resume=args.resume, weights=cfg.MODEL.WEIGHTS,
-                                    model=model, optimizer=optimizer, optim_wrapper=optim_wrapper)
+                                    process=process, model=model, optimizer=optimizer,
+                                    optim_wrapper=optim_wrapper)
         # The checkpoint's iteration is the whole progress of the schedule.
         scheduler = LearningRateScheduler(optimizer, cfg.SOLVER, start_iter=checkpointer.start_iter,
                                           iter_per_epoch=iter_per_epoch)
@@ -73,27 +94,34 @@ def main(argv=None) -> int:
     if args.resume:
         log_config_changes(checkpointer.checkpoint.get("config", {}), cfg)
 
-    # Every check passed: from here on the run writes to OUTPUT_DIR.
-    prepare_output_dir(cfg, resume=args.resume)
+    # Every check passed: from here on the run writes to OUTPUT_DIR (rank 0 for the job).
+    if process.is_main:
+        prepare_output_dir(cfg, resume=args.resume)
     logger.info("Training %s (%d parameters) on %d images (%d held out), %d iterations per epoch, "
-                "%d iterations; writing to %s", cfg.MODEL.TYPE,
+                "%d iterations; %s; writing to %s", cfg.MODEL.TYPE,
                 sum(p.numel() for p in model.parameters()), len(train_split), len(test_split),
-                iter_per_epoch, scheduler.max_iter, cfg.OUTPUT_DIR)
+                iter_per_epoch, scheduler.max_iter, describe_step(cfg, process, device), cfg.OUTPUT_DIR)
     data_loader = build_train_loader(cfg, train_split)
     hooks = build_train_hooks(cfg, optimizer, scheduler, checkpointer, eval_hook, iter_per_epoch,
-                              start_iter, progress_bar)
-    checkpointer.load_rng()
+                              start_iter, progress_bar, main_process=process.is_main)
+    trained_model = model
+    if process.distributed:
+        trained_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    checkpointer.load_rng(cfg.SEED)
     started = time.perf_counter()
     try:
-        Trainer(model, optim_wrapper, data_loader, hooks, start_iter, scheduler.max_iter).train()
+        Trainer(trained_model, optim_wrapper, data_loader, hooks, start_iter, scheduler.max_iter,
+                process=process, device=device).train()
     except FloatingPointError as e:
         progress_bar.close()
-        print(f"error: {e}", file=sys.stderr)
+        if process.is_main:
+            print(f"error: {e}", file=sys.stderr)
         return EXIT_DIVERGED
     except KeyboardInterrupt:
         progress_bar.close()
-        print(f"interrupted; continue from the last checkpoint in {cfg.OUTPUT_DIR} with --resume",
-              file=sys.stderr)
+        if process.is_main:
+            print(f"interrupted; continue from the last checkpoint in {cfg.OUTPUT_DIR} with --resume",
+                  file=sys.stderr)
         return EXIT_INTERRUPTED
     logger.info("Done: held-out accuracy %.2f%% (best %.2f%% at epoch %d) after %d iterations in %s; "
                 "final model: %s", eval_hook.accuracy, eval_hook.best_accuracy, eval_hook.best_epoch,
@@ -102,13 +130,22 @@ def main(argv=None) -> int:
     return 0
 
 
-def eval_only(cfg, args) -> int:
+def describe_step(cfg, process, device) -> str:
+    """How each step runs, for the log: device, processes, micro-batches, precision."""
+    k = cfg.SOLVER.ACCUMULATION_STEPS
+    micro = cfg.DATA.BATCH_SIZE // (process.world_size * k)
+    precision = cfg.SOLVER.AMP.DTYPE + " autocast" if cfg.SOLVER.AMP.ENABLED else "float32"
+    return (f"{device}, {process.world_size} process(es) x {k} micro-batch(es) of {micro} "
+            f"images per step, {precision}")
+
+
+def eval_only(cfg, args, device) -> int:
     """Evaluate MODEL.WEIGHTS, or the last checkpoint with --resume; writes nothing."""
     if not args.resume and not cfg.MODEL.WEIGHTS:
         raise ConfigError("--eval-only needs MODEL.WEIGHTS (a .pth file) or --resume")
     seed_everything(cfg.SEED, cfg.NUM_THREADS)
     _, test_split = build_datasets(cfg)
-    model = build_model(cfg)
+    model = build_model(cfg).to(device)
     checkpointer = Checkpointer(cfg.OUTPUT_DIR, resume=args.resume, weights=cfg.MODEL.WEIGHTS,
                                 model=model)
     checkpointer.load()

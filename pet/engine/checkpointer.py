@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from yacs.config import CfgNode
 
+from pet.engine.distributed import ProcessInfo, all_gather_objects
+from pet.engine.seed import seed_everything
 from pet.lib.config.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -100,11 +102,14 @@ def cfg_to_dict(cfg: CfgNode) -> Dict[str, Any]:
 # RNG states as plain containers
 # ---------------------------------------------------------------------------------------------
 def rng_state() -> Dict[str, Any]:
-    """The torch, numpy and python global RNG states, as tensors, lists and numbers."""
+    """The torch (CPU and, once used, CUDA), numpy and python global RNG states, as tensors,
+    lists and numbers."""
     bit_generator, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
     version, internal, gauss_next = random.getstate()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
     return {
         "torch": torch.get_rng_state(),
+        "cuda": cuda,
         "numpy": {
             "bit_generator": bit_generator,
             "keys": torch.from_numpy(keys.astype(np.int64)),
@@ -119,6 +124,8 @@ def rng_state() -> Dict[str, Any]:
 def set_rng_state(state: Dict[str, Any]) -> None:
     """Restore the states saved by ``rng_state``."""
     torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
     saved = state["numpy"]
     np.random.set_state((
         saved["bit_generator"],
@@ -236,8 +243,9 @@ class Checkpointer:
     RESERVED_NAMES = ("iteration", "rng", "config")
 
     def __init__(self, save_dir: str, resume: bool = False, weights: str = "",
-                 **checkpointables: Any) -> None:
+                 process: ProcessInfo = ProcessInfo(), **checkpointables: Any) -> None:
         self.save_dir = save_dir
+        self.process = process
         self.source: Optional[str] = None
         self.checkpoint: Dict[str, Any] = {}
         self.resuming = resume
@@ -321,24 +329,46 @@ class Checkpointer:
                                           f"value; it was not saved from a torch optimizer")
             check_param_group_layout(saved["param_groups"], checkpointable, self.source)
 
-    def load_rng(self) -> None:
-        """Restore the RNG states saved with the checkpoint (call it last, right before the
-        loop, so nothing drawn while building the run changes them)."""
-        if self.resuming and "rng" in self.checkpoint:
-            set_rng_state(self.checkpoint["rng"])
+    def load_rng(self, seed: int = 0) -> None:
+        """Restore this process's RNG states saved with the checkpoint (call it last, right
+        before the loop, so nothing drawn while building the run changes them).
+
+        A run resumed on another number of processes has no saved state for some of them: every
+        process then seeds its streams (dropout) from (``seed``, the iteration, its rank); the
+        batches, their order and the schedule do not depend on the layout.
+        """
+        if not self.resuming or "rng" not in self.checkpoint:
+            return
+        saved = self.checkpoint["rng"]
+        saved = saved if isinstance(saved, list) else [saved]  # a checkpoint of one process
+        if len(saved) == self.process.world_size:
+            set_rng_state(saved[self.process.rank])
+            return
+        logger.info("Resuming a run of %d process(es) on %d: the schedule and the batches are the "
+                    "same (DATA.BATCH_SIZE is the batch over all processes); the random streams "
+                    "(dropout) restart from SEED, the iteration and the rank",
+                    len(saved), self.process.world_size)
+        entropy = np.random.SeedSequence([seed, self.start_iter, self.process.rank])
+        seed_everything(int(entropy.generate_state(1)[0]))
 
     def save(self, name: str, iteration: int, **extra: Any) -> str:
         """Write ``save_dir/<name>.pth`` atomically and point ``last_checkpoint`` at it.
 
         ``iteration`` is the number of iterations completed; ``extra`` values must be plain
         containers, tensors or numbers (CfgNodes are converted). Returns the path.
+
+        Under torch.distributed every process calls it (each hands in its RNG states); only
+        rank 0 writes.
         """
-        state = {key: checkpointable.state_dict() for key, checkpointable in self.checkpointables.items()}
-        state.update(iteration=int(iteration), rng=rng_state())
-        for key, value in extra.items():
-            state[key] = cfg_to_dict(value) if isinstance(value, CfgNode) else value
+        rng_states = all_gather_objects(rng_state())
         filename = f"{name}.pth"
         path = os.path.join(self.save_dir, filename)
+        if not self.process.is_main:
+            return path
+        state = {key: checkpointable.state_dict() for key, checkpointable in self.checkpointables.items()}
+        state.update(iteration=int(iteration), rng=rng_states)
+        for key, value in extra.items():
+            state[key] = cfg_to_dict(value) if isinstance(value, CfgNode) else value
         atomic_write(path, lambda f: torch.save(state, f))
         # The pointer moves only once the file it names is complete on disk.
         atomic_write(os.path.join(self.save_dir, LAST_CHECKPOINT), lambda f: f.write(filename.encode()))

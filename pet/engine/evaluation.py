@@ -16,7 +16,9 @@ def evaluate(model: nn.Module, split: ImageSplit, batch_size: int) -> Dict[str, 
     was_training = model.training
     model.eval()
     correct, loss_sum = 0, 0.0
+    device = next(model.parameters()).device
     for levels, labels in eval_batches(split, batch_size):
+        levels, labels = levels.to(device), labels.to(device)
         logits = model(levels)
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
         correct += (logits.argmax(dim=1) == labels).sum().item()

@@ -80,16 +80,21 @@ class _ConsoleHandler(logging.StreamHandler):
 
 
 def setup_logging(progress_bar: Optional[ProgressBar] = None,
-                  console_stream: TextIO = None) -> logging.Logger:
+                  console_stream: TextIO = None, main_process: bool = True) -> logging.Logger:
     """Configure the ``pet`` logger: INFO to ``console_stream`` (stdout by default), and every
-    record kept in memory for ``log.txt`` until ``attach_log_file``. Returns the ``pet`` logger."""
+    record kept in memory for ``log.txt`` until ``attach_log_file``. Returns the ``pet`` logger.
+
+    The other processes of a torchrun job (``main_process`` False) show warnings only and keep
+    nothing for a log file: rank 0 speaks for the job."""
     logger = close_logging()
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
     console = _ConsoleHandler(console_stream or sys.stdout, progress_bar or ProgressBar())
-    console.setLevel(logging.INFO)
+    console.setLevel(logging.INFO if main_process else logging.WARNING)
     console.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(console)
+    if not main_process:
+        return logger
     # A MemoryHandler without a target never writes: nothing reaches the disk before
     # attach_log_file, and nothing at all if the run is refused.
     buffer = logging.handlers.MemoryHandler(_BUFFER_CAPACITY, flushLevel=logging.CRITICAL + 1)

@@ -21,6 +21,7 @@ from pet.engine.hooks import (
     PeriodicCheckpointer,
     period_in_iters,
 )
+from pet.engine.distributed import ProcessInfo
 from pet.engine.logger import ProgressBar
 from pet.lib.utils.optim_wrapper import OptimWrapper
 
@@ -39,8 +40,11 @@ class Trainer:
 
     def __init__(self, model: nn.Module, optim_wrapper: OptimWrapper, data_loader: TrainLoader,
                  hooks: List[HookBase], start_iter: int, max_iter: int,
-                 loss_fn: Callable = F.cross_entropy) -> None:
+                 loss_fn: Callable = F.cross_entropy, process: ProcessInfo = ProcessInfo(),
+                 device: torch.device = torch.device("cpu")) -> None:
         self.model = model
+        self.process = process
+        self.device = device
         self.optim_wrapper = optim_wrapper
         self.data_loader = data_loader
         self.hooks = hooks
@@ -79,13 +83,24 @@ class Trainer:
         return self.storage
 
     def run_step(self, iteration: int) -> None:
-        """Forward and update on the batch of ``iteration``; raises FloatingPointError, before
-        the step, when the loss is not finite (see ``OptimWrapper.update_params``)."""
-        levels, labels = self.data_loader.batch(iteration)
-        with self.optim_wrapper.optim_context(self.model):
-            loss = self.loss_fn(self.model(levels), labels)
-        loss_value = self.optim_wrapper.update_params(loss, iteration)
+        """Forward and update on this process's micro-batches of the batch of ``iteration``
+        (one optimizer step); raises FloatingPointError, before the step, when the loss is not
+        finite (see ``OptimWrapper.update_params``)."""
+        wrapper = self.optim_wrapper
+        micro_batches = self.data_loader.micro_batches(
+            iteration, self.process.rank, self.process.world_size, wrapper.accumulation_steps)
+        for levels, labels, weight in micro_batches:
+            levels = levels.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            with wrapper.optim_context(self.model):
+                loss = self.loss_fn(self.model(levels), labels)
+            if weight != 1.0:  # a part of an uneven last batch (DATA.DROP_LAST False)
+                loss = loss * weight
+            loss_value = wrapper.update_params(loss, iteration)
         self.storage.put_scalar("loss", loss_value)
+        if wrapper.scaler is not None:
+            self.storage.put_scalar("loss_scale", wrapper.scaler.get_scale(), smoothing_hint=False)
+            self.storage.put_scalar("skipped_steps", wrapper.skipped_steps, smoothing_hint=False)
 
 
 def eval_period(cfg: CfgNode, iter_per_epoch: int) -> int:
@@ -104,13 +119,15 @@ def build_eval_hook(cfg: CfgNode, model: nn.Module, test_split: ImageSplit, max_
 
 def build_train_hooks(cfg: CfgNode, optimizer: torch.optim.Optimizer, scheduler,
                       checkpointer: Checkpointer, eval_hook: EvalHook, iter_per_epoch: int,
-                      start_iter: int, progress_bar: Optional[ProgressBar] = None) -> List[HookBase]:
+                      start_iter: int, progress_bar: Optional[ProgressBar] = None,
+                      main_process: bool = True) -> List[HookBase]:
     """The hooks of a training run, in the order their ``after_step`` must run: timer, lr
     (record, then step the scheduler), ``eval_hook``, checkpoints (of the checkpointer's
-    checkpointables, with the config), metrics."""
+    checkpointables, with the config), metrics (rank 0 only: it writes for the job; every
+    process checkpoints, as each hands in its RNG states)."""
     max_iter = scheduler.max_iter
     timer = IterationTimer(max_iter, scheduler.warmup_iters, ignore_warmup_time=True)
-    return [
+    hooks = [
         timer,
         LRScheduler(optimizer, scheduler),
         eval_hook,
@@ -120,12 +137,14 @@ def build_train_hooks(cfg: CfgNode, optimizer: torch.optim.Optimizer, scheduler,
             max_iter,
             extra={"config": cfg},
         ),
-        MetricsWriter(
+    ]
+    if main_process:
+        hooks.append(MetricsWriter(
             os.path.join(cfg.OUTPUT_DIR, METRICS_FILE),
             cfg.LOG_PERIOD,
             max_iter,
             timer,
             start_iter=start_iter,
             progress_bar=progress_bar,
-        ),
-    ]
+        ))
+    return hooks

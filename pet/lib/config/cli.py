@@ -3,6 +3,7 @@ bad config."""
 import argparse
 import contextlib
 import importlib
+import os
 import sys
 from typing import Iterator, Optional, Sequence
 
@@ -26,11 +27,13 @@ def build_parser(description: str) -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def exit_on_config_error() -> Iterator[None]:
-    """Turn a ConfigError into one line on stderr and exit status 2 (no traceback)."""
+    """Turn a ConfigError into one line on stderr and exit status 2 (no traceback). Under
+    torchrun every process exits 2 and only rank 0 prints, so a job shows the line once."""
     try:
         yield
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_CONFIG)
 
 

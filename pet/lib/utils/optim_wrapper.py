@@ -17,7 +17,9 @@ import math
 from typing import Any, ContextManager, Dict, Optional
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from yacs.config import CfgNode
 
 # One instance serves every step: entering it allocates nothing.
 _NULL_CONTEXT = contextlib.nullcontext()
@@ -57,6 +59,8 @@ class OptimWrapper:
         self.skipped_steps = 0
         # The scale after the last update: a smaller one after the next update means a skip.
         self._last_scale: Optional[float] = None
+        # The sum of the cycle's divided losses so far (a tensor: adding syncs nothing).
+        self._cycle_loss: Optional[torch.Tensor] = None
 
     def is_last_micro_batch(self) -> bool:
         """Whether the next ``update_params`` call ends an accumulation cycle (and steps)."""
@@ -82,32 +86,41 @@ class OptimWrapper:
                 stack.enter_context(torch.autocast(self.device_type, dtype=self.autocast_dtype))
             yield
 
-    def update_params(self, loss: torch.Tensor, iteration: Optional[int] = None) -> float:
+    def update_params(self, loss: torch.Tensor, iteration: Optional[int] = None) -> Optional[float]:
         """Backward of ``loss / k`` (scaled when there is a scaler); every k-th call, the
-        optimizer step and ``zero_grad``. Returns the undivided loss as a float.
+        optimizer step and ``zero_grad``.
 
+        Returns, on the call that steps, the step's loss: the mean of the cycle's k losses and,
+        under torch.distributed, over every process (one all-reduce of one number: every
+        process then sees the same value and decides alike); None on the other calls.
         ``iteration`` only names the iteration in the error message.
 
         Raises:
-            FloatingPointError, before the step, when the loss is not finite and there is no
-            scaler (the run diverged: continuing would only waste time). With a scaler, the
-            scaler skips such a step and ``skipped_steps`` counts it.
+            FloatingPointError, before the step, when the step's loss is not finite and there
+            is no scaler (the run diverged: continuing would only waste time). With a scaler,
+            the scaler skips such a step and ``skipped_steps`` counts it.
         """
         divided = loss / self.accumulation_steps if self.accumulation_steps > 1 else loss
-        if self.scaler is not None:
-            divided = self.scaler.scale(divided)
-        divided.backward()
-        loss_value = loss.item()  # one host sync, after the backward pass is queued
+        (divided if self.scaler is None else self.scaler.scale(divided)).backward()
+        self.micro_batches += 1
+        step_loss = divided.detach() if self._cycle_loss is None else self._cycle_loss + divided.detach()
+        if self.micro_batches < self.accumulation_steps:
+            self._cycle_loss = step_loss
+            return None
+        self._cycle_loss = None
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(step_loss)
+            step_loss = step_loss / dist.get_world_size()
+        loss_value = step_loss.item()  # one host sync, after the backward pass is queued
         if self.scaler is None and not math.isfinite(loss_value):
+            self.micro_batches = 0
             where = "" if iteration is None else f" at iteration {iteration}"
             raise FloatingPointError(
                 f"loss became {loss_value}{where}; lower SOLVER.OPTIMIZER.BASE_LR or enable "
                 f"SOLVER.OPTIMIZER.CLIP_GRADIENTS"
             )
-        self.micro_batches += 1
-        if self.micro_batches >= self.accumulation_steps:
-            self.step()
-            self.zero_grad()
+        self.step()
+        self.zero_grad()
         return loss_value
 
     def step(self) -> None:
@@ -151,3 +164,16 @@ class OptimWrapper:
         if self.scaler is not None and "scaler" in state_dict:
             self.scaler.load_state_dict(state_dict["scaler"])
         self._last_scale = None
+
+
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def build_optim_wrapper(optimizer: torch.optim.Optimizer, solver: CfgNode,
+                        device_type: str = "cpu") -> OptimWrapper:
+    """The step seam of ``SOLVER`` (ACCUMULATION_STEPS, AMP; already validated) on a device:
+    float16 gets a ``GradScaler``, bfloat16 autocast alone (its range needs no loss scaling)."""
+    autocast_dtype = AUTOCAST_DTYPES[solver.AMP.DTYPE] if solver.AMP.ENABLED else None
+    scaler = torch.amp.GradScaler(device_type) if autocast_dtype is torch.float16 else None
+    return OptimWrapper(optimizer, accumulation_steps=solver.ACCUMULATION_STEPS, scaler=scaler,
+                        autocast_dtype=autocast_dtype, device_type=device_type)

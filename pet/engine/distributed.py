@@ -1,0 +1,67 @@
+"""Processes of a ``torchrun`` job: who this process is, the process group, and the few
+collectives the loop needs. A plain ``python`` run is a job of one process, with no group."""
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any, List
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """This process's place in the job (torchrun's RANK, WORLD_SIZE and LOCAL_RANK)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the run's files and prints (rank 0)."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def process_info() -> ProcessInfo:
+    """Read torchrun's environment (a plain run: rank 0 of 1)."""
+    return ProcessInfo(rank=int(os.environ.get("RANK", 0)),
+                       world_size=int(os.environ.get("WORLD_SIZE", 1)),
+                       local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def init_process_group(info: ProcessInfo, device: torch.device, timeout_s: float = 600) -> None:
+    """Join the job's process group: nccl on CUDA, gloo on the CPU (nothing for one process)."""
+    if not info.distributed or dist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, rank=info.rank, world_size=info.world_size,
+                            timeout=datetime.timedelta(seconds=timeout_s))
+
+
+def destroy_process_group() -> None:
+    """Leave the process group (a no-op without one)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_gather_objects(obj: Any) -> List[Any]:
+    """Every process's ``obj``, in rank order (``[obj]`` without a process group)."""
+    if not dist.is_initialized():
+        return [obj]
+    gathered: List[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def mean_over_processes(value: torch.Tensor) -> torch.Tensor:
+    """The mean of a tensor over every process (itself without a process group)."""
+    if not dist.is_initialized():
+        return value
+    value = value.clone()
+    dist.all_reduce(value)
+    return value / dist.get_world_size()
