@@ -6,20 +6,17 @@ import pytest
 import torch
 from torch import nn
 
+from pet.data import ImageSplit, TrainLoader
 from pet.engine.hooks import HookBase
 from pet.engine.trainer import Trainer
 from pet.lib.utils.optim_wrapper import OptimWrapper
 
 
-class Batches:
-    """A data loader's ``batch(iteration)``: a fixed random batch per iteration."""
-
-    def __init__(self, scale=1.0):
-        self.scale = scale
-
-    def batch(self, iteration):
-        gen = torch.Generator().manual_seed(iteration)
-        return torch.randn(8, 6, generator=gen) * self.scale, torch.randint(0, 3, (8,), generator=gen)
+def Batches(scale=1.0):
+    """The real loader over 80 random 6-feature samples, 8 per iteration."""
+    gen = torch.Generator().manual_seed(0)
+    split = ImageSplit(torch.randn(80, 6, generator=gen) * scale, torch.randint(0, 3, (80,), generator=gen))
+    return TrainLoader(split, batch_size=8, drop_last=True, seed=3)
 
 
 class Recorder(HookBase):
@@ -75,3 +72,29 @@ def test_a_non_finite_loss_stops_the_loop_naming_the_iteration():
     assert recorder.losses == [] and recorder.after_train_iter is None
     for a, b in zip(model.parameters(), before.parameters()):
         assert torch.equal(a, b)
+
+
+class LRStepper(HookBase):
+    """Steps a scheduler once per iteration, as train_net's LRScheduler hook does."""
+
+    def __init__(self, scheduler):
+        self.scheduler = scheduler
+
+    def after_step(self, storage):
+        self.scheduler.step()
+
+
+def test_a_step_the_scaler_skips_is_counted_and_the_schedule_still_advances():
+    model, optimizer = model_and_optimizer()
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    wrapper = OptimWrapper(optimizer, scaler=torch.amp.GradScaler("cpu"), autocast_dtype=torch.float16)
+    recorder = Recorder()
+
+    def loss_fn(logits, labels):  # iteration 4's batch overflows float16's range
+        loss = nn.functional.cross_entropy(logits.float(), labels)
+        return loss * 1e30 if recorder.losses and len(recorder.losses) == 4 else loss
+
+    Trainer(model, wrapper, Batches(), [recorder, LRStepper(scheduler)], 0, 6, loss_fn=loss_fn).train()
+    assert wrapper.skipped_steps == 1
+    assert scheduler.last_epoch == 6
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 ** 6)
