@@ -18,8 +18,14 @@ import torch
 from pet.engine.checkpointer import FINAL_NAME, Checkpointer, atomic_write
 from pet.engine.events import MetricsStorage
 from pet.engine.logger import ProgressBar, format_seconds
+from pet.lib.utils.registry import Registry
 
 logger = logging.getLogger(__name__)
+
+
+# Hook classes by name (``@HOOKS.register()``): the built-in ones below, and a user's own
+# (imported through CUSTOM_IMPORTS) for runs that list hooks by name.
+HOOKS = Registry("hook")
 
 
 class HookBase:
@@ -56,6 +62,7 @@ def period_in_iters(iters: int, epochs: Optional[float], iter_per_epoch: int) ->
     return iters
 
 
+@HOOKS.register()
 class IterationTimer(HookBase):
     """Times every step and estimates the time left.
 
@@ -99,6 +106,7 @@ class IterationTimer(HookBase):
         return self.seconds_per_iter() * (self.max_iter - iteration - 1)
 
 
+@HOOKS.register()
 class LRScheduler(HookBase):
     """Records the lr of the largest param group (the one with most parameters), then steps
     the scheduler: one scheduler step per optimizer step."""
@@ -115,6 +123,7 @@ class LRScheduler(HookBase):
         self.scheduler.step()
 
 
+@HOOKS.register()
 class EvalHook(HookBase):
     """Evaluates every ``period`` iterations and at the end, and owns the accuracies: the last
     one (``accuracy``, ``epoch``) and the best so far (``best_accuracy``, ``best_epoch``; epochs
@@ -171,6 +180,7 @@ class EvalHook(HookBase):
             self._evaluate(storage, storage.iter)
 
 
+@HOOKS.register()
 class PeriodicCheckpointer(HookBase):
     """Saves the whole training state (the checkpointer's checkpointables) every ``period``
     iterations (0: never) and at the end as ``model_final``; ``extra`` holds plain entries
@@ -192,6 +202,7 @@ class PeriodicCheckpointer(HookBase):
         self.checkpointer.save(FINAL_NAME, storage.iter, **self.extra)
 
 
+@HOOKS.register()
 class MetricsWriter(HookBase):
     """Appends one JSON object per logged iteration to ``metrics.json`` (every ``period``
     iterations, at every evaluation and at the last step), writes the same as a human line to

@@ -159,3 +159,19 @@ def test_period_in_iters_prefers_epochs():
     assert period_in_iters(100, None, 44) == 100
     assert period_in_iters(100, 2, 44) == 88
     assert period_in_iters(0, None, 44) == 0
+
+
+def test_hooks_are_registered_by_class_name_and_users_add_theirs():
+    from pet.engine.hooks import HOOKS, HookBase
+
+    assert HOOKS.names() == ("IterationTimer", "LRScheduler", "EvalHook", "PeriodicCheckpointer",
+                             "MetricsWriter")
+
+    @HOOKS.register()
+    class EmptyCacheHook(HookBase):
+        pass
+
+    try:
+        assert HOOKS.get("emptycachehook") is EmptyCacheHook
+    finally:
+        HOOKS.unregister("EmptyCacheHook")
