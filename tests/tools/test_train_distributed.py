@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 from test_train_net import (
-    REPO,
     TRAIN_NET,
     assert_bad_input,
+    assert_same_final_state,
     load,
     read_metrics,
     train,
@@ -72,18 +72,6 @@ def kill_job_after_checkpoint(cwd: Path, command: list, checkpoint: Path) -> Non
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=60)
     process.stderr.close()
-
-
-def assert_same_final_state(run: Path, reference: Path) -> None:
-    final, expected = load(run / "model_final.pth"), load(reference / "model_final.pth")
-    assert final["iteration"] == expected["iteration"]
-    for name, tensor in expected["model"].items():
-        assert torch.equal(final["model"][name], tensor), f"{name} differs after resume"
-    for index, state in expected["optimizer"]["state"].items():
-        for key, value in state.items():
-            assert torch.equal(final["optimizer"]["state"][index][key], value), f"optimizer {index}.{key}"
-    assert final["optim_wrapper"] == expected["optim_wrapper"]
-    assert final["eval_hook"] == expected["eval_hook"]
 
 
 def test_one_config_trains_the_same_job_on_every_layout(tmp_path):

@@ -221,6 +221,21 @@ def kill_after_checkpoint(cwd: Path, cfg_file: Path, checkpoint: Path, delay: fl
     process.stderr.close()
 
 
+def assert_same_final_state(run: Path, reference: Path) -> None:
+    """The final checkpoints of two runs hold the same weights, optimizer moments, wrapper and
+    evaluation state, bit for bit."""
+    final, expected = load(run / "model_final.pth"), load(reference / "model_final.pth")
+    assert final["iteration"] == expected["iteration"]
+    assert final["model"].keys() == expected["model"].keys()
+    for name, tensor in expected["model"].items():
+        assert torch.equal(final["model"][name], tensor), f"{name} differs after resume"
+    for index, state in expected["optimizer"]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(final["optimizer"]["state"][index][key], value), f"optimizer {index}.{key}"
+    assert final["eval_hook"] == expected["eval_hook"]
+    assert final["optim_wrapper"] == expected["optim_wrapper"]
+
+
 @pytest.mark.parametrize("model", sorted(RESUME_JOBS))
 def test_sigkill_and_resume_gives_bit_identical_weights(tmp_path, model):
     job = RESUME_JOBS[model]
@@ -235,17 +250,7 @@ def test_sigkill_and_resume_gives_bit_identical_weights(tmp_path, model):
     assert resumed.returncode == 0, resumed.stderr
     assert "Resuming from" in resumed.stdout
 
-    final = load(tmp_path / "resumed" / "model_final.pth")
-    expected = load(tmp_path / "reference" / "model_final.pth")
-    assert final["iteration"] == expected["iteration"]
-    assert final["model"].keys() == expected["model"].keys()
-    for name, tensor in expected["model"].items():
-        assert torch.equal(final["model"][name], tensor), f"{name} differs after resume"
-    for index, state in expected["optimizer"]["state"].items():
-        for key, value in state.items():
-            assert torch.equal(final["optimizer"]["state"][index][key], value), f"optimizer {index}.{key}"
-    assert final["eval_hook"] == expected["eval_hook"]
-    assert final["optim_wrapper"] == expected["optim_wrapper"]
+    assert_same_final_state(tmp_path / "resumed", tmp_path / "reference")
 
     # Each iteration logged once, with the same lr and loss as the uninterrupted run.
     def progress(records):
