@@ -16,6 +16,13 @@
 4. The scheduler's step() cost, and the whole training loop of the job of ``--cfg`` built as
    tools/train_net.py builds it against bare PyTorch loops doing the same job, run in
    lock-step with it (see pet.bench.loop_benchmark).
+5. With ``--step-paths`` (CPU): train_net's loop against a bare hand-written loop, in lock-step,
+   on that job cut short, for bfloat16 autocast, float16 with GradScaler and full_model
+   clipping, k = 4 accumulation, and 2 processes (gloo, k = 2) with the all-reduces per step
+   counted (see pet.bench.step_paths).
+6. With ``--build-cost``: the optimizer's build time for models of 1k, 10k and 100k parameter
+   tensors, side by side with MMEngine's DefaultOptimWrapperConstructor when it is installed
+   (``pip install --no-deps -r requirements-bench.txt``; see pet.bench.build_benchmark).
 
 The timed solver uses the config's SOLVER.OPTIMIZER with BENCH_OVERRIDES, so that several param
 groups exist. ``--quick`` runs tiny models, a 30-iteration job and few repeats: a smoke test,
@@ -38,6 +45,8 @@ from pet.engine.job import validate_job  # noqa: E402
 from pet.bench.models import ResNet, VisionTransformer  # noqa: E402
 from pet.bench.report import format_report, machine_info, targets  # noqa: E402
 from pet.bench.loop_benchmark import SOLVER_LOOP, job_iterations, time_job  # noqa: E402
+from pet.bench.step_paths import step_path_targets, step_paths_section  # noqa: E402
+from pet.bench.build_benchmark import build_cost_section, format_build_cost  # noqa: E402
 from pet.lib.utils.lr_scheduler import LearningRateScheduler  # noqa: E402
 from pet.lib.utils.optimizer import OPTIMIZERS, Optimizer, optimizer_spec  # noqa: E402
 from pet.bench.step_benchmark import (  # noqa: E402
@@ -198,7 +207,7 @@ def loop_section(cfg, repeats):
                 overhead_over_training_alone=overhead_over_training)
 
 
-def run(cfg, quick, device):
+def run(cfg, quick, device, step_paths=False, build_cost=False):
     """Every measurement of the benchmark, as one JSON-able dict."""
     warmup, repeats = (1, 3) if quick else (3, 21)
     if quick:
@@ -226,7 +235,15 @@ def run(cfg, quick, device):
         with BackgroundLoad() as load:
             result["training_loop"] = loop_section(job, 1 if quick else 5)
         result["training_loop"]["background_cores"] = load.cores
-    result["targets"] = targets(result, REFERENCE, BASELINE)
+        if step_paths:
+            with BackgroundLoad() as load:
+                # (iterations of (a)-(c), of (d), jobs each): about 3 minutes on 2 cores.
+                lengths = (4, 4, 1) if quick else (120, 200, 3)
+                result["step_paths"] = step_paths_section(cfg, *lengths)
+            result["step_paths"]["background_cores"] = load.cores
+    if build_cost:
+        result["build_cost"] = build_cost_section(quick)
+    result["targets"] = targets(result, REFERENCE, BASELINE) + step_path_targets(result.get("step_paths"))
     return result
 
 
@@ -236,11 +253,19 @@ def main(argv=None):
                         help="tiny models, a short job and few repeats: a smoke test")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON here")
+    parser.add_argument("--step-paths", action="store_true",
+                        help="also time train_net's AMP, accumulation and 2-process loops "
+                             "against bare loops (CPU, about 3 minutes)")
+    parser.add_argument("--build-cost", action="store_true",
+                        help="also time the optimizer's build at 1k, 10k and 100k tensors, with "
+                             "MMEngine's constructor when installed (about 5 minutes with it)")
     args, cfg = parse_cfg(parser, argv)
     with exit_on_config_error():
         validate_job(cfg)
-    result = run(cfg, args.quick, torch.device(args.device))
+    result = run(cfg, args.quick, torch.device(args.device), args.step_paths, args.build_cost)
     print(format_report(result))
+    if "build_cost" in result:
+        print("\n" + format_build_cost(result["build_cost"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -23,6 +23,7 @@ from typing import Dict
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from yacs.config import CfgNode
 
 from pet.data import build_datasets, build_train_loader
@@ -32,11 +33,12 @@ from pet.engine.trainer import eval_period
 from pet.engine.output_dir import prepare_output_dir
 from pet.engine.job import validate_job
 from pet.engine.checkpointer import Checkpointer
+from pet.engine.distributed import ProcessInfo
 from pet.engine.hooks import is_eval_step
 from pet.engine.logger import ProgressBar, close_logging, setup_logging
 from pet.lib.utils.lr_scheduler import LearningRateScheduler
 from pet.lib.utils.lr_scheduler import Schedule, build_schedule
-from pet.lib.utils.optim_wrapper import OptimWrapper
+from pet.lib.utils.optim_wrapper import build_optim_wrapper
 from pet.lib.utils.optimizer import OPTIMIZERS, Optimizer, optimizer_spec
 from pet.engine.seed import seed_everything
 from pet.models import build_model
@@ -79,13 +81,18 @@ class BareLoop:
         self.seconds = 0.0
         self.eval_seconds = 0.0
 
-    def step(self) -> None:
-        start = time.perf_counter()
-        levels, labels = self.loader.batch(self.iteration)
+    def train_step(self, iteration: int) -> None:
+        """Forward, backward and optimizer step on the batch of ``iteration`` (the part a
+        variant of the loop writes differently: autocast, loss scaling, accumulation, DDP)."""
+        levels, labels = self.loader.batch(iteration)
         loss = F.cross_entropy(self.model(levels), labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+
+    def step(self) -> None:
+        start = time.perf_counter()
+        self.train_step(self.iteration)
         self.scheduler.step()
         if is_eval_step(self.iteration, self.eval_period, self.max_iter):
             eval_start = time.perf_counter()
@@ -100,28 +107,34 @@ class SolverLoop:
     built as tools/train_net.py builds it, with its logging (log.txt and metrics.json in
     ``output_dir``; the console and progress bar go to ``console``, as off a terminal). Its
     first and last iterations also time the trainer's ``before_train`` and ``after_train``
-    (the final checkpoint)."""
+    (the final checkpoint). With ``process`` of a job of several processes (the process group
+    joined), the model is wrapped in DistributedDataParallel and only rank 0 writes, as in
+    train_net."""
 
-    def __init__(self, cfg: CfgNode, output_dir: str, console) -> None:
+    def __init__(self, cfg: CfgNode, output_dir: str, console,
+                 process: ProcessInfo = ProcessInfo()) -> None:
         seed_everything(cfg.SEED, cfg.NUM_THREADS)
-        iter_per_epoch = validate_job(cfg)
+        iter_per_epoch = validate_job(cfg, world_size=process.world_size)
         train_split, test_split = build_datasets(cfg)
         model = build_model(cfg)
         cfg = cfg.clone()
         cfg.OUTPUT_DIR = output_dir
         progress_bar = ProgressBar(stream=console)
         setup_logging(progress_bar, console)
-        prepare_output_dir(cfg, resume=False)
+        if process.is_main:
+            prepare_output_dir(cfg, resume=False)
         optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
-        optim_wrapper = OptimWrapper(optimizer)
+        optim_wrapper = build_optim_wrapper(optimizer, cfg.SOLVER, "cpu")
         scheduler = LearningRateScheduler(optimizer, cfg.SOLVER, iter_per_epoch=iter_per_epoch)
         eval_hook = build_eval_hook(cfg, model, test_split, scheduler.max_iter, iter_per_epoch)
-        checkpointer = Checkpointer(output_dir, model=model, optimizer=optimizer,
+        checkpointer = Checkpointer(output_dir, process=process, model=model, optimizer=optimizer,
                                     optim_wrapper=optim_wrapper, eval_hook=eval_hook)
         loader = build_train_loader(cfg, train_split)
         hooks = build_train_hooks(cfg, optimizer, scheduler, checkpointer, eval_hook,
-                                  iter_per_epoch, 0, progress_bar)
-        self.trainer = Trainer(model, optim_wrapper, loader, hooks, 0, scheduler.max_iter)
+                                  iter_per_epoch, 0, progress_bar, main_process=process.is_main)
+        trained_model = DistributedDataParallel(model) if process.distributed else model
+        self.trainer = Trainer(trained_model, optim_wrapper, loader, hooks, 0, scheduler.max_iter,
+                               process=process)
         self.iteration = 0
         self.seconds = 0.0
 
@@ -144,6 +157,16 @@ def bare_loops(cfg: CfgNode) -> Dict[str, BareLoop]:
     return loops
 
 
+def run_in_lock_step(loops, iterations: int) -> None:
+    """Advance every loop (anything with ``step()``) ``iterations`` times, one iteration of
+    each in turn, starting one further along the list every iteration. The order depends only
+    on the iteration, so processes of one job issue their collectives alike."""
+    for iteration in range(iterations):
+        shift = iteration % len(loops)
+        for loop in loops[shift:] + loops[:shift]:
+            loop.step()
+
+
 def time_job(cfg: CfgNode) -> Dict[str, Dict[str, float]]:
     """Seconds of ``cfg``'s whole job through each loop, all run in lock-step:
     {loop name: {"seconds": ..., "eval_seconds": ... (bare loops: their evaluations' part)}}.
@@ -153,11 +176,7 @@ def time_job(cfg: CfgNode) -> Dict[str, Dict[str, float]]:
         try:
             solver_loop = SolverLoop(cfg, output_dir, null)
             loops = {SOLVER_LOOP: solver_loop, **bare_loops(cfg)}
-            order = list(loops.values())
-            for iteration in range(solver_loop.trainer.max_iter):
-                shift = iteration % len(order)
-                for loop in order[shift:] + order[:shift]:
-                    loop.step()
+            run_in_lock_step(list(loops.values()), solver_loop.trainer.max_iter)
         finally:
             close_logging()  # the log file lives in output_dir
             torch.set_num_threads(threads)

@@ -5,6 +5,8 @@ from typing import Dict, List
 
 import torch
 
+from pet.bench.step_paths import format_step_paths
+
 # (row, optimizer type, the most it may take, as a multiple of torch's fused single-group step)
 STEP_TARGETS = [
     ("solver", "ADAMW", 1.10), ("solver", "SGD", 1.10),
@@ -97,6 +99,9 @@ def format_report(result: Dict) -> str:
                          f"{loop['overhead_over_training_alone'][name]:+.1%})")
             lines.append(line)
         lines += _busy_line(loop["background_cores"])
+    if "step_paths" in result:
+        lines += format_step_paths(result["step_paths"])
+        lines += _busy_line(result["step_paths"]["background_cores"])
     lines += ["", "targets:"]
     lines += [f"  {'met ' if t['met'] else 'MISS'}  {t['model']:12} {t['what']:58} "
               f"{t['value']:7.3f}  ({t['limit']})" for t in result["targets"]]

@@ -1,5 +1,6 @@
 """tools/benchmark_solver.py --quick runs end to end and writes every figure: a smoke test, with
 no assertion on speed (the figures belong in the README, measured on a quiet machine)."""
+import importlib.util
 import json
 import math
 import os
@@ -76,3 +77,21 @@ def test_a_bad_config_exits_2_with_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "SOLVER.OPTIMIZER.BASE_LR" in done.stderr
+
+
+def test_build_cost_is_an_opt_in_section_that_runs_without_mmengine(tmp_path):
+    out = tmp_path / "build.json"
+    done = subprocess.run([sys.executable, TOOL, "--cfg", JOB, "--quick", "--build-cost",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    section = json.loads(out.read_text())["build_cost"]
+    assert [row["tensors"] for row in section["rows"]] == [100, 1000]
+    for row in section["rows"]:
+        assert positive(row["pet_s"]) and row["pet_groups"] == 4  # default, bias, norm, head
+    if importlib.util.find_spec("mmengine") is None:
+        assert section["mmengine"] is None
+        assert all(row["mmengine_s"] is None and row["mmengine_note"].startswith("not installed")
+                   for row in section["rows"])
+    else:
+        assert all(row["same_hyperparameters"] for row in section["rows"])
+    assert "optimizer build time" in done.stdout and "tensors" in done.stdout

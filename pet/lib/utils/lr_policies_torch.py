@@ -11,7 +11,7 @@ scheduler had been started at the warm-up's end (``SequentialLR([LinearLR, X], [
 """
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Tuple
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Tuple
 
 from pet.lib.utils.lr_schedules import LR_POLICIES, LRPolicy, Schedule
 
@@ -146,15 +146,37 @@ def one_cycle_phases(o: OneCycle, total_steps: int) -> Tuple[Tuple[float, float,
     return ((up_end, initial, 1.0, "max", "base"), (total_steps - 1, 1.0, floor, "base", "max"))
 
 
-def one_cycle_progress(o: OneCycle, t: int, total_steps: int) -> Tuple[float, Tuple]:
-    """(progress through the phase holding step ``t``, that phase), found as torch finds it."""
-    phases = one_cycle_phases(o, total_steps)
-    start = 0.0
-    for index, phase in enumerate(phases):
-        if t <= phase[0] or index == len(phases) - 1:
-            return (t - start) / (phase[0] - start), phase
-        start = phase[0]
-    raise AssertionError("unreachable")
+class OneCyclePhase(NamedTuple):
+    """One of torch's phases over steps [start, end]: lr factors and momenta at both ends."""
+
+    start: float
+    end: float
+    lr_start: float
+    lr_end: float
+    momentum_start: float
+    momentum_end: float
+
+
+def one_cycle_plan(s: Schedule) -> Tuple[OneCyclePhase, ...]:
+    """ONE_CYCLE's phases over this schedule's steps, with momenta as values (its
+    ``LRPolicy.precompute``: built once per schedule, not every step)."""
+    o = s.options
+    value = {"max": o.momentum.max_momentum, "base": o.momentum.base_momentum}
+    plan, start = [], 0.0
+    for end, lr_start, lr_end, momentum_start, momentum_end in one_cycle_phases(
+            o, s.max_iter - s.warmup_iters):
+        plan.append(OneCyclePhase(start, end, lr_start, lr_end, value[momentum_start], value[momentum_end]))
+        start = end
+    return tuple(plan)
+
+
+def one_cycle_progress(plan: Tuple[OneCyclePhase, ...], t: int) -> Tuple[float, OneCyclePhase]:
+    """(progress through the phase holding step ``t``, that phase), found as torch finds it:
+    the first phase ending at or after ``t``, else the last."""
+    for phase in plan:
+        if t <= phase.end:
+            break
+    return (t - phase.start) / (phase.end - phase.start), phase
 
 
 def anneal(strategy: str, start: float, end: float, progress: float) -> float:
@@ -170,8 +192,8 @@ def one_cycle_policy(s: Schedule, i: int) -> float:
     if i < s.warmup_iters:
         return s.warmup(i)
     t, n = after_warmup(s, i)
-    progress, (_, start, end, _, _) = one_cycle_progress(s.options, min(t, n - 1), n)
-    return anneal(s.options.anneal_strategy, start, end, progress)
+    progress, phase = one_cycle_progress(s.precomputed, min(t, n - 1))
+    return anneal(s.options.anneal_strategy, phase.lr_start, phase.lr_end, progress)
 
 
 def one_cycle_momentum(s: Schedule, i: int) -> Optional[float]:
@@ -181,9 +203,8 @@ def one_cycle_momentum(s: Schedule, i: int) -> Optional[float]:
     if not cycle.cycle_momentum:
         return None
     t, n = after_warmup(s, max(i, s.warmup_iters))
-    progress, (_, _, _, start, end) = one_cycle_progress(s.options, min(t, n - 1), n)
-    value = {"max": cycle.max_momentum, "base": cycle.base_momentum}
-    return anneal(s.options.anneal_strategy, value[start], value[end], progress)
+    progress, phase = one_cycle_progress(s.precomputed, min(t, n - 1))
+    return anneal(s.options.anneal_strategy, phase.momentum_start, phase.momentum_end, progress)
 
 
 def one_cycle_options(keys: Mapping[str, Any], to_iters: ToIters) -> OneCycle:
@@ -250,6 +271,6 @@ LR_POLICIES.register(LRPolicy(linear_policy, options=linear_options), name="LINE
 LR_POLICIES.register(LRPolicy(cosine_restarts_policy, uses_floor=True, events=cosine_restarts_events,
                               options=cosine_restarts_options), name="COSINE_RESTARTS")
 LR_POLICIES.register(LRPolicy(one_cycle_policy, momentum=one_cycle_momentum,
-                              options=one_cycle_options), name="ONE_CYCLE")
+                              options=one_cycle_options, precompute=one_cycle_plan), name="ONE_CYCLE")
 LR_POLICIES.register(LRPolicy(cyclic_policy, momentum=cyclic_momentum, options=cyclic_options),
                      name="CYCLIC")

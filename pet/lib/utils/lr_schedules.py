@@ -10,6 +10,7 @@ import bisect
 import dataclasses
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable, FrozenSet, Iterable, Optional, Tuple
 
 from pet.lib.utils.registry import Registry
@@ -59,6 +60,9 @@ class LRPolicy:
     - ``options``: ``(mapping of the policy's config keys, to_iters) -> options``, the policy's
       own parameters with lengths in iterations (``to_iters`` converts the schedule's unit);
       None for a policy without a sub-node of its own.
+    - ``precompute(schedule)``: constants the policy derives from the schedule alone (e.g.
+      ONE_CYCLE's phases), computed once and read as ``schedule.precomputed``, so a step costs
+      only the arithmetic of its iteration.
     """
 
     factor: Callable[["Schedule", int], float]
@@ -68,6 +72,7 @@ class LRPolicy:
     momentum: Optional[Callable[["Schedule", int], Optional[float]]] = None
     events: Optional[Callable[["Schedule"], Iterable[int]]] = None
     options: Optional[Callable[[Any, Callable[[float], int]], Any]] = None
+    precompute: Optional[Callable[["Schedule"], Any]] = None
 
 
 # ``@LR_POLICIES.register()`` on a function ``(schedule, i) -> factor`` registers it under its name.
@@ -94,20 +99,32 @@ class Schedule:
     min_lr_factor: float = 0.0
     options: Any = None  # the policy's own parameters (LRPolicy.options), lengths in iterations
 
+    # Looked up once per schedule: the scheduler calls factor() (and momentum()) every step.
+    @cached_property
+    def entry(self) -> LRPolicy:
+        """The policy's LR_POLICIES entry; KeyError listing the names when it is unknown."""
+        return LR_POLICIES.get(self.policy)
+
+    @cached_property
+    def precomputed(self) -> Any:
+        """The policy's constants for this schedule (``LRPolicy.precompute``), computed on first
+        use; None for a policy without any. The schedule is frozen, so they never go stale."""
+        return self.entry.precompute(self) if self.entry.precompute else None
+
     def factor(self, iteration: int) -> float:
-        i = min(max(iteration, 0), self.max_iter)
-        return LR_POLICIES.get(self.policy).factor(self, i)
+        """The lr multiplier at ``iteration`` (clamped to [0, max_iter])."""
+        return self.entry.factor(self, min(max(iteration, 0), self.max_iter))
 
     def momentum(self, iteration: int) -> Optional[float]:
         """The momentum at ``iteration`` when the policy cycles it, else None."""
-        cycle = LR_POLICIES.get(self.policy).momentum
+        cycle = self.entry.momentum
         if cycle is None:
             return None
         return cycle(self, min(max(iteration, 0), self.max_iter))
 
     def events(self) -> FrozenSet[int]:
         """Iterations where the lr may jump: the warm-up's end and the policy's own events."""
-        declared = LR_POLICIES.get(self.policy).events
+        declared = self.entry.events
         found = set(declared(self)) if declared else set()
         if self.warmup_iters > 0:
             found.add(self.warmup_iters)

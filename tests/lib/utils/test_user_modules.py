@@ -1,8 +1,10 @@
-"""Registries for users: an optimizer class, a param rule and a param-groups builder registered in
-the user's own module (user_module_example.py), imported through CUSTOM_IMPORTS and chosen by
-name in YAML; bad input is one line and exit status 2."""
+"""Registries for users: an optimizer class, a param rule, a param-groups builder and an lr policy
+registered in the user's own module (user_module_example.py), imported through CUSTOM_IMPORTS and
+chosen by name in YAML; bad input is one line and exit status 2."""
 import copy
+import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import torch
 from torch import nn
 
 from pet.lib.config.cli import build_parser, parse_cfg
+from pet.lib.utils.lr_schedules import LR_POLICIES
 from pet.lib.utils.optimizer import OPTIMIZERS, Optimizer
 from pet.lib.utils.param_groups import PARAM_GROUPS_BUILDERS, PARAM_RULES
 
@@ -34,7 +37,8 @@ def user_module():
     yield
     sys.modules.pop("user_module_example", None)
     for registry, name in ((OPTIMIZERS, "USER_SIGN_SGD"), (PARAM_RULES, "user_linear"),
-                           (PARAM_GROUPS_BUILDERS, "user_one_group")):
+                           (PARAM_GROUPS_BUILDERS, "user_one_group"),
+                           (LR_POLICIES, "USER_INVERSE_SQRT")):
         if name in registry:
             registry.unregister(name)
 
@@ -105,6 +109,46 @@ def test_explain_solver_shows_the_user_rule_from_yaml_custom_imports(tmp_path):
     rules = {p["name"]: (p["rule"], p["lr"], p["weight_decay"]) for p in report["params"]}
     assert rules["head.weight"] == ("user_linear", pytest.approx(0.03), 0.0)
     assert rules["backbone.norm.weight"] == ("norm+backbone", 0.01, 0.0)
+
+
+# The user's policy in iteration mode: a 10-iteration linear warm-up, then sqrt(10 / i).
+USER_POLICY_YAML = """CUSTOM_IMPORTS: [user_module_example]
+MODEL:
+  TYPE: cnn
+  CNN: {CHANNELS: [4, 8, 8], HIDDEN_DIM: 16}
+SOLVER:
+  OPTIMIZER: {BASE_LR: 0.1, BIAS_LR_FACTOR: 2.0}
+  SCHEDULER:
+    POLICY: user_inverse_sqrt
+    TOTAL_EPOCHS: null
+    TOTAL_ITERS: 40
+    WARM_UP_EPOCHS: null
+    WARM_UP_ITERS: 10
+    WARM_UP_FACTOR: 0.1
+"""
+
+
+@pytest.mark.slow
+def test_a_user_policy_from_yaml_custom_imports_drives_plot_lr_and_check_cfg(tmp_path):
+    path = tmp_path / "policy.yaml"
+    path.write_text(USER_POLICY_YAML)
+    checked = run_tool("check_cfg.py", "--cfg", str(path))
+    assert checked.returncode == 0, checked.stderr
+    assert "schedule: USER_INVERSE_SQRT, iteration-based" in checked.stdout
+    assert "milestones" not in checked.stdout  # the policy reads no STEPS
+
+    plotted = run_tool("plot_lr.py", "--cfg", str(path), "--out", str(tmp_path / "lr.png"),
+                       "--csv", str(tmp_path / "lr.csv"))
+    assert plotted.returncode == 0, plotted.stderr
+    with open(tmp_path / "lr.csv", newline="") as f:
+        header, *rows = list(csv.reader(f))
+    lr_columns = [k for k, name in enumerate(header) if name.startswith("lr:")]
+    assert len(rows) == 41 and len(lr_columns) == 2  # weights and biases (lr x2)
+    expected = [0.1 + 0.9 * i / 10 if i < 10 else math.sqrt(10 / i) for i in range(41)]
+    for k in lr_columns:
+        top = float(rows[10][k])  # the warm-up's end: factor 1
+        assert top in (0.1, 0.2)
+        assert [float(row[k]) for row in rows] == pytest.approx([top * f for f in expected], rel=1e-12)
 
 
 @pytest.mark.slow
