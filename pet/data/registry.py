@@ -15,12 +15,15 @@ class DatasetInfo:
 
     num_images: int
     load: Callable[[CfgNode], Tuple[ImageSplit, ImageSplit]]
+    # Labels are 0 .. num_labels - 1 (MODEL.NUM_CLASSES must cover them); 0: not declared.
+    num_labels: int = 0
 
 
 DATASETS = Registry("data set")
 DATASETS.register(DatasetInfo(
     num_images=NUM_IMAGES,
     load=lambda data: load_digits_split(data.TEST_FRACTION, data.SPLIT_SEED),
+    num_labels=10,
 ), name="digits")
 
 

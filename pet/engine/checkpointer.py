@@ -10,6 +10,7 @@ directory names the newest one.
 On resume the checkpoint decides the progress (weights, optimizer moments, iteration, RNG) and
 the current config decides the hyper-parameters (lr, weight decay, momentum, schedule).
 """
+import contextlib
 import logging
 import os
 import random
@@ -22,19 +23,27 @@ from yacs.config import CfgNode
 
 from pet.engine.distributed import ProcessInfo, all_gather_objects
 from pet.engine.seed import seed_everything
-from pet.lib.config.errors import ConfigError
+from pet.engine.checkpoint_state import (  # noqa: F401  (re-exported: the checkpointer's API)
+    CheckpointError,
+    NonFiniteStateError,
+    check_finite_state,
+    check_model_layout,
+    check_optimizer_type,
+    check_param_group_layout,
+    log_hyperparam_changes,
+    optimizer_state_to_load,
+)
 
 logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last_checkpoint"
 FINAL_NAME = "model_final"
-# Param-group keys that the scheduler rewrites every iteration: a difference is not news.
-_SCHEDULED_KEYS = ("lr",)
+TMP_SUFFIX = ".tmp"
 
 
-class CheckpointError(ConfigError):
-    """A checkpoint that cannot be used with this config: missing, unreadable, or made for a
-    different model or param-group layout. Tools exit with status 2 on it, as on a bad config."""
+class CheckpointWriteError(OSError):
+    """A file of the run could not be written (a full disk, a failed device); the file it was
+    to replace is intact and no temporary file is left."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -42,20 +51,39 @@ class CheckpointError(ConfigError):
 # ---------------------------------------------------------------------------------------------
 def atomic_write(path: str, write) -> None:
     """Call ``write(file)`` on a temporary file next to ``path``, flush and fsync it, then
-    rename it over ``path``: a crash at any moment leaves either the old file or the new one."""
+    rename it over ``path``: a crash at any moment leaves either the old file or the new one.
+
+    Raises CheckpointWriteError (one line: the path and the reason) when any of it fails, a
+    full disk included; the temporary file is then removed and ``path`` is untouched.
+    """
     directory = os.path.dirname(os.path.abspath(path))
-    tmp_path = os.path.join(directory, f".{os.path.basename(path)}.tmp")
-    with open(tmp_path, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp_path, path)
+    tmp_path = os.path.join(directory, f".{os.path.basename(path)}{TMP_SUFFIX}")
+    try:
+        with open(tmp_path, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp_path)
+        if isinstance(e, OSError) or (isinstance(e, RuntimeError) and not isinstance(e, NotImplementedError)):
+            # torch.save reports a failed write of its zip writer as a RuntimeError.
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else _first_line(e)
+            raise CheckpointWriteError(f"cannot write {path} ({reason}); the previous file is "
+                                       f"kept and no temporary file is left") from None
+        raise
     # The rename itself is durable only once the directory entry is on disk.
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def find_checkpoints(save_dir: str) -> List[str]:
@@ -72,9 +100,20 @@ def last_checkpoint_path(save_dir: str) -> Optional[str]:
     pointer = os.path.join(save_dir, LAST_CHECKPOINT)
     if not os.path.isfile(pointer):
         return None
-    with open(pointer) as f:
-        name = f.read().strip()
-    return os.path.join(save_dir, name) if name else None
+    try:
+        with open(pointer, "rb") as f:
+            name = f.read(256).decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{pointer}: cannot be read ({_first_line(e)})") from None
+    if not name:
+        return None
+    # The pointer names a file inside save_dir, nothing else: a planted or edited pointer must
+    # not make --resume load a file from elsewhere.
+    if (name != os.path.basename(name) or name in (".", "..") or not name.endswith(".pth")
+            or os.path.islink(os.path.join(save_dir, name))):
+        raise CheckpointError(f"{pointer} names {name!r}, not a checkpoint file inside "
+                              f"{save_dir}; refusing to follow it")
+    return os.path.join(save_dir, name)
 
 
 def read_checkpoint(path: str) -> Dict[str, Any]:
@@ -136,86 +175,6 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     ))
     saved = state["python"]
     random.setstate((saved["version"], tuple(saved["internal"]), saved["gauss_next"]))
-
-
-# ---------------------------------------------------------------------------------------------
-# Layout checks
-# ---------------------------------------------------------------------------------------------
-def _first_and_count(keys: List[str]) -> str:
-    return keys[0] + (f" and {len(keys) - 1} more" if len(keys) > 1 else "")
-
-
-def check_model_layout(saved: Dict[str, torch.Tensor], model: nn.Module, source: str) -> None:
-    """Raise CheckpointError naming the first missing, unexpected or reshaped tensor."""
-    expected = model.state_dict()
-    missing = [key for key in expected if key not in saved]
-    unexpected = [key for key in saved if key not in expected]
-    if missing or unexpected:
-        parts = [f"{what} {_first_and_count(keys)}"
-                 for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
-        raise CheckpointError(
-            f"checkpoint {source} was saved from a different model ({'; '.join(parts)}); "
-            f"check MODEL.TYPE and the MODEL section"
-        )
-    for key, tensor in expected.items():
-        if saved[key].shape != tensor.shape:
-            raise CheckpointError(
-                f"checkpoint {source} was saved from a different model: {key} has shape "
-                f"{tuple(saved[key].shape)} there and {tuple(tensor.shape)} here; "
-                f"check the MODEL section"
-            )
-
-
-def check_param_group_layout(saved_groups: List[Dict], optimizer: torch.optim.Optimizer,
-                             source: str) -> None:
-    """Raise CheckpointError naming the first param group or parameter that differs."""
-    groups = optimizer.param_groups
-    hint = ("the model or the SOLVER.OPTIMIZER keys that decide the grouping (lr factors, "
-            "weight decays, EMBED_KEYWORDS) changed")
-    if len(saved_groups) != len(groups):
-        raise CheckpointError(
-            f"checkpoint {source} has {len(saved_groups)} optimizer param groups, this config builds "
-            f"{len(groups)}: {hint}"
-        )
-    for index, (saved, group) in enumerate(zip(saved_groups, groups)):
-        saved_names = list(saved.get("param_names", ()))
-        names = list(group.get("param_names", ()))
-        if saved_names and names and saved_names != names:
-            position = next((k for k, (a, b) in enumerate(zip(saved_names, names)) if a != b),
-                            min(len(saved_names), len(names)))
-            there = saved_names[position] if position < len(saved_names) else "(end of group)"
-            here = names[position] if position < len(names) else "(end of group)"
-            raise CheckpointError(
-                f"checkpoint {source}: optimizer param group {index} differs at parameter {position}: "
-                f"{there} in the checkpoint, {here} here: {hint}"
-            )
-        if len(saved["params"]) != len(group["params"]):
-            raise CheckpointError(
-                f"checkpoint {source}: optimizer param group {index} holds {len(saved['params'])} "
-                f"parameters there and {len(group['params'])} here: {hint}"
-            )
-
-
-def optimizer_state_to_load(saved: Dict[str, Any], optimizer: torch.optim.Optimizer) -> Dict[str, Any]:
-    """The state dict that resumes ``optimizer`` from the checkpoint's ``saved`` optimizer state:
-    the checkpoint's per-parameter state (moments, step counts) under the checkpoint's param
-    ids, with this run's group hyper-parameters, so ``load_state_dict`` sets the config's
-    values directly (check the layout first with ``check_param_group_layout``)."""
-    groups = [dict(group, params=list(saved_group["params"]))
-              for saved_group, group in zip(saved["param_groups"], optimizer.param_groups)]
-    return {"state": saved["state"], "param_groups": groups}
-
-
-def log_hyperparam_changes(saved_groups: List[Dict[str, Any]], optimizer: torch.optim.Optimizer) -> None:
-    """Log every param-group hyper-parameter of ``optimizer`` (this run's, the one used) that
-    differs from the checkpoint's, except the lr, which the scheduler sets anyway."""
-    for index, (saved, group) in enumerate(zip(saved_groups, optimizer.param_groups)):
-        for key, value in group.items():
-            if key in ("params", "param_names") or key in _SCHEDULED_KEYS:
-                continue
-            if saved.get(key) != value:
-                logger.info("resume: param group %d %s: %r in the checkpoint, %r from the config (used)",
-                            index, key, saved.get(key), value)
 
 
 class Checkpointer:
@@ -313,6 +272,9 @@ class Checkpointer:
             except KeyError as e:
                 raise CheckpointError(f"checkpoint {self.source}: entry {name!r} has no {e} "
                                       f"value; it was written by an older Pet: start a new run") from None
+            except (TypeError, ValueError, AttributeError, RuntimeError) as e:
+                raise CheckpointError(f"checkpoint {self.source}: entry {name!r} does not fit "
+                                      f"({_first_line(e)}); start a new run") from None
         if self.resuming:
             logger.info("Resuming from %s at iteration %d", self.source, start_iter)
         else:
@@ -328,6 +290,7 @@ class Checkpointer:
                     raise CheckpointError(f"checkpoint {self.source}: entry {name!r} has no {key!r} "
                                           f"value; it was not saved from a torch optimizer")
             check_param_group_layout(saved["param_groups"], checkpointable, self.source)
+            check_optimizer_type(saved["param_groups"], checkpointable, self.source)
 
     def load_rng(self, seed: int = 0) -> None:
         """Restore this process's RNG states saved with the checkpoint (call it last, right
@@ -363,9 +326,19 @@ class Checkpointer:
         rng_states = all_gather_objects(rng_state())
         filename = f"{name}.pth"
         path = os.path.join(self.save_dir, filename)
+        state = {key: checkpointable.state_dict() for key, checkpointable in self.checkpointables.items()}
+        # A diverged step must not become the state a resume starts from. Every process checks
+        # (their weights are equal), so every process stops alike.
+        for key in ("model", "optimizer"):
+            if key in state:
+                try:
+                    check_finite_state(state[key], key)
+                except NonFiniteStateError as e:
+                    raise NonFiniteStateError(
+                        f"{e} after {iteration} iterations; {filename} was not written; last good "
+                        f"checkpoint: {last_checkpoint_path(self.save_dir) or 'none'}") from None
         if not self.process.is_main:
             return path
-        state = {key: checkpointable.state_dict() for key, checkpointable in self.checkpointables.items()}
         state.update(iteration=int(iteration), rng=rng_states)
         for key, value in extra.items():
             state[key] = cfg_to_dict(value) if isinstance(value, CfgNode) else value

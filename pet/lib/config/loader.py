@@ -6,6 +6,7 @@ key and raises ConfigError with the full key.
 """
 import ast
 import difflib
+import math
 import os
 from typing import Any, Iterator, List, Sequence, Tuple
 
@@ -33,23 +34,82 @@ def load_cfg(cfg_file: str = None, overrides: Sequence[str] = ()) -> CfgNode:
 
 
 def merge_from_file(cfg: CfgNode, cfg_file: str) -> None:
-    """Merge the YAML file ``cfg_file`` into ``cfg`` in place."""
-    if not os.path.isfile(cfg_file):
+    """Merge the YAML file ``cfg_file`` into ``cfg`` in place.
+
+    Raises ConfigError, naming the file, for a path that is not a readable regular file, more
+    than MAX_FILE_BYTES, bytes that are not UTF-8, invalid YAML, YAML aliases, nesting deeper
+    than MAX_DEPTH, or a key given twice in one mapping (a section written twice).
+    """
+    for full_key, value in flatten(read_yaml(cfg_file)):
+        _set(cfg, full_key, value, source=cfg_file)
+
+
+def read_yaml(cfg_file: str) -> dict:
+    """The mapping in ``cfg_file`` ({} for an empty file), read through the limits above."""
+    if not os.path.exists(cfg_file):
         raise ConfigError(f"--cfg {cfg_file}: no such file")
+    if not os.path.isfile(cfg_file):
+        raise ConfigError(f"--cfg {cfg_file}: not a regular file")
     if os.path.splitext(cfg_file)[1] not in (".yaml", ".yml"):
         raise ConfigError(f"--cfg {cfg_file}: only YAML files (.yaml, .yml) are accepted")
     try:
-        with open(cfg_file) as f:
-            loaded = yaml.safe_load(f)
+        with open(cfg_file, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"--cfg {cfg_file}: cannot be read ({e.strerror})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"--cfg {cfg_file}: larger than {MAX_FILE_BYTES // 1024} KiB; not a config")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"--cfg {cfg_file}: not UTF-8 text (byte {e.start})") from None
+    try:
+        loaded = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:
         first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(f"--cfg {cfg_file}: not valid YAML ({first_line})") from None
+    except RecursionError:
+        raise ConfigError(f"--cfg {cfg_file}: nested deeper than {MAX_DEPTH} levels") from None
     if loaded is None:
-        return
+        return {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"--cfg {cfg_file}: the top level must be a mapping of keys")
-    for full_key, value in flatten(loaded):
-        _set(cfg, full_key, value, source=cfg_file)
+    return loaded
+
+
+# A config is a few KiB of a few levels: the limits refuse hostile files (billion laughs,
+# deep nesting, huge values) before they cost time or memory.
+MAX_FILE_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_OVERRIDE_CHARS = 10_000
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases, nesting deeper than MAX_DEPTH and duplicate keys."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"line {event.start_mark.line + 1}: aliases (*name) are not "
+                                 f"accepted in a config; write the value out")
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.YAMLError(f"line {mark.line + 1}: nested deeper than {MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str) and key in seen:
+                raise yaml.YAMLError(f"line {key_node.start_mark.line + 1}: key {key} is given "
+                                     f"twice in one mapping (the first would be dropped); merge them")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def merge_from_list(cfg: CfgNode, overrides: Sequence[str]) -> None:
@@ -60,6 +120,9 @@ def merge_from_list(cfg: CfgNode, overrides: Sequence[str]) -> None:
             f"overrides must be KEY VALUE pairs; {overrides[-1]!r} has no value"
         )
     for full_key, text in zip(overrides[0::2], overrides[1::2]):
+        if isinstance(text, str) and len(text) > MAX_OVERRIDE_CHARS:
+            raise ConfigError(f"{full_key} (command line): value longer than {MAX_OVERRIDE_CHARS} "
+                              f"characters; not a config value")
         _set(cfg, full_key, _parse_literal(text), source="command line")
 
 
@@ -90,7 +153,7 @@ def _parse_literal(text: Any) -> Any:
         return text
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
         return text
 
 
@@ -157,6 +220,7 @@ def _coerce(full_key: str, value: Any, default: Any) -> Any:
     """Return ``value`` converted to the type of ``default``, or raise ConfigError."""
     if isinstance(value, (list, tuple)):
         value = _as_tuple(value)
+    _check_finite(full_key, value)
     if default is None:
         # Optional keys (TOTAL_EPOCHS, WARM_UP_EPOCHS, ...): any scalar; validation checks it.
         if isinstance(value, _SCALAR_TYPES) or isinstance(value, tuple):
@@ -166,7 +230,10 @@ def _coerce(full_key: str, value: Any, default: Any) -> Any:
             return value
     elif isinstance(default, float):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise ConfigError(f"{full_key}: {value} is too large for a number") from None
     elif isinstance(default, int):
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -181,6 +248,22 @@ def _coerce(full_key: str, value: Any, default: Any) -> Any:
     raise ConfigError(
         f"{full_key}: expected {_describe(default)}, got {value!r} ({_type_name(value)})"
     )
+
+
+# Keys where infinity is a meaningful value (the max-norm); every other key refuses inf and NaN
+# here, before they can pass a "> 0" check and fail a run after it wrote files.
+INFINITY_ALLOWED_KEYS = ("SOLVER.OPTIMIZER.CLIP_GRADIENTS.NORM_TYPE",)
+
+
+def _check_finite(full_key: str, value: Any) -> None:
+    values = value if isinstance(value, tuple) else (value,)
+    for element in values:
+        if isinstance(element, tuple):
+            _check_finite(full_key, element)
+        elif isinstance(element, float) and not math.isfinite(element):
+            if math.isinf(element) and full_key.upper() in INFINITY_ALLOWED_KEYS:
+                continue
+            raise ConfigError(f"{full_key}: expected a finite number, got {element!r}")
 
 
 def _as_tuple(value: Any) -> Any:

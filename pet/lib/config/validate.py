@@ -142,6 +142,11 @@ def validate_scheduler(scheduler: CfgNode, iter_per_epoch: Optional[int] = None,
     scale = iter_per_epoch if epoch_mode else 1
     total = scheduler.TOTAL_EPOCHS if epoch_mode else scheduler.TOTAL_ITERS
     max_iter = total * scale
+    if epoch_mode and int(round(max_iter)) < 1:
+        raise ConfigError(
+            f"{_SCHED}.TOTAL_EPOCHS={total}: {total} epochs of {iter_per_epoch} iterations round "
+            f"to 0 iterations; train more than {1 / (2 * iter_per_epoch):.3g} epochs"
+        )
     if scheduler.WARM_UP_EPOCHS is not None:
         warmup_iters, warmup_key = scheduler.WARM_UP_EPOCHS * iter_per_epoch, "WARM_UP_EPOCHS"
     else:
@@ -243,7 +248,13 @@ def check_number(
         raise ConfigError(f"{key}: must be < {below:g}, got {shown!r}")
 
 
-def check_int(value: Any, key: str, minimum: int) -> None:
-    """ConfigError unless ``value`` is an integer >= ``minimum``."""
+# Integers a C int holds: larger ones overflow inside torch (or crash it) rather than fail.
+MAX_INT = 2 ** 31 - 1
+
+
+def check_int(value: Any, key: str, minimum: int, maximum: int = MAX_INT) -> None:
+    """ConfigError unless ``value`` is an integer in [``minimum``, ``maximum``]."""
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ConfigError(f"{key}: expected an integer >= {minimum}, got {value!r}")
+    if value > maximum:
+        raise ConfigError(f"{key}: must be <= {maximum}, got {value!r}")

@@ -9,6 +9,9 @@ from yacs.config import CfgNode
 from pet.lib.config.errors import ConfigError
 from pet.lib.config.validate import check_choice, check_int
 
+# numpy's seeds are 32-bit; torch.set_num_threads crashes far above any real core count.
+MAX_SEED = 2 ** 32 - 1
+MAX_THREADS = 1024
 # Patch sides that tile the 8x8 images.
 PATCH_SIZES = (1, 2, 4)
 
@@ -17,8 +20,8 @@ def validate_run(cfg: CfgNode) -> None:
     """Check OUTPUT_DIR, SEED, NUM_THREADS and LOG_PERIOD."""
     if not isinstance(cfg.OUTPUT_DIR, str) or not cfg.OUTPUT_DIR.strip():
         raise ConfigError(f"OUTPUT_DIR: expected a directory path, got {cfg.OUTPUT_DIR!r}")
-    check_int(cfg.SEED, "SEED", minimum=0)
-    check_int(cfg.NUM_THREADS, "NUM_THREADS", minimum=0)
+    check_int(cfg.SEED, "SEED", minimum=0, maximum=MAX_SEED)
+    check_int(cfg.NUM_THREADS, "NUM_THREADS", minimum=0, maximum=MAX_THREADS)
     check_int(cfg.LOG_PERIOD, "LOG_PERIOD", minimum=1)
 
 
@@ -60,7 +63,7 @@ def validate_data(data: CfgNode) -> None:
     """Check the values of ``DATA`` (all but DATASET)."""
     if not 0.0 < data.TEST_FRACTION < 1.0:
         raise ConfigError(f"DATA.TEST_FRACTION: must be in (0, 1), got {data.TEST_FRACTION!r}")
-    check_int(data.SPLIT_SEED, "DATA.SPLIT_SEED", minimum=0)
+    check_int(data.SPLIT_SEED, "DATA.SPLIT_SEED", minimum=0, maximum=MAX_SEED)
     check_int(data.BATCH_SIZE, "DATA.BATCH_SIZE", minimum=1)
     check_int(data.MAX_SHIFT, "DATA.MAX_SHIFT", minimum=0)
     if data.MAX_SHIFT >= 4:
@@ -93,6 +96,14 @@ def validate_micro_batches(cfg: CfgNode, num_train_images: int, world_size: int 
             f"DATA.DROP_LAST: False leaves a last batch of {last} images, fewer than the {parts} "
             f"micro-batches of SOLVER.ACCUMULATION_STEPS={k}{processes}; set DATA.DROP_LAST True"
         )
+
+
+def validate_num_classes(model: CfgNode, num_labels: int) -> None:
+    """ConfigError when the model has fewer outputs than the data set has labels (the loss
+    would fail inside the first step)."""
+    if model.NUM_CLASSES < num_labels:
+        raise ConfigError(f"MODEL.NUM_CLASSES: {model.NUM_CLASSES} is fewer than the {num_labels} "
+                          f"labels of the data set; set it to at least {num_labels}")
 
 
 def validate_test(test: CfgNode) -> None:

@@ -1,0 +1,93 @@
+"""Stopping a run cleanly on SIGTERM (what a cluster sends before it kills a job) and SIGINT
+(Ctrl-C): the current iteration finishes, a checkpoint is written, and the run exits with one
+line saying how to resume. A second SIGINT stops at once (KeyboardInterrupt)."""
+import os
+import signal
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+from pet.engine.checkpointer import Checkpointer
+from pet.engine.events import MetricsStorage
+from pet.engine.hooks import HookBase, is_period_end
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class TrainingStopped(Exception):
+    """Raised after the iteration in which a stop signal arrived, once its checkpoint is written.
+
+    Attributes: ``signal_name`` ("SIGTERM"/"SIGINT"), ``iterations_done``, ``checkpoint`` (the
+    path to resume from)."""
+
+    def __init__(self, signal_name: str, iterations_done: int, checkpoint: str) -> None:
+        super().__init__(f"stopped by {signal_name} after {iterations_done} iterations")
+        self.signal_name = signal_name
+        self.iterations_done = iterations_done
+        self.checkpoint = checkpoint
+
+
+class StopRequest:
+    """Records the first SIGTERM or SIGINT instead of dying on it; a second SIGINT raises
+    KeyboardInterrupt (the user insists). ``install()`` replaces the handlers; ``restore()``
+    puts the previous ones back."""
+
+    def __init__(self) -> None:
+        self.signal_name: Optional[str] = None
+        self._previous = {}
+
+    def install(self) -> "StopRequest":
+        for signum in STOP_SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.signal_name is None:
+            self.signal_name = signal.Signals(signum).name
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+
+class StopOnSignal(HookBase):
+    """After each step: when a stop was requested (on any process), checkpoint the iterations
+    done (unless the periodic checkpoint just did) and raise TrainingStopped. Put it last, after
+    the checkpoint and metrics hooks. Every process runs it (the save gathers RNG states), and
+    under torch.distributed the processes agree on the flag, so all stop at the same iteration.
+    """
+
+    def __init__(self, request: StopRequest, checkpointer: Checkpointer, snapshot_period: int,
+                 max_iter: int, device: torch.device = torch.device("cpu"), extra=None) -> None:
+        self.request = request
+        self.checkpointer = checkpointer
+        self.snapshot_period = snapshot_period
+        self.max_iter = max_iter
+        self.device = device
+        self.extra = extra or {}
+
+    def _stop_requested(self) -> bool:
+        if not (dist.is_available() and dist.is_initialized()):
+            return self.request.requested
+        flag = torch.tensor([1.0 if self.request.requested else 0.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def after_step(self, storage: MetricsStorage) -> None:
+        done = storage.iter + 1
+        if done >= self.max_iter or not self._stop_requested():
+            return  # the last iteration: the run finishes and writes model_final
+        name = f"model_{done:07d}"
+        if is_period_end(storage.iter, self.snapshot_period):
+            path = os.path.join(self.checkpointer.save_dir, f"{name}.pth")
+        else:
+            path = self.checkpointer.save(name, done, **self.extra)
+        raise TrainingStopped(self.request.signal_name or "a signal", done, path)

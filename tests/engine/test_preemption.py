@@ -1,0 +1,55 @@
+"""StopRequest and StopOnSignal: a stop signal ends the run after the step, with a checkpoint."""
+import os
+import signal
+
+import pytest
+import torch
+from torch import nn
+
+from pet.engine.checkpointer import Checkpointer
+from pet.engine.events import MetricsStorage
+from pet.engine.preemption import StopOnSignal, StopRequest, TrainingStopped
+
+
+def test_first_signal_is_recorded_and_a_second_sigint_raises():
+    request = StopRequest().install()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert request.signal_name == "SIGTERM"
+        os.kill(os.getpid(), signal.SIGTERM)  # a repeated SIGTERM changes nothing
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        request.restore()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def storage_at(iteration: int) -> MetricsStorage:
+    storage = MetricsStorage(0)
+    storage.begin_iteration(iteration)
+    return storage
+
+
+def test_stop_hook_checkpoints_then_raises(tmp_path):
+    request = StopRequest()
+    hook = StopOnSignal(request, Checkpointer(str(tmp_path), model=nn.Linear(2, 2)),
+                        snapshot_period=10, max_iter=100)
+    hook.after_step(storage_at(4))  # no signal: nothing happens
+    assert not list(tmp_path.iterdir())
+    request.signal_name = "SIGTERM"
+    with pytest.raises(TrainingStopped) as stopped:
+        hook.after_step(storage_at(4))
+    assert stopped.value.iterations_done == 5
+    assert stopped.value.checkpoint == str(tmp_path / "model_0000005.pth")
+    assert torch.load(stopped.value.checkpoint, weights_only=True)["iteration"] == 5
+    hook.after_step(storage_at(99))  # the last iteration: the run finishes normally
+
+
+def test_stop_hook_reuses_the_periodic_checkpoint(tmp_path):
+    request = StopRequest()
+    request.signal_name = "SIGINT"
+    hook = StopOnSignal(request, Checkpointer(str(tmp_path), model=nn.Linear(2, 2)),
+                        snapshot_period=5, max_iter=100)
+    with pytest.raises(TrainingStopped):
+        hook.after_step(storage_at(4))
+    assert not list(tmp_path.iterdir())  # the PeriodicCheckpointer wrote model_0000005 already

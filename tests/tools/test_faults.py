@@ -1,0 +1,355 @@
+"""The fault suite: hostile and broken input to every tool, unusable OUTPUT_DIRs, damaged and
+foreign checkpoints, SIGTERM/SIGINT, a full disk, two runs on one OUTPUT_DIR, SIGKILL at
+several points. Each fault must end in one line and a known exit status, never a traceback,
+and must leave the run resumable."""
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.tools.test_train_net import (
+    assert_bad_input,
+    load,
+    read_metrics,
+    snapshot_dir,
+    train,
+    train_command,
+    write_cfg,
+)
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tools"))
+
+# A job of a few iterations: each run here costs little more than Python's start-up.
+SHORT_JOB = {
+    "LOG_PERIOD": 1,
+    "MODEL": {"TYPE": "cnn", "CNN": {"CHANNELS": [4, 8, 8], "HIDDEN_DIM": 16}},
+    "SOLVER": {
+        "OPTIMIZER": {"TYPE": "SGD", "BASE_LR": 0.05},
+        "SCHEDULER": {"POLICY": "COSINE", "TOTAL_ITERS": 4, "STEPS": [], "WARM_UP_ITERS": 0},
+        "SNAPSHOT_ITERS": 2,
+    },
+}
+# A job that runs until it is stopped (no periodic checkpoints: only a stop writes one).
+ENDLESS = {**SHORT_JOB, "SOLVER": {**SHORT_JOB["SOLVER"], "SNAPSHOT_ITERS": 0,
+                                    "SCHEDULER": {**SHORT_JOB["SOLVER"]["SCHEDULER"], "TOTAL_ITERS": 10**7}}}
+
+# ---------------------------------------------------------------------------------------------
+# A corpus of malformed configs and overrides: (name, YAML text or bytes, overrides, fragment)
+# ---------------------------------------------------------------------------------------------
+OK_YAML = "MODEL: {TYPE: cnn}\n"
+CORPUS = [
+    ("not_utf8", b"MODEL: {TYPE: \xff\xfe}\n", [], "not UTF-8"),
+    ("binary", bytes(range(256)), [], "not UTF-8"),
+    ("alias", "A: &x {TYPE: cnn}\nMODEL: *x\n", [], "aliases"),
+    ("billion_laughs", "a: &a [1,1,1,1,1,1,1,1,1]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+                       "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n", [], "aliases"),
+    ("deep_lists", "SEED: " + "[" * 200 + "]" * 200 + "\n", [], "nested deeper"),
+    ("deep_maps", "A:\n" + "".join(" " * i + " x:\n" for i in range(1, 60)) + "  " * 60 + "1\n", [], "nested deeper"),
+    ("huge_file", "# " + "x" * (2 << 20) + "\n", [], "larger than"),
+    ("section_twice", "SOLVER: {OPTIMIZER: {BASE_LR: 0.1}}\nSOLVER: {SNAPSHOT_ITERS: 5}\n", [], "given twice"),
+    ("key_twice", "SEED: 1\nSEED: 2\n", [], "SEED is given twice"),
+    ("nested_key_twice", "SOLVER:\n  OPTIMIZER: {BASE_LR: 0.1, BASE_LR: 0.2}\n", [], "BASE_LR is given twice"),
+    ("top_list", "- 1\n- 2\n", [], "top level must be a mapping"),
+    ("top_scalar", "hello\n", [], "top level must be a mapping"),
+    ("bad_yaml", "MODEL: {TYPE: cnn\n", [], "not valid YAML"),
+    ("tab_indent", "MODEL:\n\tTYPE: cnn\n", [], "not valid YAML"),
+    ("python_tag", "SEED: !!python/object/apply:os.system ['true']\n", [], "not valid YAML"),
+    ("unknown_key", "SOLVR: {}\n", [], "unknown config key SOLVR"),
+    ("section_as_value", "SOLVER: 3\n", [], "is a section"),
+    ("yaml_inf", "SOLVER: {OPTIMIZER: {BASE_LR: .inf}}\n", [], "finite number"),
+    ("yaml_nan", "SOLVER: {OPTIMIZER: {WEIGHT_DECAY: .nan}}\n", [], "finite number"),
+    ("yaml_neg_inf_list", "SOLVER: {SCHEDULER: {STEPS: [1, -.inf]}}\n", [], "finite number"),
+    ("override_inf", OK_YAML, ["SOLVER.OPTIMIZER.BASE_LR", "1e400"], "finite number"),
+    ("override_nan", OK_YAML, ["SOLVER.OPTIMIZER.BASE_LR", "float('nan')"], "expected a number"),
+    ("override_inf_epochs", OK_YAML, ["SOLVER.SCHEDULER.TOTAL_EPOCHS", "1e999"], "finite number"),
+    ("override_inf_kwargs", OK_YAML, ["SOLVER.OPTIMIZER.KWARGS.eps", "1e999"], "finite number"),
+    ("huge_int_float_key", OK_YAML, ["SOLVER.OPTIMIZER.BASE_LR", "9" * 400], "too large"),
+    ("huge_override", OK_YAML, ["SEED", "1" * 20000], "longer than"),
+    ("deep_override", OK_YAML, ["SOLVER.SCHEDULER.STEPS", "(" * 500 + ")" * 500], "SOLVER.SCHEDULER.STEPS"),
+    ("odd_overrides", OK_YAML, ["SEED"], "no value"),
+    ("seed_negative", OK_YAML, ["SEED", "-1"], "SEED: expected an integer >= 0"),
+    ("seed_huge", OK_YAML, ["SEED", str(2 ** 64)], "SEED: must be <= 4294967295"),
+    ("split_seed_huge", OK_YAML, ["DATA.SPLIT_SEED", str(2 ** 40)], "DATA.SPLIT_SEED: must be <="),
+    ("threads_huge", OK_YAML, ["NUM_THREADS", "100000000"], "NUM_THREADS: must be <= 1024"),
+    ("threads_negative", OK_YAML, ["NUM_THREADS", "-4"], "NUM_THREADS: expected an integer >= 0"),
+    ("batch_huge", OK_YAML, ["DATA.BATCH_SIZE", str(2 ** 63)], "DATA.BATCH_SIZE: must be <="),
+    ("hidden_huge", OK_YAML, ["MODEL.CNN.HIDDEN_DIM", str(2 ** 40)], "MODEL.CNN.HIDDEN_DIM: must be <="),
+    ("classes_below_labels", OK_YAML, ["MODEL.NUM_CLASSES", "5"], "MODEL.NUM_CLASSES: 5 is fewer than the 10 labels"),
+    ("zero_iteration_schedule", OK_YAML, ["SOLVER.SCHEDULER.TOTAL_EPOCHS", "0.001", "SOLVER.SCHEDULER.STEPS", "()",
+                                         "SOLVER.SCHEDULER.WARM_UP_ITERS", "0"], "round to 0 iterations"),
+    ("total_iters_zero", OK_YAML, ["SOLVER.SCHEDULER.TOTAL_ITERS", "0"], "TOTAL_ITERS"),
+    ("lr_string", OK_YAML, ["SOLVER.OPTIMIZER.BASE_LR", "fast"], "SOLVER.OPTIMIZER.BASE_LR"),
+    ("lr_negative", OK_YAML, ["SOLVER.OPTIMIZER.BASE_LR", "-1"], "SOLVER.OPTIMIZER.BASE_LR"),
+    ("bool_for_int", OK_YAML, ["SEED", "True"], "SEED"),
+    ("unknown_optimizer", OK_YAML, ["SOLVER.OPTIMIZER.TYPE", "SGDD"], "SOLVER.OPTIMIZER.TYPE"),
+    ("unknown_model", OK_YAML, ["MODEL.TYPE", "resnet9000"], "MODEL.TYPE"),
+    ("empty_output_dir", OK_YAML, ["OUTPUT_DIR", "' '"], "OUTPUT_DIR"),
+    ("custom_import_missing", OK_YAML, ["CUSTOM_IMPORTS", "['no_such_module_xyz']"], "CUSTOM_IMPORTS"),
+]
+FILE_FAULTS = ["missing", "directory", "unreadable", "wrong_extension"]
+
+
+def make_cfg_file(tmp_path: Path, text) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def run_tool_in_process(tool: str, argv: list, capsys) -> str:
+    """Run ``tools/<tool>.py``'s main; return stderr, asserting exit 2 and one ``error:`` line."""
+    module = importlib.import_module(tool)
+    with pytest.raises(SystemExit) as exited:
+        module.main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize("tool", ["check_cfg", "explain_solver", "plot_lr"])
+@pytest.mark.parametrize("name, text, overrides, fragment", CORPUS, ids=[c[0] for c in CORPUS])
+def test_every_tool_refuses_the_corpus_with_one_line(tmp_path, capsys, tool, name, text, overrides, fragment):
+    cfg_file = make_cfg_file(tmp_path, text)
+    line = run_tool_in_process(tool, ["--cfg", str(cfg_file), *overrides], capsys)
+    assert fragment in line
+
+
+def file_fault(tmp_path: Path, fault: str) -> Path:
+    if fault == "missing":
+        return tmp_path / "nope.yaml"
+    if fault == "directory":
+        (tmp_path / "dir.yaml").mkdir()
+        return tmp_path / "dir.yaml"
+    if fault == "wrong_extension":
+        path = tmp_path / "job.json"
+        path.write_text("{}")
+        return path
+    path = make_cfg_file(tmp_path, OK_YAML)
+    path.chmod(0)
+    return path
+
+
+@pytest.mark.parametrize("fault", FILE_FAULTS)
+def test_an_unusable_cfg_file_is_one_line(tmp_path, capsys, fault):
+    if fault == "unreadable" and os.geteuid() == 0:
+        pytest.skip("root reads a file without read permission")
+    line = run_tool_in_process("check_cfg", ["--cfg", str(file_fault(tmp_path, fault))], capsys)
+    assert "--cfg" in line
+
+
+TRAIN_CASES = [c for c in CORPUS if c[0] in (
+    "not_utf8", "billion_laughs", "deep_lists", "section_twice", "override_inf", "seed_huge",
+    "threads_huge", "classes_below_labels", "zero_iteration_schedule")]
+
+
+@pytest.mark.parametrize("name, text, overrides, fragment", TRAIN_CASES, ids=[c[0] for c in TRAIN_CASES])
+def test_train_net_refuses_the_corpus_before_writing(tmp_path, name, text, overrides, fragment):
+    cfg_file = make_cfg_file(tmp_path, text)
+    before = snapshot_dir(tmp_path)
+    result = train(tmp_path, cfg_file, "OUTPUT_DIR", "out", *overrides)
+    assert_bad_input(result, fragment)
+    assert snapshot_dir(tmp_path) == before
+
+
+@pytest.mark.parametrize("output_dir, fragment", [
+    ("/dev/null", "is not a directory"),
+    ("job.yaml/out", "which is not a directory"),
+    ("x" * 300, "longer than 255 bytes"),
+    ("job.yaml", "is not a directory"),
+])
+def test_an_unusable_output_dir_is_one_line(tmp_path, output_dir, fragment):
+    cfg_file = write_cfg(tmp_path, SHORT_JOB)
+    before = snapshot_dir(tmp_path)
+    assert_bad_input(train(tmp_path, cfg_file, "OUTPUT_DIR", output_dir), fragment)
+    assert snapshot_dir(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: a hostile pointer, another optimizer, a weights-only file, leftovers
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("short")
+    cfg_file = write_cfg(cwd, SHORT_JOB)
+    result = train(cwd, cfg_file, "OUTPUT_DIR", "out")
+    assert result.returncode == 0, result.stderr
+    return cwd, cfg_file
+
+
+def copy_run(short_run, tmp_path: Path) -> Path:
+    cwd, cfg_file = short_run
+    subprocess.run(["cp", "-r", str(cwd / "out"), str(tmp_path / "out")], check=True)
+    (tmp_path / "job.yaml").write_text(cfg_file.read_text())
+    return tmp_path / "out"
+
+
+@pytest.mark.parametrize("pointer", ["../elsewhere.pth", "/etc/passwd", "..", "link.pth"])
+def test_a_pointer_outside_output_dir_is_refused(short_run, tmp_path, pointer):
+    out = copy_run(short_run, tmp_path)
+    (tmp_path / "elsewhere.pth").write_bytes((out / "model_final.pth").read_bytes())
+    os.symlink(tmp_path / "elsewhere.pth", out / "link.pth")
+    (out / "last_checkpoint").write_text(pointer)
+    before = snapshot_dir(out)
+    assert_bad_input(train(tmp_path, tmp_path / "job.yaml", "OUTPUT_DIR", "out", "--resume"),
+                     "refusing to follow it")
+    assert snapshot_dir(out) == before
+
+
+@pytest.mark.parametrize("damage, overrides, fragment", [
+    ("none", ["SOLVER.OPTIMIZER.TYPE", "ADAMW"], "another optimizer type"),
+    ("weights_only", [], "not a Pet checkpoint"),
+    ("no_iteration", [], "no 'iteration' entry"),
+    ("truncated", [], "cannot be loaded"),
+    ("empty", [], "cannot be loaded"),
+    ("garbage", [], "cannot be loaded"),
+    ("pointer_not_utf8", [], "cannot be read"),
+])
+def test_a_damaged_or_foreign_checkpoint_is_one_line_before_writing(short_run, tmp_path, damage,
+                                                                     overrides, fragment):
+    out = copy_run(short_run, tmp_path)
+    final = out / "model_final.pth"
+    if damage == "weights_only":
+        torch.save(load(final)["model"], final)
+    elif damage == "no_iteration":
+        checkpoint = load(final)
+        del checkpoint["iteration"]
+        torch.save(checkpoint, final)
+    elif damage == "truncated":
+        final.write_bytes(final.read_bytes()[:1000])
+    elif damage == "empty":
+        final.write_bytes(b"")
+    elif damage == "garbage":
+        final.write_bytes(os.urandom(4096))
+    elif damage == "pointer_not_utf8":
+        (out / "last_checkpoint").write_bytes(b"\xff\xfe.pth")
+    before = snapshot_dir(out)
+    result = train(tmp_path, tmp_path / "job.yaml", "OUTPUT_DIR", "out", "--resume", *overrides)
+    assert_bad_input(result, fragment)
+    assert snapshot_dir(out) == before
+
+
+def test_leftovers_of_an_interrupted_write_are_removed(short_run, tmp_path):
+    out = copy_run(short_run, tmp_path)
+    (out / ".model_0000006.pth.tmp").write_bytes(b"half a checkpoint")
+    (out / ".metrics.json.tmp").write_bytes(b"{")
+    result = train(tmp_path, tmp_path / "job.yaml", "OUTPUT_DIR", "out", "--resume",
+                   "SOLVER.SCHEDULER.TOTAL_ITERS", "6")
+    assert result.returncode == 0, result.stderr
+    assert not list(out.glob(".*.tmp"))
+    assert "Removed 2 temporary file(s)" in (out / "log.txt").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# Divergence and a full disk
+# ---------------------------------------------------------------------------------------------
+def test_non_finite_weights_never_reach_a_checkpoint(tmp_path):
+    cfg_file = write_cfg(tmp_path, SHORT_JOB)
+    result = train(tmp_path, cfg_file, "OUTPUT_DIR", "out", "SOLVER.OPTIMIZER.BASE_LR", "1e38",
+                   "SOLVER.SNAPSHOT_ITERS", "1", "SOLVER.OPTIMIZER.MOMENTUM", "0.0")
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "last good checkpoint" in lines[0]
+    for path in (tmp_path / "out").glob("*.pth"):
+        assert all(torch.isfinite(t).all() for t in load(path)["model"].values()), path.name
+    assert not list((tmp_path / "out").glob(".*.tmp"))
+
+
+def limit_file_size(max_bytes: int):
+    """preexec_fn: files of the child may not grow past ``max_bytes`` (a disk that fills up:
+    write() fails with EFBIG, as it fails with ENOSPC on a full disk)."""
+    def apply():
+        import resource
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+    return apply
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path):
+    cfg_file = write_cfg(tmp_path, SHORT_JOB)
+    result = subprocess.run(train_command(cfg_file, "OUTPUT_DIR", "out"), cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120,
+                            preexec_fn=limit_file_size(12_000))
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot write" in lines[0] and "model_0000002.pth" in lines[0]
+    assert not list((tmp_path / "out").glob(".*.tmp"))
+    assert not (tmp_path / "out" / "model_0000002.pth").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals and concurrent runs
+# ---------------------------------------------------------------------------------------------
+def start_endless_run(cwd: Path) -> subprocess.Popen:
+    cfg_file = write_cfg(cwd, ENDLESS, "endless.yaml")
+    process = subprocess.Popen(train_command(cfg_file, "OUTPUT_DIR", "out"), cwd=cwd,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    metrics = cwd / "out" / "metrics.json"
+    while not (metrics.exists() and metrics.stat().st_size > 0):
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return process
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_signal_checkpoints_and_says_how_to_resume(tmp_path, signum, status):
+    process = start_endless_run(tmp_path)
+    if signum == signal.SIGTERM:
+        # A second run on the same OUTPUT_DIR is refused while the first one holds it.
+        before = snapshot_dir(tmp_path / "out")
+        second = train(tmp_path, tmp_path / "endless.yaml", "OUTPUT_DIR", "out")
+        assert_bad_input(second, "another run is writing to it")
+        assert set(snapshot_dir(tmp_path / "out")) == set(before)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == status, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert f"stopped by {signal.Signals(signum).name} after" in lines[0] and "--resume" in lines[0]
+    done = load(tmp_path / "out" / (tmp_path / "out" / "last_checkpoint").read_text())["iteration"]
+    assert f"model_{done:07d}.pth" in lines[0]
+    assert read_metrics(tmp_path / "out")[-1]["iteration"] == done - 1
+    result = train(tmp_path, tmp_path / "endless.yaml", "OUTPUT_DIR", "out", "--resume",
+                   "SOLVER.SCHEDULER.TOTAL_ITERS", str(done + 2))
+    assert result.returncode == 0, result.stderr
+    assert [r["iteration"] for r in read_metrics(tmp_path / "out")] == list(range(done + 2))
+
+
+def test_sigkill_at_several_points_always_resumes(tmp_path):
+    """SIGKILL at 4 moments of a run (some inside checkpoint writes, with SNAPSHOT_ITERS 1 a
+    write is always under way); every resume then finishes and leaves no temporary file."""
+    job = {**SHORT_JOB, "SOLVER": {**SHORT_JOB["SOLVER"], "SNAPSHOT_ITERS": 1,
+                                   "SCHEDULER": {**SHORT_JOB["SOLVER"]["SCHEDULER"], "TOTAL_ITERS": 120}}}
+    cfg_file = write_cfg(tmp_path, job)
+    for kill in range(4):
+        args = ["OUTPUT_DIR", "out"] + (["--resume"] if (tmp_path / "out" / "last_checkpoint").exists() else [])
+        process = subprocess.Popen(train_command(cfg_file, *args), cwd=tmp_path,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        pointer = tmp_path / "out" / "last_checkpoint"
+        first = pointer.read_text() if pointer.exists() else None
+        deadline = time.monotonic() + 120
+        while not pointer.exists() or pointer.read_text() == first:
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.002)
+        time.sleep(0.003 * kill)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    result = train(tmp_path, cfg_file, "OUTPUT_DIR", "out", "--resume")
+    assert result.returncode == 0, result.stderr
+    assert not list((tmp_path / "out").glob(".*.tmp"))
+    # A kill between a checkpoint and its metrics line loses that line: each iteration is
+    # logged at most once, in order, to the end.
+    iterations = [r["iteration"] for r in read_metrics(tmp_path / "out")]
+    assert iterations == sorted(set(iterations)) and iterations[-1] == 119
+    assert load(tmp_path / "out" / "model_final.pth")["iteration"] == 120
