@@ -16,23 +16,37 @@ is written.
 """
 import io
 import os
+import shlex
 import sys
 import time
 
+import torch
 from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pet.data import build_datasets, build_train_loader  # noqa: E402
 from pet.engine import Trainer, build_eval_hook, build_train_hooks, evaluate  # noqa: E402
-from pet.engine.output_dir import check_output_dir, log_config_changes, prepare_output_dir  # noqa: E402
+from pet.engine.trainer import build_ema  # noqa: E402
+from pet.engine.output_dir import (  # noqa: E402
+    check_free_space,
+    check_output_dir,
+    log_config_changes,
+    prepare_output_dir,
+)
 from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
 from pet.lib.config.errors import ConfigError  # noqa: E402
 from pet.engine.job import validate_job  # noqa: E402
-from pet.engine.checkpointer import Checkpointer  # noqa: E402
+from pet.engine.checkpointer import (  # noqa: E402
+    Checkpointer,
+    CheckpointWriteError,
+    last_checkpoint_path,
+)
+from pet.engine.hooks import period_in_iters  # noqa: E402
+from pet.engine.preemption import StopOnSignal, StopRequest, TrainingStopped  # noqa: E402
 from pet.engine.device import resolve_device  # noqa: E402
 from pet.engine.distributed import destroy_process_group, init_process_group, process_info  # noqa: E402
-from pet.engine.logger import ProgressBar, format_seconds, setup_logging  # noqa: E402
+from pet.engine.logger import ProgressBar, format_seconds, run_header, setup_logging  # noqa: E402
 from pet.lib.utils.lr_scheduler import LearningRateScheduler  # noqa: E402
 from pet.lib.utils.optim_wrapper import build_optim_wrapper  # noqa: E402
 from pet.lib.utils.optimizer import Optimizer  # noqa: E402
@@ -41,6 +55,7 @@ from pet.models import build_model  # noqa: E402
 
 EXIT_DIVERGED = 1
 EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
+EXIT_TERMINATED = 143  # as a shell reports a SIGTERM
 
 
 def parse_args(argv=None):
@@ -66,6 +81,9 @@ def main(argv=None) -> int:
         if args.eval_only:
             return eval_only(cfg, args, device)
         check_output_dir(cfg.OUTPUT_DIR, args.resume)
+    logger.debug("%s", run_header(sys.argv if argv is None else [sys.argv[0], *argv], device,
+                                  cfg.NUM_THREADS or torch.get_num_threads(), process.world_size,
+                                  args.cfg_file))
     # Every process validated the same config alike: joining the group cannot hang on a typo.
     init_process_group(process, device)
     try:
@@ -82,52 +100,104 @@ def train(cfg, args, process, device, iter_per_epoch, progress_bar, logger) -> i
         model = build_model(cfg).to(device)
         optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
         optim_wrapper = build_optim_wrapper(optimizer, cfg.SOLVER, device.type)
+        check_free_space(cfg.OUTPUT_DIR, checkpoint_size_estimate(model))
         checkpointer = Checkpointer(cfg.OUTPUT_DIR, resume=args.resume, weights=cfg.MODEL.WEIGHTS,
                                     process=process, model=model, optimizer=optimizer,
                                     optim_wrapper=optim_wrapper)
         # The checkpoint's iteration is the whole progress of the schedule.
         scheduler = LearningRateScheduler(optimizer, cfg.SOLVER, start_iter=checkpointer.start_iter,
                                           iter_per_epoch=iter_per_epoch)
-        eval_hook = build_eval_hook(cfg, model, test_split, scheduler.max_iter, iter_per_epoch)
+        ema = build_ema(cfg, model)
+        if ema is not None:
+            checkpointer.add_checkpointable("ema", ema)
+        eval_hook = build_eval_hook(cfg, model, test_split, scheduler.max_iter, iter_per_epoch, ema)
         checkpointer.add_checkpointable("eval_hook", eval_hook)
         start_iter = checkpointer.load()
+        if ema is not None and not checkpointer.resuming:  # the average starts at MODEL.WEIGHTS
+            ema.load_state_dict(model.state_dict())
     if args.resume:
         log_config_changes(checkpointer.checkpoint.get("config", {}), cfg)
 
     # Every check passed: from here on the run writes to OUTPUT_DIR (rank 0 for the job).
     if process.is_main:
-        prepare_output_dir(cfg, resume=args.resume)
+        with exit_on_config_error():
+            prepare_output_dir(cfg, resume=args.resume)
     logger.info("Training %s (%d parameters) on %d images (%d held out), %d iterations per epoch, "
                 "%d iterations; %s; writing to %s", cfg.MODEL.TYPE,
                 sum(p.numel() for p in model.parameters()), len(train_split), len(test_split),
                 iter_per_epoch, scheduler.max_iter, describe_step(cfg, process, device), cfg.OUTPUT_DIR)
     data_loader = build_train_loader(cfg, train_split)
     hooks = build_train_hooks(cfg, optimizer, scheduler, checkpointer, eval_hook, iter_per_epoch,
-                              start_iter, progress_bar, main_process=process.is_main)
+                              start_iter, progress_bar, main_process=process.is_main,
+                              model=model, ema=ema)
     trained_model = model
     if process.distributed:
         trained_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    stop_request = StopRequest()
+    hooks.append(StopOnSignal(
+        stop_request, checkpointer,
+        period_in_iters(cfg.SOLVER.SNAPSHOT_ITERS, cfg.SOLVER.SNAPSHOT_EPOCHS, iter_per_epoch),
+        scheduler.max_iter, device, extra={"config": cfg}))
     checkpointer.load_rng(cfg.SEED)
     started = time.perf_counter()
+    stop_request.install()
     try:
         Trainer(trained_model, optim_wrapper, data_loader, hooks, start_iter, scheduler.max_iter,
                 process=process, device=device).train()
-    except FloatingPointError as e:
-        progress_bar.close()
-        if process.is_main:
-            print(f"error: {e}", file=sys.stderr)
-        return EXIT_DIVERGED
+    except TrainingStopped as e:
+        return stopped(progress_bar, process, f"{e}; saved {e.checkpoint}; continue with: "
+                       f"{resume_command()}", signal_exit_status(e.signal_name))
+    except FloatingPointError as e:  # a non-finite loss, or weights that became non-finite
+        last = last_checkpoint_path(cfg.OUTPUT_DIR)
+        hint = "" if "last good checkpoint" in str(e) else f"; last good checkpoint: {last or 'none'}"
+        return stopped(progress_bar, process, f"error: {e}{hint}", EXIT_DIVERGED)
+    except CheckpointWriteError as e:
+        return stopped(progress_bar, process, f"error: {e}", EXIT_DIVERGED)
     except KeyboardInterrupt:
-        progress_bar.close()
-        if process.is_main:
-            print(f"interrupted; continue from the last checkpoint in {cfg.OUTPUT_DIR} with --resume",
-                  file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return stopped(progress_bar, process, interrupted_message(cfg.OUTPUT_DIR), EXIT_INTERRUPTED)
+    finally:
+        stop_request.restore()
     logger.info("Done: held-out accuracy %.2f%% (best %.2f%% at epoch %d) after %d iterations in %s; "
                 "final model: %s", eval_hook.accuracy, eval_hook.best_accuracy, eval_hook.best_epoch,
                 scheduler.iteration, format_seconds(time.perf_counter() - started),
                 os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
+    if ema is not None:
+        logger.info("model_final.pth holds the trained weights under 'model' and their EMA under 'ema'")
     return 0
+
+
+def stopped(progress_bar, process, line: str, status: int) -> int:
+    """Close the progress bar, print ``line`` (rank 0) and return ``status``."""
+    progress_bar.close()
+    if process.is_main:
+        print(line, file=sys.stderr)
+    return status
+
+
+def signal_exit_status(signal_name: str) -> int:
+    return EXIT_TERMINATED if signal_name == "SIGTERM" else EXIT_INTERRUPTED
+
+
+def resume_command() -> str:
+    """This process's command line with --resume (added once), to resume the run."""
+    argv = [arg for arg in sys.argv if arg != "--resume"]
+    return " ".join(shlex.quote(arg) for arg in ["python", *argv, "--resume"])
+
+
+def interrupted_message(output_dir: str) -> str:
+    """The line after a second Ctrl-C: where to resume from, or that nothing can be resumed."""
+    last = last_checkpoint_path(output_dir) if os.path.isdir(output_dir) else None
+    if last is None:
+        return (f"interrupted before the first checkpoint; nothing to resume: run the same "
+                f"command again without --resume")
+    return f"interrupted; continue from {last} with: {resume_command()}"
+
+
+def checkpoint_size_estimate(model) -> int:
+    """Bytes a checkpoint of ``model`` may take: weights and up to two moments per weight,
+    with room for the RNG states and the config."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return 3 * weights + (1 << 20)
 
 
 def describe_step(cfg, process, device) -> str:
@@ -156,4 +226,8 @@ def eval_only(cfg, args, device) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C before the loop started: nothing was trained
+        print("interrupted before training started", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)

@@ -6,7 +6,6 @@ scheduler, checkpointer) from its constructor. The trainer calls them in list or
 order of ``after_step`` matters: the lr is recorded and the scheduler stepped first, then
 evaluation, then checkpoints (which must see the new accuracy), then the metrics line.
 """
-import json
 import logging
 import math
 import os
@@ -17,7 +16,9 @@ import torch
 
 from pet.engine.checkpointer import FINAL_NAME, Checkpointer, atomic_write
 from pet.engine.events import MetricsStorage
-from pet.engine.logger import ProgressBar, format_seconds
+from pet.engine.logger import ProgressBar, fit_status, format_seconds
+from pet.engine.writers import JSONWriter, MetricsFileWriter, truncate_metrics  # noqa: F401
+from pet.lib.config.runtime import PRIORITIES
 from pet.lib.utils.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -26,10 +27,15 @@ logger = logging.getLogger(__name__)
 # Hook classes by name (``@HOOKS.register()``): the built-in ones below, and a user's own
 # (imported through CUSTOM_IMPORTS) for runs that list hooks by name.
 HOOKS = Registry("hook")
+# The file of the best weights so far (BestCheckpointer), in OUTPUT_DIR.
+BEST_NAME = "model_best"
 
 
 class HookBase:
-    """A hook does nothing unless it overrides one of these."""
+    """A hook does nothing unless it overrides one of these. ``priority`` (MMEngine's, see
+    pet.lib.config.runtime.PRIORITIES) orders the hooks of a run: smaller runs earlier."""
+
+    priority = PRIORITIES["NORMAL"]
 
     def before_train(self, storage: MetricsStorage) -> None:
         pass
@@ -71,6 +77,8 @@ class IterationTimer(HookBase):
     Put it first in the hook list: its ``after_step`` then measures the step alone.
     """
 
+    priority = PRIORITIES["VERY_HIGH"]
+
     def __init__(self, max_iter: int, warmup_iters: int, ignore_warmup_time: bool = True) -> None:
         self.max_iter = max_iter
         self.warmup_iters = warmup_iters if ignore_warmup_time else 0
@@ -111,6 +119,8 @@ class LRScheduler(HookBase):
     """Records the lr of the largest param group (the one with most parameters), then steps
     the scheduler: one scheduler step per optimizer step."""
 
+    priority = PRIORITIES["HIGH"]
+
     def __init__(self, optimizer: torch.optim.Optimizer, scheduler) -> None:
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -120,6 +130,11 @@ class LRScheduler(HookBase):
     def after_step(self, storage: MetricsStorage) -> None:
         lr = self.optimizer.param_groups[self._best_param_group_id]["lr"]
         storage.put_scalar("lr", lr, smoothing_hint=False)
+        lrs = [group["lr"] for group in self.optimizer.param_groups]
+        if len(set(lrs)) > 1:  # one curve per distinct lr: groups that only differ in decay share one
+            for index, group_lr in enumerate(lrs):
+                if group_lr not in lrs[:index]:
+                    storage.put_scalar(f"lr_group{index}", group_lr, smoothing_hint=False)
         self.scheduler.step()
 
 
@@ -186,6 +201,8 @@ class PeriodicCheckpointer(HookBase):
     iterations (0: never) and at the end as ``model_final``; ``extra`` holds plain entries
     saved with every checkpoint (train_net: the config)."""
 
+    priority = PRIORITIES["BELOW_NORMAL"]
+
     def __init__(self, checkpointer: Checkpointer, period: int, max_iter: int,
                  extra: Optional[Dict] = None) -> None:
         self.checkpointer = checkpointer
@@ -203,24 +220,82 @@ class PeriodicCheckpointer(HookBase):
 
 
 @HOOKS.register()
-class MetricsWriter(HookBase):
-    """Appends one JSON object per logged iteration to ``metrics.json`` (every ``period``
-    iterations, at every evaluation and at the last step), writes the same as a human line to
-    the log file, and draws the progress bar on a terminal.
+class BestCheckpointer(HookBase):
+    """Writes ``model_best.pth`` (atomically; ``last_checkpoint`` is left alone) each time
+    ``eval_hook``'s best accuracy improves: the weights ("model", and "ema" with MODEL.EMA),
+    ``iteration``, ``accuracy`` and ``epoch``; ``--eval-only MODEL.WEIGHTS .../model_best.pth``
+    evaluates it. A resumed run starts from the restored best, so it only writes on a new one."""
 
-    On resume, lines of iterations at or after ``start_iter`` (written by the interrupted run
-    after its last checkpoint) are dropped first, so each iteration appears once.
+    priority = PRIORITIES["BELOW_NORMAL"]
+
+    def __init__(self, checkpointer: Checkpointer, eval_hook: "EvalHook") -> None:
+        self.checkpointer = checkpointer
+        self.eval_hook = eval_hook
+        self._best = None
+
+    def before_train(self, storage: MetricsStorage) -> None:
+        self._best = self.eval_hook.best_accuracy  # restored from the checkpoint by now
+
+    def after_step(self, storage: MetricsStorage) -> None:
+        if self._best is None:
+            self._best = self.eval_hook.best_accuracy
+        if self.eval_hook.best_accuracy > self._best:
+            self._best = self.eval_hook.best_accuracy
+            self.save(storage.iter + 1)
+
+    def save(self, iteration: int) -> None:
+        """Write the best weights so far (rank 0 only)."""
+        if not self.checkpointer.process.is_main:
+            return
+        state = {name: self.checkpointer.checkpointables[name].state_dict()
+                 for name in ("model", "ema") if name in self.checkpointer.checkpointables}
+        state.update(iteration=int(iteration), accuracy=float(self.eval_hook.best_accuracy),
+                     epoch=int(self.eval_hook.best_epoch))
+        path = os.path.join(self.checkpointer.save_dir, f"{BEST_NAME}.pth")
+        atomic_write(path, lambda f: torch.save(state, f))
+        logger.debug("Saved %s (accuracy %.2f%%, iteration %d)", path, state["accuracy"], iteration)
+
+
+@HOOKS.register()
+class MetricsWriter(HookBase):
+    """Hands one record per logged iteration (every ``period`` iterations, at every evaluation
+    and at the last step) to the ``writers`` (default: metrics.json at ``path``; the fields are
+    documented in pet.engine.writers), writes the same as a human line to the log file, and
+    draws the progress bar on a terminal.
+
+    ``iter_per_epoch`` gives the records their epoch and ``images_per_iter`` (the batch size)
+    their throughput. On resume each writer drops what was written at or after ``start_iter``
+    (by the interrupted run after its last checkpoint), so each iteration appears once.
     """
 
+    priority = PRIORITIES["LOW"]
+
     def __init__(self, path: str, period: int, max_iter: int, timer: IterationTimer,
-                 start_iter: int = 0, progress_bar: Optional[ProgressBar] = None) -> None:
-        self.path = path
+                 start_iter: int = 0, progress_bar: Optional[ProgressBar] = None,
+                 writers: Optional[List[MetricsFileWriter]] = None, iter_per_epoch: int = 0,
+                 images_per_iter: int = 0) -> None:
         self.period = period
         self.max_iter = max_iter
         self.timer = timer
         self.progress_bar = progress_bar or ProgressBar()
-        truncate_metrics(path, start_iter)
-        self._file = open(path, "a")
+        self.writers = writers if writers is not None else [JSONWriter(path, start_iter)]
+        self.iter_per_epoch = iter_per_epoch or max_iter
+        self.images_per_iter = images_per_iter
+
+    def epoch(self, iterations_done: int) -> int:
+        """The epoch (from 1) of the step that completes ``iterations_done`` iterations."""
+        return max(1, math.ceil(iterations_done / self.iter_per_epoch))
+
+    def record(self, storage: MetricsStorage, latest: Dict[str, float], eta: float) -> Dict[str, float]:
+        """The metrics of the current iteration, as the writers get them."""
+        it = storage.iter
+        record = {"iteration": it, "iterations_done": it + 1, "epoch": self.epoch(it + 1), **latest}
+        if "loss" in latest:
+            record["loss_smoothed"] = storage.median("loss", max(self.period, 20))
+        if self.images_per_iter:
+            record["images_per_s"] = round(self.images_per_iter / max(self.timer.seconds_per_iter(), 1e-9), 1)
+        record["eta_seconds"] = round(eta, 1)
+        return record
 
     def after_step(self, storage: MetricsStorage) -> None:
         it = storage.iter
@@ -231,9 +306,9 @@ class MetricsWriter(HookBase):
         latest = storage.latest()
         eta = self.timer.eta_seconds(it)
         if write:
-            record = {"iteration": it, **latest, "eta_seconds": round(eta, 1)}
-            self._file.write(json.dumps(record) + "\n")
-            self._file.flush()
+            record = self.record(storage, latest, eta)
+            for writer in self.writers:
+                writer.write(record)
             logger.debug(
                 "iter %d/%d  lr %.6g  loss %.4f (median %.4f)  %.1f ms/iter  eta %s%s",
                 it + 1, self.max_iter, latest.get("lr", float("nan")), latest["loss"],
@@ -246,30 +321,13 @@ class MetricsWriter(HookBase):
 
     def _status(self, storage: MetricsStorage, latest: Dict[str, float], eta: float) -> str:
         it = storage.iter
-        width = 20
-        filled = int(width * (it + 1) / self.max_iter)
         speed = 1.0 / max(self.timer.seconds_per_iter(), 1e-9)
-        return (f"[{'#' * filled}{'.' * (width - filled)}] iter {it + 1}/{self.max_iter}  "
-                f"lr {latest.get('lr', float('nan')):.4g}  loss {storage.median('loss', 20):.4f}  "
-                f"{speed:.0f} it/s  eta {format_seconds(eta)}")
+        text = (f"ep {self.epoch(it + 1)} iter {it + 1}/{self.max_iter} "
+                f"lr {latest.get('lr', float('nan')):.3g} loss {storage.median('loss', 20):.4f} "
+                f"{speed:.0f} it/s eta {format_seconds(eta)}")
+        return fit_status(text, (it + 1) / self.max_iter, self.progress_bar.width())
 
     def after_train(self, storage: MetricsStorage) -> None:
         self.progress_bar.close()
-        self._file.close()
-
-
-def truncate_metrics(path: str, start_iter: int) -> None:
-    """Keep only the complete lines of ``path`` whose iteration is before ``start_iter``."""
-    if not os.path.exists(path):
-        return
-    kept: List[str] = []
-    with open(path) as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a kill
-                continue
-            if record.get("iteration", math.inf) < start_iter:
-                kept.append(json.dumps(record) + "\n")
-    # Atomic: a kill while truncating must not lose the lines of the iterations kept.
-    atomic_write(path, lambda f: f.write("".join(kept).encode()))
+        for writer in self.writers:
+            writer.close()

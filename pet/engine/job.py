@@ -10,12 +10,16 @@ from pet.lib.config.validate_job import (
     validate_batch_size,
     validate_data,
     validate_micro_batches,
+    validate_num_classes,
     validate_model,
     validate_run,
     validate_test,
 )
+from pet.lib.config.runtime import validate_runtime
 from pet.lib.utils.solver import validate_solver
 from pet.models import MODELS
+from pet.engine.hook_config import check_custom_hooks
+from pet.engine.writers import WRITERS
 
 
 def validate_job(cfg: CfgNode, iter_per_epoch_override: Optional[int] = None,
@@ -27,10 +31,17 @@ def validate_job(cfg: CfgNode, iter_per_epoch_override: Optional[int] = None,
     Raises ConfigError on the first bad key.
     """
     validate_run(cfg)
+    validate_runtime(cfg)
+    for index, name in enumerate(cfg.WRITERS):
+        WRITERS.check(name, f"WRITERS[{index}]")
+    check_custom_hooks(cfg.CUSTOM_HOOKS)
     MODELS.check(cfg.MODEL.TYPE, "MODEL.TYPE")
     validate_model(cfg.MODEL)
     DATASETS.check(cfg.DATA.DATASET, "DATA.DATASET")
     validate_data(cfg.DATA)
+    num_labels = DATASETS.get(cfg.DATA.DATASET).num_labels
+    if num_labels:
+        validate_num_classes(cfg.MODEL, num_labels)
     validate_test(cfg.TEST)
     validate_batch_size(cfg.DATA, num_train_images(cfg.DATA))
     if iter_per_epoch_override is not None:

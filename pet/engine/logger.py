@@ -10,6 +10,7 @@ flushed into ``log.txt``; a run refused for bad input writes nothing.
 import logging
 import logging.handlers
 import os
+import shutil
 import sys
 import time
 from typing import Callable, Optional, TextIO
@@ -29,6 +30,22 @@ def format_seconds(seconds: float) -> str:
     """``3725`` -> ``"1:02:05"``."""
     seconds = int(round(max(seconds, 0)))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+# The widest the progress line gets, whatever the terminal: a classic terminal's width.
+MAX_STATUS_WIDTH = 80
+
+
+def fit_status(text: str, fraction: float, width: int) -> str:
+    """``[####......] text``, the bar as wide as fits in ``width - 1`` columns (at most 20,
+    none when the text alone fills the line); the text cut to fit. A line one column short of
+    the width never wraps, so each redraw replaces the last."""
+    room = width - 1 - len(text)
+    bar_width = min(20, room - 3)
+    if bar_width >= 5:
+        filled = int(bar_width * min(max(fraction, 0.0), 1.0))
+        text = f"[{'#' * filled}{'.' * (bar_width - filled)}] {text}"
+    return text[:max(width - 1, 0)]
 
 
 class ProgressBar:
@@ -51,6 +68,14 @@ class ProgressBar:
         self.stream.write("\r\033[K" + text())
         self.stream.flush()
         self._visible = True
+
+    def width(self) -> int:
+        """Columns the status line may take: the terminal's, at most MAX_STATUS_WIDTH."""
+        try:
+            columns = os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            columns = shutil.get_terminal_size((MAX_STATUS_WIDTH, 24)).columns
+        return min(columns or MAX_STATUS_WIDTH, MAX_STATUS_WIDTH)
 
     def clear(self) -> None:
         """Erase the line, so that a log message starts on a clean line."""
@@ -125,3 +150,18 @@ def attach_log_file(path: str, append: bool) -> None:
             logger.removeHandler(handler)
             handler.close()
     logger.addHandler(file_handler)
+
+
+def run_header(argv, device, num_threads: int, world_size: int, cfg_file: str) -> str:
+    """The first lines of log.txt: how the run was started and on what (command, config path,
+    python and torch versions, device, CPU threads, processes)."""
+    import platform
+    import shlex
+
+    import torch
+
+    command = " ".join(shlex.quote(arg) for arg in [sys.executable, *argv])
+    return (f"Command: {command}\n"
+            f"Config file: {os.path.abspath(cfg_file)}\n"
+            f"Versions: python {platform.python_version()}, torch {torch.__version__}\n"
+            f"Device: {device}; CPU threads: {num_threads}; world size: {world_size}")

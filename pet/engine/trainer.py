@@ -19,8 +19,12 @@ from pet.engine.hooks import (
     LRScheduler,
     MetricsWriter,
     PeriodicCheckpointer,
+    BestCheckpointer,
     period_in_iters,
 )
+from pet.engine.ema import EMAHook, ModelEMA
+from pet.engine.hook_config import build_custom_hooks, describe_hooks, order_hooks
+from pet.engine.writers import build_writers
 from pet.engine.distributed import ProcessInfo
 from pet.engine.logger import ProgressBar
 from pet.lib.utils.optim_wrapper import OptimWrapper
@@ -110,21 +114,37 @@ def eval_period(cfg: CfgNode, iter_per_epoch: int) -> int:
 
 
 def build_eval_hook(cfg: CfgNode, model: nn.Module, test_split: ImageSplit, max_iter: int,
-                    iter_per_epoch: int) -> EvalHook:
+                    iter_per_epoch: int, ema: Optional[ModelEMA] = None) -> EvalHook:
     """The evaluation hook of a training run (built before the checkpoint is loaded: it holds
-    the best accuracy so far, which the checkpoint restores)."""
-    return EvalHook(lambda: evaluate(model, test_split, cfg.TEST.BATCH_SIZE),
-                    eval_period(cfg, iter_per_epoch), max_iter, iter_per_epoch)
+    the best accuracy so far, which the checkpoint restores). With ``ema`` the averaged weights
+    are evaluated too, reported as ``ema_accuracy`` and ``ema_test_loss``."""
+    def eval_fn():
+        results = evaluate(model, test_split, cfg.TEST.BATCH_SIZE)
+        if ema is not None:
+            ema_results = evaluate(ema.module, test_split, cfg.TEST.BATCH_SIZE)
+            results.update({f"ema_{name}": value for name, value in ema_results.items()})
+        return results
+    return EvalHook(eval_fn, eval_period(cfg, iter_per_epoch), max_iter, iter_per_epoch)
+
+
+def build_ema(cfg: CfgNode, model: nn.Module) -> Optional[ModelEMA]:
+    """The EMA of ``model``'s weights when MODEL.EMA.ENABLED, else None."""
+    if not cfg.MODEL.EMA.ENABLED:
+        return None
+    return ModelEMA(model, cfg.MODEL.EMA.DECAY, warmup=cfg.MODEL.EMA.WARMUP)
 
 
 def build_train_hooks(cfg: CfgNode, optimizer: torch.optim.Optimizer, scheduler,
                       checkpointer: Checkpointer, eval_hook: EvalHook, iter_per_epoch: int,
                       start_iter: int, progress_bar: Optional[ProgressBar] = None,
-                      main_process: bool = True) -> List[HookBase]:
+                      main_process: bool = True, model: Optional[nn.Module] = None,
+                      ema: Optional[ModelEMA] = None) -> List[HookBase]:
     """The hooks of a training run, in the order their ``after_step`` must run: timer, lr
     (record, then step the scheduler), ``eval_hook``, checkpoints (of the checkpointer's
     checkpointables, with the config), metrics (rank 0 only: it writes for the job; every
-    process checkpoints, as each hands in its RNG states)."""
+    process checkpoints, as each hands in its RNG states). Then the EMA update (with ``ema``,
+    of ``model``), the best checkpoint and CUSTOM_HOOKS; all sorted by priority (the order above
+    is the built-in hooks' priority order)."""
     max_iter = scheduler.max_iter
     timer = IterationTimer(max_iter, scheduler.warmup_iters, ignore_warmup_time=True)
     hooks = [
@@ -146,5 +166,13 @@ def build_train_hooks(cfg: CfgNode, optimizer: torch.optim.Optimizer, scheduler,
             timer,
             start_iter=start_iter,
             progress_bar=progress_bar,
+            writers=build_writers(cfg.WRITERS, cfg.OUTPUT_DIR, start_iter),
+            iter_per_epoch=iter_per_epoch,
+            images_per_iter=cfg.DATA.BATCH_SIZE,
         ))
+    if ema is not None:
+        hooks.append(EMAHook(model, ema, cfg.MODEL.EMA.EVERY))
+    hooks.append(BestCheckpointer(checkpointer, eval_hook))
+    hooks = order_hooks(hooks + build_custom_hooks(cfg.CUSTOM_HOOKS))
+    logger.info("Hooks: %s", describe_hooks(hooks))
     return hooks

@@ -165,7 +165,7 @@ def test_hooks_are_registered_by_class_name_and_users_add_theirs():
     from pet.engine.hooks import HOOKS, HookBase
 
     assert HOOKS.names() == ("IterationTimer", "LRScheduler", "EvalHook", "PeriodicCheckpointer",
-                             "MetricsWriter")
+                             "BestCheckpointer", "MetricsWriter", "EMAHook")
 
     @HOOKS.register()
     class EmptyCacheHook(HookBase):

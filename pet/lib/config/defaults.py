@@ -14,6 +14,19 @@ _C = CN()
 _C.CUSTOM_IMPORTS = ()
 # Where a run writes config.yaml, log.txt, metrics.json, its checkpoints and last_checkpoint.
 _C.OUTPUT_DIR = "ckpts/default"
+# Hooks of the user's own, each a mapping {TYPE: a name of the HOOKS registry (pet.engine.hooks;
+# register with @HOOKS.register() in a CUSTOM_IMPORTS module), PRIORITY: HIGHEST, VERY_HIGH, HIGH,
+# ABOVE_NORMAL, NORMAL (the default), BELOW_NORMAL, LOW, VERY_LOW, LOWEST or an int in [0, 100]
+# (MMEngine's order: smaller runs earlier), and the hook's constructor arguments as keys
+# (MESSAGE: hi -> message="hi")}. The built-in hooks run at: IterationTimer VERY_HIGH,
+# LRScheduler HIGH, EMAHook ABOVE_NORMAL, EvalHook NORMAL, BestCheckpointer and
+# PeriodicCheckpointer BELOW_NORMAL, MetricsWriter LOW; a custom hook of the same priority runs
+# after them. E.g. [{TYPE: MyHook, PRIORITY: LOW, EVERY: 10}].
+_C.CUSTOM_HOOKS = ()
+# Where the metrics of every logged iteration go (pet.engine.writers): "json" (metrics.json,
+# JSON lines; also what --resume trims), "csv" (metrics.csv: iteration,epoch,name,value rows)
+# and "tensorboard" (event files in OUTPUT_DIR: tensorboard --logdir OUTPUT_DIR).
+_C.WRITERS = ("json",)
 _C.SEED = train.SEED
 _C.NUM_THREADS = train.NUM_THREADS
 _C.LOG_PERIOD = train.LOG_PERIOD

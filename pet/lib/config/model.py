@@ -14,6 +14,19 @@ MODEL.NUM_CLASSES = 10
 # or --eval-only); "" trains from the seeded random init. Ignored by --resume.
 MODEL.WEIGHTS = ""
 
+# An exponential moving average of the weights (timm's ModelEmaV3, MMEngine's EMAHook), evaluated
+# beside the trained weights ("ema_accuracy") and saved in every checkpoint under "ema".
+MODEL.EMA = CN()
+MODEL.EMA.ENABLED = False
+# ema = DECAY * ema + (1 - DECAY) * weights, for every parameter; buffers (BatchNorm statistics)
+# are copied. In [0, 1).
+MODEL.EMA.DECAY = 0.999
+# Update the average every this many iterations (after the optimizer step).
+MODEL.EMA.EVERY = 1
+# Warm up the decay (timm): decay_t = min(DECAY, 1 - (1 + t) ** (-2/3)) at the t-th update, so
+# the first updates follow the weights closely.
+MODEL.EMA.WARMUP = False
+
 MODEL.CNN = CN()
 # Output channels of the three 3x3 conv layers (each followed by BatchNorm and ReLU).
 MODEL.CNN.CHANNELS = (16, 32, 64)
