@@ -12,6 +12,9 @@ from pet.engine.preemption import StopOnSignal, StopRequest, TrainingStopped
 
 
 def test_first_signal_is_recorded_and_a_second_sigint_raises():
+    # What was installed before (a shell's background job starts with SIGINT ignored).
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     request = StopRequest().install()
     try:
         os.kill(os.getpid(), signal.SIGTERM)
@@ -21,7 +24,9 @@ def test_first_signal_is_recorded_and_a_second_sigint_raises():
             os.kill(os.getpid(), signal.SIGINT)
     finally:
         request.restore()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+        signal.signal(signal.SIGINT, before[0])
+    assert signal.getsignal(signal.SIGTERM) == before[1]
 
 
 def storage_at(iteration: int) -> MetricsStorage:
