@@ -45,7 +45,12 @@ from pet.engine.checkpointer import (  # noqa: E402
 from pet.engine.hooks import period_in_iters  # noqa: E402
 from pet.engine.preemption import StopOnSignal, StopRequest, TrainingStopped  # noqa: E402
 from pet.engine.device import resolve_device  # noqa: E402
-from pet.engine.distributed import destroy_process_group, init_process_group, process_info  # noqa: E402
+from pet.engine.distributed import (  # noqa: E402
+    all_gather_objects,
+    destroy_process_group,
+    init_process_group,
+    process_info,
+)
 from pet.engine.logger import ProgressBar, format_seconds, run_header, setup_logging  # noqa: E402
 from pet.lib.utils.lr_scheduler import LearningRateScheduler  # noqa: E402
 from pet.lib.utils.optim_wrapper import build_optim_wrapper  # noqa: E402
@@ -119,9 +124,17 @@ def train(cfg, args, process, device, iter_per_epoch, progress_bar, logger) -> i
         log_config_changes(checkpointer.checkpoint.get("config", {}), cfg)
 
     # Every check passed: from here on the run writes to OUTPUT_DIR (rank 0 for the job).
+    refusal = None
     if process.is_main:
-        with exit_on_config_error():
+        try:
             prepare_output_dir(cfg, resume=args.resume)
+        except ConfigError as e:
+            refusal = str(e)
+    # Every process learns whether rank 0 could write: a refusal ends them all, with exit 2.
+    refusals = [r for r in all_gather_objects(refusal) if r]
+    if refusals:
+        with exit_on_config_error():
+            raise ConfigError(refusals[0])
     logger.info("Training %s (%d parameters) on %d images (%d held out), %d iterations per epoch, "
                 "%d iterations; %s; writing to %s", cfg.MODEL.TYPE,
                 sum(p.numel() for p in model.parameters()), len(train_split), len(test_split),

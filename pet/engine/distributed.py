@@ -39,8 +39,13 @@ def init_process_group(info: ProcessInfo, device: torch.device, timeout_s: float
     if not info.distributed or dist.is_initialized():
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
+    options = {}
+    if device.type == "cuda":
+        # NCCL's object collectives (the RNG gather of every checkpoint) use the current device.
+        torch.cuda.set_device(device)
+        options["device_id"] = device
     dist.init_process_group(backend, rank=info.rank, world_size=info.world_size,
-                            timeout=datetime.timedelta(seconds=timeout_s))
+                            timeout=datetime.timedelta(seconds=timeout_s), **options)
 
 
 def destroy_process_group() -> None:
@@ -56,12 +61,3 @@ def all_gather_objects(obj: Any) -> List[Any]:
     gathered: List[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
-
-
-def mean_over_processes(value: torch.Tensor) -> torch.Tensor:
-    """The mean of a tensor over every process (itself without a process group)."""
-    if not dist.is_initialized():
-        return value
-    value = value.clone()
-    dist.all_reduce(value)
-    return value / dist.get_world_size()

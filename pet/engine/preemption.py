@@ -74,16 +74,22 @@ class StopOnSignal(HookBase):
         self.device = device
         self.extra = extra or {}
 
-    def _stop_requested(self) -> bool:
+    # Under torch.distributed the processes agree on the flag every this many iterations (an
+    # all-reduce and a host sync each): a stop lands at most this many steps later.
+    AGREE_EVERY = 10
+
+    def _stop_requested(self, iteration: int) -> bool:
         if not (dist.is_available() and dist.is_initialized()):
             return self.request.requested
+        if (iteration + 1) % self.AGREE_EVERY != 0:
+            return False
         flag = torch.tensor([1.0 if self.request.requested else 0.0], device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 
     def after_step(self, storage: MetricsStorage) -> None:
         done = storage.iter + 1
-        if done >= self.max_iter or not self._stop_requested():
+        if done >= self.max_iter or not self._stop_requested(storage.iter):
             return  # the last iteration: the run finishes and writes model_final
         name = f"model_{done:07d}"
         if is_period_end(storage.iter, self.snapshot_period):

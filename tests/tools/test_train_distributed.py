@@ -175,3 +175,21 @@ def test_a_device_that_is_not_there_exits_2(tmp_path, device):
     result = train(tmp_path, write_cfg(tmp_path, LAYOUT_JOB), "MODEL.DEVICE", device)
     assert_bad_input(result, f"MODEL.DEVICE: '{device}' needs CUDA, which this machine does not have")
     assert not (tmp_path / "ckpts").exists()
+
+
+def test_a_refusal_of_rank_0_after_the_group_is_joined_ends_every_process_with_one_line(tmp_path):
+    import fcntl
+
+    cfg_file = write_cfg(tmp_path, dict(LAYOUT_JOB, OUTPUT_DIR="taken"))
+    (tmp_path / "taken").mkdir()
+    fd = os.open(tmp_path / "taken", os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run holds the directory
+    try:
+        started = time.monotonic()
+        result = torchrun(tmp_path, cfg_file)
+    finally:
+        os.close(fd)
+    assert time.monotonic() - started < 120  # no hang
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "another run is writing to it" in errors[0], result.stderr
+    assert result.stderr.count("exitcode  : 2") >= 1 and "Traceback" not in result.stderr.split("error: ")[0]

@@ -51,6 +51,10 @@ def build_schedule(scheduler: CfgNode, iter_per_epoch: Optional[int] = None) -> 
         warmup_iters = scheduler.WARM_UP_ITERS
     else:
         warmup_iters = int(round(scheduler.WARM_UP_EPOCHS * iter_per_epoch))
+        if 0 < warmup_iters >= max_iter:  # shorter in epochs, as long once rounded to iterations
+            raise ConfigError(
+                f"{_SCHED}.WARM_UP_EPOCHS={scheduler.WARM_UP_EPOCHS}: the warm-up must be shorter than "
+                f"the schedule; rounded to iterations both are {max_iter} iterations")
     schedule = Schedule(
         policy=policy,
         max_iter=max_iter,
@@ -169,6 +173,11 @@ class LearningRateScheduler(lr_scheduler._LRScheduler):
         # Only jumps are logged (a smooth decay changes the lr by large ratios near its end).
         self.log_events = self.schedule.events()
         self.cycles_momentum = self.schedule.momentum(0) is not None
+        if self.cycles_momentum and not all("momentum" in g or "betas" in g for g in optimizer.param_groups):
+            # As torch's OneCycleLR/CyclicLR: a momentum the optimizer does not read is no schedule.
+            raise ConfigError(
+                f"{_SCHED}.{self.schedule.policy}.CYCLE_MOMENTUM: True needs an optimizer with a "
+                f"momentum or betas, {type(optimizer).__name__} has neither; set it False")
         for group in optimizer.param_groups:
             # A tensor lr is written in place every step: initial_lr must be a copy (as torch).
             lr = group["lr"]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from pet.lib.config import ConfigError
+from pet.lib.config import ConfigError, get_cfg
 from pet.lib.utils.lr_scheduler import LR_POLICIES, LearningRateScheduler, build_schedule
 from tests.lib.utils.test_lr_policies_torch import make_optimizer, make_solver
 from tests.lib.utils.test_lr_phases import phases_solver
@@ -81,3 +81,22 @@ def test_a_user_policy_is_selected_by_name_alone_and_in_phases():
         assert schedule.factor(13) == pytest.approx(0.5 / 2)
     finally:
         LR_POLICIES.unregister("square_root_decay")
+
+
+def test_a_warm_up_that_rounds_to_the_whole_schedule_is_refused():
+    scheduler = get_cfg().SOLVER.SCHEDULER
+    scheduler.POLICY, scheduler.TOTAL_EPOCHS, scheduler.WARM_UP_EPOCHS, scheduler.STEPS = "COSINE", 1.0, 0.99, ()
+    with pytest.raises(ConfigError, match=r"^SOLVER.SCHEDULER.WARM_UP_EPOCHS=0.99: the warm-up must be "
+                                          r"shorter than the schedule; rounded to iterations both are 10"):
+        build_schedule(scheduler, iter_per_epoch=10)
+
+
+def test_momentum_cycling_needs_an_optimizer_with_momentum_or_betas():
+    cfg = get_cfg()
+    cfg.SOLVER.SCHEDULER.POLICY = "ONE_CYCLE"
+    adagrad = torch.optim.Adagrad([nn.Parameter(torch.zeros(2))], lr=0.1)
+    with pytest.raises(ConfigError, match=r"ONE_CYCLE.CYCLE_MOMENTUM: True needs an optimizer with a "
+                                          r"momentum or betas, Adagrad has neither"):
+        LearningRateScheduler(adagrad, cfg.SOLVER)
+    cfg.SOLVER.SCHEDULER.ONE_CYCLE.CYCLE_MOMENTUM = False
+    LearningRateScheduler(adagrad, cfg.SOLVER)
