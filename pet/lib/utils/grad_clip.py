@@ -13,7 +13,6 @@ accounts for it:
 How the passes run depends on the device (``clip_ops``): large tensors one at a time with host
 scalars on the CPU, multi-tensor (foreach) without host syncs elsewhere.
 """
-import functools
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, List, Optional
@@ -38,6 +37,18 @@ def grads_by_device(optimizer: torch.optim.Optimizer) -> GradsPerDevice:
             if p.grad is not None and p.grad.numel() > 0:
                 grads[p.grad.device].append(p.grad)
     return grads
+
+
+def call_step_unhooked(bound_step):
+    """Call a torch optimizer class's ``step`` (bound to its optimizer) without the hook runner.
+
+    torch wraps an optimizer class's ``step`` in its hook runner (marked ``hooked``) when the
+    class is first instantiated, so a step called from inside another optimizer's step (a
+    clipped subclass, Muon's two parts) would run every step hook a second time.
+    """
+    if getattr(bound_step, "hooked", False):
+        return bound_step.__wrapped__(bound_step.__self__)
+    return bound_step()
 
 
 @dataclass(frozen=True)
@@ -154,13 +165,5 @@ class GradientClipping:
         return loss
 
     def _torch_step(self):
-        """Run the torch class's step without its hooks: they already ran around this one.
-
-        torch wraps an optimizer class's ``step`` in its hook runner (marked ``hooked``) when
-        the class is first instantiated, so once a plain optimizer of the same class exists,
-        calling its ``step`` would run every step hook a second time.
-        """
-        step = super().step
-        if getattr(step, "hooked", False):
-            step = functools.partial(step.__wrapped__, self)
-        return step()
+        """Run the torch class's step without its hooks: they already ran around this one."""
+        return call_step_unhooked(super().step)

@@ -10,13 +10,13 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
-from pet.lib.utils.lr_schedules import LR_POLICIES, LRPolicy, Schedule
+from pet.lib.utils.lr_schedules import LR_POLICIES, LRPolicy, Schedule, half_cosine
 
 # --- WSD -------------------------------------------------------------------------------------
 # Each shape goes from 1 at progress 0 down to 0 at progress 1.
 DECAY_SHAPES = {
     "LINEAR": lambda p: 1.0 - p,
-    "COSINE": lambda p: 0.5 * (1.0 + math.cos(math.pi * p)),
+    "COSINE": half_cosine,
     "SQRT": lambda p: 1.0 - math.sqrt(p),
 }
 

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Tuple
 
-from pet.lib.utils.lr_schedules import LR_POLICIES, LRPolicy, Schedule
+from pet.lib.utils.lr_schedules import LR_POLICIES, LRPolicy, Schedule, half_cosine
 
 ToIters = Callable[[float], int]
 
@@ -21,11 +21,6 @@ ToIters = Callable[[float], int]
 def after_warmup(s: Schedule, i: int) -> Tuple[int, int]:
     """(iterations since the warm-up's end, iterations the policy runs): the policy's clock."""
     return i - s.warmup_iters, s.max_iter - s.warmup_iters
-
-
-def half_cosine(progress: float) -> float:
-    """1 at progress 0 down to 0 at progress 1."""
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 # --- EXPONENTIAL -----------------------------------------------------------------------------

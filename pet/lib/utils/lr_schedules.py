@@ -33,10 +33,14 @@ def step_factor(iteration: int, milestones: Tuple[int, ...], gamma: float) -> fl
     return gamma ** bisect.bisect_right(milestones, iteration)
 
 
+def half_cosine(progress: float) -> float:
+    """1 at progress 0 down to 0 at progress 1."""
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def cosine_factor(iteration: int, start: int, end: int, min_factor: float) -> float:
     """Half a cosine from 1 at ``start`` down to ``min_factor`` at ``end``."""
-    progress = (iteration - start) / (end - start)
-    return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return min_factor + (1.0 - min_factor) * half_cosine((iteration - start) / (end - start))
 
 
 def poly_factor(iteration: int, start: int, end: int, power: float, min_factor: float) -> float:

@@ -8,10 +8,11 @@ scheduler (it scales every group's ``initial_lr``), clipping (``clipped_class``)
 explain_solver treat it like any other optimizer. The update itself is torch's: each ``step()``
 runs torch's Muon and AdamW steps on this optimizer's own groups and state.
 """
-import functools
 from typing import Any, Dict, Iterable, Optional, Tuple
 
 import torch
+
+from pet.lib.utils.grad_clip import call_step_unhooked
 
 
 class MuonWithAdamW(torch.optim.Optimizer):
@@ -74,9 +75,6 @@ class MuonWithAdamW(torch.optim.Optimizer):
         for use_muon in (True, False):
             child = self._child(use_muon)
             if child is not None:
-                step = type(child).step
-                # Step hooks ran around this step already: call torch's step without its own.
-                if getattr(step, "hooked", False):
-                    step = step.__wrapped__
-                functools.partial(step, child)()
+                # Step hooks ran around this step already: the class's step, without its own.
+                call_step_unhooked(type(child).step.__get__(child))
         return loss
