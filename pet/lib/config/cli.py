@@ -1,16 +1,16 @@
-"""The command line shared by every tool: ``--cfg FILE [KEY VALUE ...]`` and exit status 2 on a
-bad config."""
+"""The command line shared by every tool: ``--cfg FILE [KEY VALUE | KEY=VALUE ...]`` and exit
+status 2 on a bad config."""
 import argparse
 import contextlib
 import importlib
 import os
 import sys
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 from yacs.config import CfgNode
 
 from pet.lib.config.errors import ConfigError
-from pet.lib.config.loader import load_cfg
+from pet.lib.config.loader import CONFIG_KEY_PATTERN, load_cfg, split_overrides
 
 EXIT_BAD_CONFIG = 2
 
@@ -21,7 +21,8 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--cfg", dest="cfg_file", required=True, metavar="FILE",
                         help="YAML config file merged over the defaults")
     parser.add_argument("opts", nargs="*", metavar="KEY VALUE",
-                        help="config overrides, e.g. SOLVER.OPTIMIZER.BASE_LR 0.05")
+                        help="config overrides, e.g. SOLVER.OPTIMIZER.BASE_LR 0.05 or "
+                             "SOLVER.OPTIMIZER.WEIGHT_DECAY=1e-4")
     return parser
 
 
@@ -39,15 +40,44 @@ def exit_on_config_error() -> Iterator[None]:
 
 def parse_cfg(parser: argparse.ArgumentParser,
               argv: Optional[Sequence[str]] = None) -> "tuple[argparse.Namespace, CfgNode]":
-    """Parse ``argv`` and return (args, merged config); exits 2 on a bad file, key or value.
+    """Parse ``argv`` (default ``sys.argv[1:]``) and return (args, merged config), with
+    ``args.opts`` as flat ``[KEY, VALUE, ...]`` pairs; exits 2 on a bad file, key or value.
 
-    Flags may stand before, between or after the overrides (``KEY VALUE --resume``).
+    Flags may stand before, between or after the overrides (``KEY VALUE --resume``); an
+    override is ``KEY VALUE`` or ``KEY=VALUE``, and its value may be negative (``KEY -1e-4``).
     """
-    args = parser.parse_intermixed_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_intermixed_args(join_negative_values(argv))
     with exit_on_config_error():
+        args.opts = split_overrides(args.opts)
         cfg = load_cfg(args.cfg_file, args.opts)
         import_custom_modules(cfg)
     return args, cfg
+
+
+def join_negative_values(argv: Sequence[str]) -> List[str]:
+    """``argv`` with each negative number that follows a config key joined to it as
+    ``KEY=VALUE`` (``WEIGHT_DECAY -1e-4`` -> ``WEIGHT_DECAY=-1e-4``): argparse takes ``-1e-4``
+    for an unknown flag, as any token that starts with ``-`` and is not ``-5`` or ``-.5``. A
+    flag's own value (``--iter-per-epoch -5``) stays argparse's to judge."""
+    joined: List[str] = []
+    for token in argv:
+        previous = joined[-1] if joined else ""
+        if _is_negative_number(token) and CONFIG_KEY_PATTERN.fullmatch(previous):
+            joined[-1] = f"{previous}={token}"
+        else:
+            joined.append(token)
+    return joined
+
+
+def _is_negative_number(token: str) -> bool:
+    if not token.startswith("-"):
+        return False
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
 
 
 def import_custom_modules(cfg: CfgNode) -> None:

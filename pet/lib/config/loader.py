@@ -1,4 +1,4 @@
-"""Merge YAML files and ``KEY VALUE`` overrides into a config, with one-line errors.
+"""Merge YAML files and command-line overrides into a config, with one-line errors.
 
 yacs' own merge raises on an int given for a float key ("BASE_LR 1"), names no close key for a
 typo, and fails with a traceback; this merge coerces the safe cases, suggests the closest valid
@@ -7,21 +7,23 @@ key and raises ConfigError with the full key.
 import ast
 import difflib
 import math
-import os
-from typing import Any, Iterator, List, Sequence, Tuple
+import re
+from typing import Any, List, Optional, Sequence
 
-import yaml
 from yacs.config import CfgNode
 
 from pet.lib.config.defaults import get_cfg
 from pet.lib.config.errors import ConfigError
+from pet.lib.config.foreign_keys import foreign_key_hint
+from pet.lib.config.yaml_file import BASE_KEY, flatten, read_yaml_with_bases
 
 _SCALAR_TYPES = (str, int, float, bool, type(None))
 _DEFAULTS = get_cfg()
 
 
-def load_cfg(cfg_file: str = None, overrides: Sequence[str] = ()) -> CfgNode:
-    """Return the defaults merged with ``cfg_file`` (YAML) and then ``overrides``.
+def load_cfg(cfg_file: Optional[str] = None, overrides: Sequence[str] = ()) -> CfgNode:
+    """Return the defaults merged with ``cfg_file`` (YAML, over its ``_BASE_`` chain) and then
+    ``overrides`` (``KEY VALUE`` or ``KEY=VALUE``).
 
     Raises ConfigError for a missing or unreadable file, an unknown key or a value of the
     wrong type.
@@ -34,96 +36,64 @@ def load_cfg(cfg_file: str = None, overrides: Sequence[str] = ()) -> CfgNode:
 
 
 def merge_from_file(cfg: CfgNode, cfg_file: str) -> None:
-    """Merge the YAML file ``cfg_file`` into ``cfg`` in place.
+    """Merge the YAML file ``cfg_file``, over its ``_BASE_`` files, into ``cfg`` in place.
 
     Raises ConfigError, naming the file, for a path that is not a readable regular file, more
     than MAX_FILE_BYTES, bytes that are not UTF-8, invalid YAML, YAML aliases, nesting deeper
-    than MAX_DEPTH, or a key given twice in one mapping (a section written twice).
+    than MAX_DEPTH, a key given twice in one mapping (a section written twice), or a bad
+    ``_BASE_`` (see read_yaml_with_bases). A bad key names the file of the chain that set it.
     """
-    for full_key, value in flatten(read_yaml(cfg_file)):
-        _set(cfg, full_key, value, source=cfg_file)
+    mapping, sources = read_yaml_with_bases(cfg_file)
+    for full_key, value in flatten(mapping):
+        _set(cfg, full_key, value, source=sources.get(full_key, cfg_file))
 
 
-def read_yaml(cfg_file: str) -> dict:
-    """The mapping in ``cfg_file`` ({} for an empty file), read through the limits above."""
-    if not os.path.exists(cfg_file):
-        raise ConfigError(f"--cfg {cfg_file}: no such file")
-    if not os.path.isfile(cfg_file):
-        raise ConfigError(f"--cfg {cfg_file}: not a regular file")
-    if os.path.splitext(cfg_file)[1] not in (".yaml", ".yml"):
-        raise ConfigError(f"--cfg {cfg_file}: only YAML files (.yaml, .yml) are accepted")
-    try:
-        with open(cfg_file, "rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
-    except OSError as e:
-        raise ConfigError(f"--cfg {cfg_file}: cannot be read ({e.strerror})") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError(f"--cfg {cfg_file}: larger than {MAX_FILE_BYTES // 1024} KiB; not a config")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"--cfg {cfg_file}: not UTF-8 text (byte {e.start})") from None
-    try:
-        loaded = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError as e:
-        first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(f"--cfg {cfg_file}: not valid YAML ({first_line})") from None
-    except RecursionError:
-        raise ConfigError(f"--cfg {cfg_file}: nested deeper than {MAX_DEPTH} levels") from None
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"--cfg {cfg_file}: the top level must be a mapping of keys")
-    return loaded
-
-
-# A config is a few KiB of a few levels: the limits refuse hostile files (billion laughs,
-# deep nesting, huge values) before they cost time or memory.
-MAX_FILE_BYTES = 1 << 20
-MAX_DEPTH = 32
+# Overrides longer than this are no config value (a pasted file, a runaway script).
 MAX_OVERRIDE_CHARS = 10_000
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses aliases, nesting deeper than MAX_DEPTH and duplicate keys."""
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.YAMLError(f"line {event.start_mark.line + 1}: aliases (*name) are not "
-                                 f"accepted in a config; write the value out")
-        self._depth = getattr(self, "_depth", 0) + 1
-        try:
-            if self._depth > MAX_DEPTH:
-                mark = self.peek_event().start_mark
-                raise yaml.YAMLError(f"line {mark.line + 1}: nested deeper than {MAX_DEPTH} levels")
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, str) and key in seen:
-                raise yaml.YAMLError(f"line {key_node.start_mark.line + 1}: key {key} is given "
-                                     f"twice in one mapping (the first would be dropped); merge them")
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def merge_from_list(cfg: CfgNode, overrides: Sequence[str]) -> None:
-    """Merge ``[KEY, VALUE, KEY, VALUE, ...]`` into ``cfg`` in place; values are Python
-    literals (``0.05``, ``"(300, 400)"``, ``True``) or bare strings (``ADAMW``)."""
-    if len(overrides) % 2 != 0:
-        raise ConfigError(
-            f"overrides must be KEY VALUE pairs; {overrides[-1]!r} has no value"
-        )
+    """Merge ``[KEY, VALUE, KEY=VALUE, ...]`` (see split_overrides) into ``cfg`` in place;
+    values are Python literals (``0.05``, ``"(300, 400)"``, ``True``) or bare strings
+    (``ADAMW``)."""
+    overrides = split_overrides(overrides)
     for full_key, text in zip(overrides[0::2], overrides[1::2]):
+        if full_key == BASE_KEY:
+            raise ConfigError(f"{BASE_KEY} (command line): is read from a YAML file only; write "
+                              f"it in the file given to --cfg")
         if isinstance(text, str) and len(text) > MAX_OVERRIDE_CHARS:
             raise ConfigError(f"{full_key} (command line): value longer than {MAX_OVERRIDE_CHARS} "
                               f"characters; not a config value")
         _set(cfg, full_key, _parse_literal(text), source="command line")
+
+
+# What a config key looks like on the command line: dotted identifiers (SOLVER.OPTIMIZER.BASE_LR,
+# SOLVER.OPTIMIZER.KWARGS.lr_decay; also a foreign optim_wrapper.optimizer.lr, for its hint).
+CONFIG_KEY_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def split_overrides(tokens: Sequence[Any]) -> List[Any]:
+    """``tokens`` as a flat ``[KEY, VALUE, KEY, VALUE, ...]`` list: where a KEY is expected, a
+    ``KEY=VALUE`` token (KEY a dotted identifier) gives both, split at the first ``=``; the
+    token after a plain KEY is its VALUE, taken as it is (``=`` and all). Raises ConfigError
+    for ``KEY=`` (no value) and for a KEY left without a value."""
+    pairs: List[Any] = []
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        key, equals, value = token.partition("=") if isinstance(token, str) else (token, "", "")
+        if equals and CONFIG_KEY_PATTERN.fullmatch(key):
+            if not value:
+                raise ConfigError(f"{key} (command line): {token!r} has no value; write "
+                                  f"{key}=VALUE or {key} VALUE")
+            pairs += [key, value]
+            index += 1
+        elif index + 1 < len(tokens):
+            pairs += [token, tokens[index + 1]]
+            index += 2
+        else:
+            raise ConfigError(f"overrides must be KEY VALUE pairs; {token!r} has no value")
+    return pairs
 
 
 def all_keys(cfg: CfgNode, prefix: str = "") -> List[str]:
@@ -136,16 +106,6 @@ def all_keys(cfg: CfgNode, prefix: str = "") -> List[str]:
         else:
             keys.append(full_key)
     return keys
-
-
-def flatten(mapping: dict, prefix: str = "") -> Iterator[Tuple[str, Any]]:
-    """(dotted full key, value) for every leaf of nested dicts."""
-    for key, value in mapping.items():
-        full_key = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            yield from flatten(value, full_key + ".")
-        else:
-            yield full_key, value
 
 
 def _parse_literal(text: Any) -> Any:
@@ -202,6 +162,9 @@ def _default_value(full_key: str, current: Any) -> Any:
 
 
 def _unknown_key_message(cfg: CfgNode, full_key: str, source: str) -> str:
+    foreign = foreign_key_hint(full_key)
+    if foreign:
+        return f"unknown config key {full_key} ({source}) ({foreign})"
     candidates = all_keys(cfg)
     # A right name under a wrong section is the likelier slip; then the closest spelling.
     leaf = full_key.split(".")[-1].upper()
