@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pet.data import build_datasets, build_train_loader  # noqa: E402
 from pet.engine import Trainer, build_eval_hook, build_train_hooks, evaluate  # noqa: E402
-from pet.engine.trainer import build_ema  # noqa: E402
+from pet.engine.trainer import build_ema, build_metrics_storage, snapshot_period  # noqa: E402
 from pet.engine.output_dir import (  # noqa: E402
     check_free_space,
     check_output_dir,
@@ -42,7 +42,6 @@ from pet.engine.checkpointer import (  # noqa: E402
     CheckpointWriteError,
     last_checkpoint_path,
 )
-from pet.engine.hooks import period_in_iters  # noqa: E402
 from pet.engine.preemption import StopOnSignal, StopRequest, TrainingStopped  # noqa: E402
 from pet.engine.device import resolve_device  # noqa: E402
 from pet.engine.distributed import (  # noqa: E402
@@ -107,8 +106,8 @@ def train(cfg, args, process, device, iter_per_epoch, progress_bar, logger) -> i
         optim_wrapper = build_optim_wrapper(optimizer, cfg.SOLVER, device.type)
         check_free_space(cfg.OUTPUT_DIR, checkpoint_size_estimate(model))
         checkpointer = Checkpointer(cfg.OUTPUT_DIR, resume=args.resume, weights=cfg.MODEL.WEIGHTS,
-                                    process=process, model=model, optimizer=optimizer,
-                                    optim_wrapper=optim_wrapper)
+                                    process=process, keep_checkpoints=cfg.SOLVER.KEEP_CHECKPOINTS,
+                                    model=model, optimizer=optimizer, optim_wrapper=optim_wrapper)
         # The checkpoint's iteration is the whole progress of the schedule.
         scheduler = LearningRateScheduler(optimizer, cfg.SOLVER, start_iter=checkpointer.start_iter,
                                           iter_per_epoch=iter_per_epoch)
@@ -117,6 +116,8 @@ def train(cfg, args, process, device, iter_per_epoch, progress_bar, logger) -> i
             checkpointer.add_checkpointable("ema", ema)
         eval_hook = build_eval_hook(cfg, model, test_split, scheduler.max_iter, iter_per_epoch, ema)
         checkpointer.add_checkpointable("eval_hook", eval_hook)
+        storage = build_metrics_storage(process, device)  # its history survives resume
+        checkpointer.add_checkpointable("metrics", storage)
         start_iter = checkpointer.load()
         if ema is not None and not checkpointer.resuming:  # the average starts at MODEL.WEIGHTS
             ema.load_state_dict(model.state_dict())
@@ -142,21 +143,21 @@ def train(cfg, args, process, device, iter_per_epoch, progress_bar, logger) -> i
     data_loader = build_train_loader(cfg, train_split)
     hooks = build_train_hooks(cfg, optimizer, scheduler, checkpointer, eval_hook, iter_per_epoch,
                               start_iter, progress_bar, main_process=process.is_main,
-                              model=model, ema=ema)
+                              model=model, ema=ema, distributed=process.distributed)
     trained_model = model
     if process.distributed:
         trained_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     stop_request = StopRequest()
     hooks.append(StopOnSignal(
         stop_request, checkpointer,
-        period_in_iters(cfg.SOLVER.SNAPSHOT_ITERS, cfg.SOLVER.SNAPSHOT_EPOCHS, iter_per_epoch),
+        snapshot_period(cfg, iter_per_epoch),
         scheduler.max_iter, device, extra={"config": cfg}))
     checkpointer.load_rng(cfg.SEED)
     started = time.perf_counter()
     stop_request.install()
     try:
         Trainer(trained_model, optim_wrapper, data_loader, hooks, start_iter, scheduler.max_iter,
-                process=process, device=device).train()
+                process=process, device=device, storage=storage).train()
     except TrainingStopped as e:
         return stopped(progress_bar, process, f"{e}; saved {e.checkpoint}; continue with: "
                        f"{resume_command()}", signal_exit_status(e.signal_name))
@@ -192,9 +193,13 @@ def signal_exit_status(signal_name: str) -> int:
 
 
 def resume_command() -> str:
-    """This process's command line with --resume (added once), to resume the run."""
+    """This process's command line with --resume (added once), to resume the run; under
+    torchrun, as a torchrun command with this node's number of processes."""
     argv = [arg for arg in sys.argv if arg != "--resume"]
-    return " ".join(shlex.quote(arg) for arg in ["python", *argv, "--resume"])
+    launcher = ["python"]
+    if "LOCAL_WORLD_SIZE" in os.environ:  # set by torchrun
+        launcher = ["torchrun", f"--nproc_per_node={os.environ['LOCAL_WORLD_SIZE']}"]
+    return " ".join(shlex.quote(arg) for arg in [*launcher, *argv, "--resume"])
 
 
 def interrupted_message(output_dir: str) -> str:

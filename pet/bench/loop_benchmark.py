@@ -29,7 +29,8 @@ from yacs.config import CfgNode
 from pet.data import build_datasets, build_train_loader
 from pet.engine import Trainer, build_eval_hook, build_train_hooks
 from pet.engine.evaluation import evaluate
-from pet.engine.trainer import eval_period
+from pet.engine.trainer import build_metrics_storage, eval_period, snapshot_period
+from pet.engine.preemption import StopOnSignal, StopRequest
 from pet.engine.output_dir import prepare_output_dir
 from pet.engine.job import validate_job
 from pet.engine.checkpointer import Checkpointer
@@ -127,14 +128,21 @@ class SolverLoop:
         optim_wrapper = build_optim_wrapper(optimizer, cfg.SOLVER, "cpu")
         scheduler = LearningRateScheduler(optimizer, cfg.SOLVER, iter_per_epoch=iter_per_epoch)
         eval_hook = build_eval_hook(cfg, model, test_split, scheduler.max_iter, iter_per_epoch)
+        storage = build_metrics_storage(process, torch.device("cpu"))
         checkpointer = Checkpointer(output_dir, process=process, model=model, optimizer=optimizer,
-                                    optim_wrapper=optim_wrapper, eval_hook=eval_hook)
+                                    optim_wrapper=optim_wrapper, eval_hook=eval_hook,
+                                    metrics=storage)
         loader = build_train_loader(cfg, train_split)
         hooks = build_train_hooks(cfg, optimizer, scheduler, checkpointer, eval_hook,
-                                  iter_per_epoch, 0, progress_bar, main_process=process.is_main)
+                                  iter_per_epoch, 0, progress_bar, main_process=process.is_main,
+                                  distributed=process.distributed)
+        # train_net's stop hook (its agreement on a stop request costs an all-reduce every
+        # few iterations under torch.distributed); no signal handler is installed here.
+        hooks.append(StopOnSignal(StopRequest(), checkpointer, snapshot_period(cfg, iter_per_epoch),
+                                  scheduler.max_iter))
         trained_model = DistributedDataParallel(model) if process.distributed else model
         self.trainer = Trainer(trained_model, optim_wrapper, loader, hooks, 0, scheduler.max_iter,
-                               process=process)
+                               process=process, storage=storage)
         self.iteration = 0
         self.seconds = 0.0
 

@@ -15,7 +15,8 @@ its hooks) and through a bare loop written from torch's documentation for that p
 Every bare loop uses the optimizer kernel the solver picks (fused where torch has one), so what
 differs is the loop. In the 2-process case both sides count their all-reduces: the gradient
 buckets through a DDP comm hook (the same hook on both sides), and every other call of
-``torch.distributed.all_reduce`` (the solver's step loss: one number per step).
+``torch.distributed.all_reduce`` (the solver's: the losses averaged on logged iterations, the
+stop flag agreed every few iterations).
 """
 import contextlib
 import json

@@ -5,7 +5,8 @@ A checkpoint is a dict of plain containers, tensors and numbers (loadable with
 ``optim_wrapper``, ``eval_hook`` in train_net) holding its ``state_dict()``, ``iteration``
 (iterations completed: the only record of the progress), ``rng`` (torch, numpy and python RNG
 states) and whatever extra state the caller adds (``config``). ``last_checkpoint`` in the same
-directory names the newest one.
+directory names the newest one; which file ``--resume`` starts from (falling back past an
+unreadable one) and which old ones are deleted (SOLVER.KEEP_CHECKPOINTS): pet.engine.checkpoint_files.
 
 On resume the checkpoint decides the progress (weights, optimizer moments, iteration, RNG) and
 the current config decides the hyper-parameters (lr, weight decay, momentum, schedule).
@@ -14,7 +15,7 @@ import contextlib
 import logging
 import os
 import random
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -23,6 +24,15 @@ from yacs.config import CfgNode
 
 from pet.engine.distributed import ProcessInfo, all_gather_objects
 from pet.engine.seed import seed_everything
+from pet.engine.checkpoint_files import (  # noqa: F401  (re-exported: the checkpointer's API)
+    LAST_CHECKPOINT,
+    PERIODIC_NAME,
+    choose_resume_checkpoint,
+    first_line,
+    last_checkpoint_path,
+    read_checkpoint,
+    remove_old_checkpoints,
+)
 from pet.engine.checkpoint_state import (  # noqa: F401  (re-exported: the checkpointer's API)
     CheckpointError,
     NonFiniteStateError,
@@ -36,7 +46,6 @@ from pet.engine.checkpoint_state import (  # noqa: F401  (re-exported: the check
 
 logger = logging.getLogger(__name__)
 
-LAST_CHECKPOINT = "last_checkpoint"
 FINAL_NAME = "model_final"
 TMP_SUFFIX = ".tmp"
 
@@ -69,7 +78,8 @@ def atomic_write(path: str, write) -> None:
             os.remove(tmp_path)
         if isinstance(e, OSError) or (isinstance(e, RuntimeError) and not isinstance(e, NotImplementedError)):
             # torch.save reports a failed write of its zip writer as a RuntimeError.
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else _first_line(e)
+            reason = (e.strerror if isinstance(e, OSError) and e.strerror
+                      else f"write failed: {first_line(e)}")
             raise CheckpointWriteError(f"cannot write {path} ({reason}); the previous file is "
                                        f"kept and no temporary file is left") from None
         raise
@@ -81,11 +91,6 @@ def atomic_write(path: str, write) -> None:
         os.close(dir_fd)
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def find_checkpoints(save_dir: str) -> List[str]:
     """Names of the checkpoint files (``*.pth``) and of ``last_checkpoint`` in ``save_dir``."""
     if not os.path.isdir(save_dir):
@@ -93,42 +98,6 @@ def find_checkpoints(save_dir: str) -> List[str]:
     return sorted(
         name for name in os.listdir(save_dir) if name.endswith(".pth") or name == LAST_CHECKPOINT
     )
-
-
-def last_checkpoint_path(save_dir: str) -> Optional[str]:
-    """The file named by ``save_dir/last_checkpoint``, or None when there is none."""
-    pointer = os.path.join(save_dir, LAST_CHECKPOINT)
-    if not os.path.isfile(pointer):
-        return None
-    try:
-        with open(pointer, "rb") as f:
-            name = f.read(256).decode("utf-8").strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{pointer}: cannot be read ({_first_line(e)})") from None
-    if not name:
-        return None
-    # The pointer names a file inside save_dir, nothing else: a planted or edited pointer must
-    # not make --resume load a file from elsewhere.
-    if (name != os.path.basename(name) or name in (".", "..") or not name.endswith(".pth")
-            or os.path.islink(os.path.join(save_dir, name))):
-        raise CheckpointError(f"{pointer} names {name!r}, not a checkpoint file inside "
-                              f"{save_dir}; refusing to follow it")
-    return os.path.join(save_dir, name)
-
-
-def read_checkpoint(path: str) -> Dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; CheckpointError when it is missing or
-    unreadable."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path}: no such file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for a truncated or foreign file
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {path}: cannot be loaded ({first_line})") from None
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
-        raise CheckpointError(f"checkpoint {path}: not a Pet checkpoint (no 'model' key)")
-    return checkpoint
 
 
 def cfg_to_dict(cfg: CfgNode) -> Dict[str, Any]:
@@ -182,15 +151,21 @@ class Checkpointer:
 
     Args:
         save_dir: the run's OUTPUT_DIR.
-        resume: start from ``save_dir/last_checkpoint`` (the whole state).
+        resume: start from ``save_dir/last_checkpoint`` (the whole state); when that file
+            cannot be read, from the newest readable periodic checkpoint (with a warning).
         weights: otherwise, a checkpoint whose model weights only initialize the checkpointable
             ``model`` (fine-tuning, evaluation); "" for none.
+        process: this process's place in the job; rank 0 alone writes and deletes files.
+        keep_checkpoints: after each periodic checkpoint (``model_<iterations>.pth``), keep
+            the newest this many and delete the older ones (SOLVER.KEEP_CHECKPOINTS; 0 keeps
+            all). model_final.pth and model_best.pth are never deleted.
         checkpointables: objects with ``state_dict``/``load_state_dict`` (the model, the
             optimizer, the optim wrapper, hooks with state), saved under their names; more can
             be added with ``add_checkpointable`` before ``load``.
 
     Raises:
-        CheckpointError when ``resume`` finds no checkpoint or the file cannot be read.
+        CheckpointError when ``resume`` finds no readable checkpoint, or ``weights`` cannot be
+        read.
 
     A checkpoint holds ``{name: obj.state_dict()}``, ``iteration`` (the one record of the
     progress: the lr schedule and the data position are functions of it), ``rng`` and the
@@ -202,9 +177,11 @@ class Checkpointer:
     RESERVED_NAMES = ("iteration", "rng", "config")
 
     def __init__(self, save_dir: str, resume: bool = False, weights: str = "",
-                 process: ProcessInfo = ProcessInfo(), **checkpointables: Any) -> None:
+                 process: ProcessInfo = ProcessInfo(), keep_checkpoints: int = 0,
+                 **checkpointables: Any) -> None:
         self.save_dir = save_dir
         self.process = process
+        self.keep_checkpoints = keep_checkpoints
         self.source: Optional[str] = None
         self.checkpoint: Dict[str, Any] = {}
         self.resuming = resume
@@ -212,16 +189,35 @@ class Checkpointer:
         for name, checkpointable in checkpointables.items():
             self.add_checkpointable(name, checkpointable)
         if resume:
-            self.source = last_checkpoint_path(save_dir)
-            if self.source is None:
-                raise CheckpointError(
-                    f"--resume: {os.path.join(save_dir, LAST_CHECKPOINT)} does not exist, nothing to "
-                    f"resume; drop --resume to start a new run"
-                )
-            self.checkpoint = read_checkpoint(self.source)
+            self.source, self.checkpoint = self._choose_resume_checkpoint()
         elif weights:
             self.source = weights
             self.checkpoint = {"model": read_checkpoint(weights)["model"]}
+
+    def _choose_resume_checkpoint(self) -> Tuple[str, Dict[str, Any]]:
+        """(path, checkpoint) to resume from (``choose_resume_checkpoint``: last_checkpoint's
+        file, or the newest readable periodic one), the same on every process: each chooses
+        from the directory it reads, then they compare, and a refusal or a disagreement ends
+        every process with the same CheckpointError."""
+        choice, refusal = None, None
+        try:
+            choice = choose_resume_checkpoint(self.save_dir)
+        except CheckpointError as e:
+            refusal = str(e)
+        outcomes = all_gather_objects((refusal, choice.path if choice else None))
+        refusals = [r for r, _ in outcomes if r]
+        if refusals:
+            raise CheckpointError(refusals[0])
+        paths = sorted({path for _, path in outcomes})
+        if len(paths) > 1:
+            raise CheckpointError(f"--resume: the processes of this job chose different checkpoints "
+                                  f"({', '.join(paths)}); every process must see the same files in "
+                                  f"{self.save_dir}")
+        if choice.skipped and self.process.is_main:
+            logger.warning("warning: --resume: skipped %s; resuming from %s (iteration %d), the "
+                           "newest readable checkpoint", "; ".join(choice.skipped), choice.path,
+                           choice.checkpoint["iteration"])
+        return choice.path, choice.checkpoint
 
     def add_checkpointable(self, name: str, checkpointable: Any) -> None:
         """Save and load ``checkpointable`` under ``name``; ValueError on a taken name."""
@@ -274,7 +270,7 @@ class Checkpointer:
                                       f"value; it was written by an older Pet: start a new run") from None
             except (TypeError, ValueError, AttributeError, RuntimeError) as e:
                 raise CheckpointError(f"checkpoint {self.source}: entry {name!r} does not fit "
-                                      f"({_first_line(e)}); start a new run") from None
+                                      f"({first_line(e)}); start a new run") from None
         if self.resuming:
             logger.info("Resuming from %s at iteration %d", self.source, start_iter)
         else:
@@ -321,7 +317,8 @@ class Checkpointer:
         containers, tensors or numbers (CfgNodes are converted). Returns the path.
 
         Under torch.distributed every process calls it (each hands in its RNG states); only
-        rank 0 writes.
+        rank 0 writes. Raises CheckpointWriteError (on every process, when rank 0's write
+        failed) and NonFiniteStateError; the previous checkpoint stays valid.
         """
         rng_states = all_gather_objects(rng_state())
         filename = f"{name}.pth"
@@ -337,13 +334,29 @@ class Checkpointer:
                     raise NonFiniteStateError(
                         f"{e} after {iteration} iterations; {filename} was not written; last good "
                         f"checkpoint: {last_checkpoint_path(self.save_dir) or 'none'}") from None
-        if not self.process.is_main:
-            return path
-        state.update(iteration=int(iteration), rng=rng_states)
-        for key, value in extra.items():
-            state[key] = cfg_to_dict(value) if isinstance(value, CfgNode) else value
+        failure = None
+        if self.process.is_main:
+            state.update(iteration=int(iteration), rng=rng_states)
+            for key, value in extra.items():
+                state[key] = cfg_to_dict(value) if isinstance(value, CfgNode) else value
+            try:
+                self._write(path, state)
+            except CheckpointWriteError as e:
+                failure = str(e)
+        # Rank 0 alone writes: every process learns whether it could (a full disk), so all of
+        # them stop at this iteration with the same error instead of waiting for rank 0.
+        failures = [f for f in all_gather_objects(failure) if f]
+        if failures:
+            raise CheckpointWriteError(failures[0])
+        return path
+
+    def _write(self, path: str, state: Dict[str, Any]) -> None:
+        """Write ``state`` to ``path``, point ``last_checkpoint`` at it, then apply
+        KEEP_CHECKPOINTS to the periodic checkpoints (never the one just written)."""
+        filename = os.path.basename(path)
         atomic_write(path, lambda f: torch.save(state, f))
         # The pointer moves only once the file it names is complete on disk.
         atomic_write(os.path.join(self.save_dir, LAST_CHECKPOINT), lambda f: f.write(filename.encode()))
-        logger.debug("Saved checkpoint %s (iteration %d)", path, iteration)
-        return path
+        logger.debug("Saved checkpoint %s (iteration %d)", path, state["iteration"])
+        if self.keep_checkpoints and PERIODIC_NAME.match(filename):
+            remove_old_checkpoints(self.save_dir, self.keep_checkpoints, filename)

@@ -61,3 +61,13 @@ def all_gather_objects(obj: Any) -> List[Any]:
     gathered: List[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def mean_over_processes(values: List[float], device: torch.device) -> List[float]:
+    """The element-wise mean of ``values`` over every process: one all-reduce of one tensor on
+    ``device`` (nccl reduces CUDA tensors only); ``values`` itself without a process group."""
+    if not dist.is_initialized() or not values:
+        return list(values)
+    summed = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(summed)
+    return (summed / dist.get_world_size()).tolist()

@@ -36,13 +36,18 @@ class ModelEMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module, update: int) -> None:
-        """Average ``model``'s parameters in (its ``update``-th update), copy its buffers."""
+        """Average ``model``'s parameters in (its ``update``-th update), copy its buffers:
+        one multi-tensor lerp over the floating-point parameters (as timm's ModelEmaV3)."""
         decay = ema_decay(self.decay, update, self.warmup)
+        averaged, current = [], []
         for ema_p, p in zip(self.module.parameters(), model.parameters()):
             if ema_p.is_floating_point():
-                ema_p.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
+                averaged.append(ema_p)
+                current.append(p.detach())
             else:
                 ema_p.copy_(p)
+        if averaged:
+            torch._foreach_lerp_(averaged, current, 1.0 - decay)
         for ema_b, b in zip(self.module.buffers(), model.buffers()):
             ema_b.copy_(b)
 

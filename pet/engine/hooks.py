@@ -16,7 +16,7 @@ import torch
 
 from pet.engine.checkpointer import FINAL_NAME, Checkpointer, atomic_write
 from pet.engine.events import MetricsStorage
-from pet.engine.logger import ProgressBar, fit_status, format_seconds
+from pet.engine.logger import ProgressBar, fit_status, format_rate, format_seconds
 from pet.engine.writers import JSONWriter, MetricsFileWriter, truncate_metrics  # noqa: F401
 from pet.lib.config.runtime import PRIORITIES
 from pet.lib.utils.registry import Registry
@@ -59,6 +59,12 @@ def is_eval_step(iteration: int, period: int, max_iter: int) -> bool:
     """Whether the model is evaluated after the step ``iteration``: every ``period`` iterations
     and after the last one."""
     return is_period_end(iteration, period) or iteration + 1 == max_iter
+
+
+def is_logged_iteration(iteration: int, period: int, max_iter: int, evaluated: bool) -> bool:
+    """Whether the metrics of the step ``iteration`` are written: every ``period`` iterations,
+    after an evaluation (``evaluated``) and after the last step."""
+    return is_period_end(iteration, period) or evaluated or iteration + 1 == max_iter
 
 
 def period_in_iters(iters: int, epochs: Optional[float], iter_per_epoch: int) -> int:
@@ -261,7 +267,9 @@ class MetricsWriter(HookBase):
     """Hands one record per logged iteration (every ``period`` iterations, at every evaluation
     and at the last step) to the ``writers`` (default: metrics.json at ``path``; the fields are
     documented in pet.engine.writers), writes the same as a human line to the log file, and
-    draws the progress bar on a terminal.
+    draws the progress bar on a terminal; off a terminal the console gets the human line every
+    few seconds instead (``ProgressBar.line_due``: the first, then at most one every
+    PLAIN_LINE_INTERVAL seconds, and the last).
 
     ``iter_per_epoch`` gives the records their epoch and ``images_per_iter`` (the batch size)
     their throughput. On resume each writer drops what was written at or after ``start_iter``
@@ -300,7 +308,7 @@ class MetricsWriter(HookBase):
     def after_step(self, storage: MetricsStorage) -> None:
         it = storage.iter
         evaluated = storage.has("accuracy")
-        write = is_period_end(it, self.period) or evaluated or it + 1 == self.max_iter
+        write = is_logged_iteration(it, self.period, self.max_iter, evaluated)
         if not (write or self.progress_bar.enabled):
             return  # most steps: nothing to do (this hook runs on every step of every job)
         latest = storage.latest()
@@ -309,22 +317,30 @@ class MetricsWriter(HookBase):
             record = self.record(storage, latest, eta)
             for writer in self.writers:
                 writer.write(record)
-            logger.debug(
-                "iter %d/%d  lr %.6g  loss %.4f (median %.4f)  %.1f ms/iter  eta %s%s",
-                it + 1, self.max_iter, latest.get("lr", float("nan")), latest["loss"],
-                storage.median("loss", self.period), 1000 * latest.get("time", 0.0),
-                format_seconds(eta), f"  accuracy {latest['accuracy']:.2f}%" if evaluated else "",
-            )
+            # One line per logged iteration, to log.txt (DEBUG); off a terminal, at INFO every
+            # few seconds (the bar's line_due), so the console also shows some: still one record.
+            to_console = self.progress_bar.line_due(final=it + 1 == self.max_iter)
+            logger.log(logging.INFO if to_console else logging.DEBUG, "%s", self._line(record, storage))
         if self.progress_bar.enabled:  # the status text is built only when the bar draws
             self.progress_bar.update(lambda: self._status(storage, latest, eta),
                                      force=it + 1 == self.max_iter)
+
+    def _line(self, record: Dict[str, float], storage: MetricsStorage) -> str:
+        """The human line of a logged iteration: epoch, iteration, lr, loss, speed, ETA."""
+        speed = 1.0 / max(self.timer.seconds_per_iter(), 1e-9)
+        images = f" ({format_rate(record['images_per_s'])} images/s)" if "images_per_s" in record else ""
+        accuracy = f"  accuracy {record['accuracy']:.2f}%" if "accuracy" in record else ""
+        return (f"ep {record['epoch']}  iter {record['iterations_done']}/{self.max_iter}  "
+                f"lr {record.get('lr', float('nan')):.6g}  loss {record['loss']:.4f} "
+                f"(median {storage.median('loss', self.period):.4f})  {format_rate(speed)} it/s"
+                f"{images}  eta {format_seconds(record['eta_seconds'])}{accuracy}")
 
     def _status(self, storage: MetricsStorage, latest: Dict[str, float], eta: float) -> str:
         it = storage.iter
         speed = 1.0 / max(self.timer.seconds_per_iter(), 1e-9)
         text = (f"ep {self.epoch(it + 1)} iter {it + 1}/{self.max_iter} "
                 f"lr {latest.get('lr', float('nan')):.3g} loss {storage.median('loss', 20):.4f} "
-                f"{speed:.0f} it/s eta {format_seconds(eta)}")
+                f"{format_rate(speed)} it/s eta {format_seconds(eta)}")
         return fit_status(text, (it + 1) / self.max_iter, self.progress_bar.width())
 
     def after_train(self, storage: MetricsStorage) -> None:

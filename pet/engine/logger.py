@@ -1,8 +1,10 @@
 """Logging of a training run: a human log file, the console, and a progress bar on terminals.
 
 The console shows INFO and above. ``log.txt`` also gets DEBUG, the level of the per-iteration
-metrics lines and checkpoint saves: on a terminal the progress bar stands for them, elsewhere
-they would flood the job's output.
+metrics lines and checkpoint saves. On a terminal the progress bar stands for the metrics lines;
+elsewhere (a pipe, ``| tee``, a cluster job's log) one of them is logged at INFO every
+``PLAIN_LINE_INTERVAL`` seconds (``ProgressBar.line_due``), so the output shows progress without
+flooding. Either way log.txt gets each line once.
 
 Records are buffered until the run's OUTPUT_DIR may be written (after every check passed), then
 flushed into ``log.txt``; a run refused for bad input writes nothing.
@@ -32,8 +34,16 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def format_rate(per_second: float) -> str:
+    """A speed for the status line: whole units from 10 on, two figures below (``0.37``)."""
+    return f"{per_second:.0f}" if per_second >= 10 else f"{per_second:.2g}"
+
+
 # The widest the progress line gets, whatever the terminal: a classic terminal's width.
 MAX_STATUS_WIDTH = 80
+# Off a terminal, the fewest seconds between two progress lines on the console (the first logged
+# iteration and the last one always get theirs).
+PLAIN_LINE_INTERVAL = 10.0
 
 
 def fit_status(text: str, fraction: float, width: int) -> str:
@@ -49,20 +59,43 @@ def fit_status(text: str, fraction: float, width: int) -> str:
 
 
 class ProgressBar:
-    """One self-rewriting status line on a terminal; silent when ``stream`` is not a terminal."""
+    """The console's view of the progress. On a terminal (``enabled``): one self-rewriting status
+    line, redrawn at most every ``min_interval`` seconds. Elsewhere nothing is drawn and
+    ``line_due`` paces the plain progress lines the caller logs instead, at most one every
+    ``line_interval`` seconds. ``clock`` (seconds) is injectable for tests."""
 
-    def __init__(self, stream: TextIO = None, min_interval: float = 0.1) -> None:
+    def __init__(self, stream: TextIO = None, min_interval: float = 0.1,
+                 line_interval: float = PLAIN_LINE_INTERVAL,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.stream = stream or sys.stdout
         self.enabled = is_terminal(self.stream)
         self.min_interval = min_interval
+        self.line_interval = line_interval
+        self.clock = clock
         self._last_draw = 0.0
+        self._last_line = None
         self._visible = False
+
+    def line_due(self, final: bool = False) -> bool:
+        """Off a terminal, whether the console should get a plain progress line now: the first
+        time asked, then once ``line_interval`` seconds have passed since the last one, and
+        always when ``final`` (the last iteration). Never on a terminal: the bar stands for
+        the lines. A True answer counts as a line shown."""
+        if self.enabled:
+            return False
+        now = self.clock()
+        if not final and self._last_line is not None and now - self._last_line < self.line_interval:
+            return False
+        self._last_line = now
+        return True
 
     def update(self, text: Callable[[], str], force: bool = False) -> None:
         """Show ``text()`` (at most every ``min_interval`` seconds unless ``force``); the text
         is only built when drawn."""
-        now = time.perf_counter()
-        if not self.enabled or (not force and now - self._last_draw < self.min_interval):
+        if not self.enabled:
+            return
+        now = self.clock()
+        if not force and now - self._last_draw < self.min_interval:
             return
         self._last_draw = now
         self.stream.write("\r\033[K" + text())

@@ -1,4 +1,5 @@
 """The training loop and the standard hooks of a run."""
+import functools
 import logging
 import os
 from typing import Callable, List, Optional
@@ -23,9 +24,10 @@ from pet.engine.hooks import (
     period_in_iters,
 )
 from pet.engine.ema import EMAHook, ModelEMA
+from pet.engine.process_metrics import AverageOverProcesses
 from pet.engine.hook_config import build_custom_hooks, describe_hooks, order_hooks
 from pet.engine.writers import build_writers
-from pet.engine.distributed import ProcessInfo
+from pet.engine.distributed import ProcessInfo, mean_over_processes
 from pet.engine.logger import ProgressBar
 from pet.lib.utils.optim_wrapper import OptimWrapper
 
@@ -45,7 +47,8 @@ class Trainer:
     def __init__(self, model: nn.Module, optim_wrapper: OptimWrapper, data_loader: TrainLoader,
                  hooks: List[HookBase], start_iter: int, max_iter: int,
                  loss_fn: Callable = F.cross_entropy, process: ProcessInfo = ProcessInfo(),
-                 device: torch.device = torch.device("cpu")) -> None:
+                 device: torch.device = torch.device("cpu"),
+                 storage: Optional[MetricsStorage] = None) -> None:
         self.model = model
         self.process = process
         self.device = device
@@ -55,7 +58,9 @@ class Trainer:
         self.start_iter = start_iter
         self.max_iter = max_iter
         self.loss_fn = loss_fn
-        self.storage = MetricsStorage(start_iter)
+        # A storage of its own, or the run's (a checkpointable: its history survives resume).
+        self.storage = storage if storage is not None else MetricsStorage(start_iter)
+        self.storage.iter = start_iter
 
     def train(self) -> MetricsStorage:
         """Run the loop; return the storage (its ``latest()`` holds the last step's metrics)."""
@@ -88,8 +93,8 @@ class Trainer:
 
     def run_step(self, iteration: int) -> None:
         """Forward and update on this process's micro-batches of the batch of ``iteration``
-        (one optimizer step); raises FloatingPointError, before the step, when the loss is not
-        finite (see ``OptimWrapper.update_params``)."""
+        (one optimizer step); raises FloatingPointError, before the step, when the step is not
+        finite and may not be skipped (see ``OptimWrapper.update_params``)."""
         wrapper = self.optim_wrapper
         micro_batches = self.data_loader.micro_batches(
             iteration, self.process.rank, self.process.world_size, wrapper.accumulation_steps)
@@ -101,16 +106,34 @@ class Trainer:
             if weight != 1.0:  # a part of an uneven last batch (DATA.DROP_LAST False)
                 loss = loss * weight
             loss_value = wrapper.update_params(loss, iteration)
-        self.storage.put_scalar("loss", loss_value)
+        storage = self.storage
+        storage.put_scalar("loss", loss_value, per_process=self.process.distributed)
+        if wrapper.last_grad_norm is not None:
+            storage.put_scalar("grad_norm", wrapper.last_grad_norm, smoothing_hint=False)
+        if wrapper.skip_nonfinite:
+            storage.put_scalar("nonfinite_steps", wrapper.nonfinite_steps, smoothing_hint=False)
         if wrapper.scaler is not None:
-            self.storage.put_scalar("loss_scale", wrapper.scaler.get_scale(), smoothing_hint=False)
-            self.storage.put_scalar("skipped_steps", wrapper.skipped_steps, smoothing_hint=False)
+            storage.put_scalar("loss_scale", wrapper.loss_scale, smoothing_hint=False)
+            storage.put_scalar("skipped_steps", wrapper.skipped_steps, smoothing_hint=False)
+
+
+def build_metrics_storage(process: ProcessInfo, device: torch.device) -> MetricsStorage:
+    """The run's metrics storage; under torch.distributed it averages the per-process values
+    over the processes (on ``device``: nccl reduces CUDA tensors only) when synchronized."""
+    mean = functools.partial(mean_over_processes, device=device) if process.distributed else None
+    return MetricsStorage(mean_over_processes=mean)
 
 
 def eval_period(cfg: CfgNode, iter_per_epoch: int) -> int:
     """Iterations between evaluations (TEST.EVAL_EPOCHS, else TEST.EVAL_ITERS; 0: only at the
     end)."""
     return period_in_iters(cfg.TEST.EVAL_ITERS, cfg.TEST.EVAL_EPOCHS, iter_per_epoch)
+
+
+def snapshot_period(cfg: CfgNode, iter_per_epoch: int) -> int:
+    """Iterations between checkpoints (SOLVER.SNAPSHOT_EPOCHS, else SNAPSHOT_ITERS; 0: only
+    the final one)."""
+    return period_in_iters(cfg.SOLVER.SNAPSHOT_ITERS, cfg.SOLVER.SNAPSHOT_EPOCHS, iter_per_epoch)
 
 
 def build_eval_hook(cfg: CfgNode, model: nn.Module, test_split: ImageSplit, max_iter: int,
@@ -138,9 +161,10 @@ def build_train_hooks(cfg: CfgNode, optimizer: torch.optim.Optimizer, scheduler,
                       checkpointer: Checkpointer, eval_hook: EvalHook, iter_per_epoch: int,
                       start_iter: int, progress_bar: Optional[ProgressBar] = None,
                       main_process: bool = True, model: Optional[nn.Module] = None,
-                      ema: Optional[ModelEMA] = None) -> List[HookBase]:
+                      ema: Optional[ModelEMA] = None, distributed: bool = False) -> List[HookBase]:
     """The hooks of a training run, in the order their ``after_step`` must run: timer, lr
-    (record, then step the scheduler), ``eval_hook``, checkpoints (of the checkpointer's
+    (record, then step the scheduler), ``eval_hook``, with ``distributed`` the per-process
+    metrics averaged on logged iterations, checkpoints (of the checkpointer's
     checkpointables, with the config), metrics (rank 0 only: it writes for the job; every
     process checkpoints, as each hands in its RNG states). Then the EMA update (with ``ema``,
     of ``model``), the best checkpoint and CUSTOM_HOOKS; all sorted by priority (the order above
@@ -151,9 +175,10 @@ def build_train_hooks(cfg: CfgNode, optimizer: torch.optim.Optimizer, scheduler,
         timer,
         LRScheduler(optimizer, scheduler),
         eval_hook,
+        *([AverageOverProcesses(cfg.LOG_PERIOD, max_iter)] if distributed else []),
         PeriodicCheckpointer(
             checkpointer,
-            period_in_iters(cfg.SOLVER.SNAPSHOT_ITERS, cfg.SOLVER.SNAPSHOT_EPOCHS, iter_per_epoch),
+            snapshot_period(cfg, iter_per_epoch),
             max_iter,
             extra={"config": cfg},
         ),

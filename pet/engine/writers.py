@@ -9,9 +9,15 @@ numbers):
 - ``iterations_done``: iteration + 1, the count the log uses ("Evaluation after iteration 30" is
   the record with iterations_done 30) and the step of the CSV rows and TensorBoard events;
 - ``epoch``: the epoch the iteration belongs to, from 1 (as the log's "(epoch 2)");
-- ``loss``: the loss of this step's batch; ``loss_smoothed``: the median over the last
-  LOG_PERIOD steps (at least 20), the value the progress line shows (its history is not
-  checkpointed: after --resume it restarts from the resumed step);
+- ``loss``: the loss of this step's batch (under torchrun, the mean over the processes of
+  their shares); ``loss_smoothed``: the median over the last LOG_PERIOD steps (at least 20),
+  the value the progress line shows (its history is checkpointed: a resumed run logs the same
+  values as an uninterrupted one);
+- ``grad_norm``: the total 2-norm of the step's gradients before clipping (the value
+  ``torch.nn.utils.clip_grad_norm_`` returns), computed by the step's non-finite guard (not
+  under float16 AMP, where the GradScaler checks the gradients instead);
+- ``nonfinite_steps``: steps skipped so far for non-finite gradients or loss (with
+  SOLVER.SKIP_NONFINITE > 0 only);
 - ``lr``: the lr of the largest param group; ``lr_group<i>``: the lr of param group i, for each
   group whose lr differs from every earlier group's (only when there are several);
 - ``loss_scale``, ``skipped_steps``: the AMP loss scale and the optimizer steps skipped so far

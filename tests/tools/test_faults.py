@@ -15,6 +15,7 @@ import torch
 
 from tests.tools.test_train_net import (
     assert_bad_input,
+    assert_same_final_state,
     load,
     read_metrics,
     snapshot_dir,
@@ -94,6 +95,8 @@ CORPUS = [
     ("unknown_model", OK_YAML, ["MODEL.TYPE", "resnet9000"], "MODEL.TYPE"),
     ("empty_output_dir", OK_YAML, ["OUTPUT_DIR", "' '"], "OUTPUT_DIR"),
     ("custom_import_missing", OK_YAML, ["CUSTOM_IMPORTS", "['no_such_module_xyz']"], "CUSTOM_IMPORTS"),
+    ("keep_checkpoints_negative", OK_YAML, ["SOLVER.KEEP_CHECKPOINTS", "-1"],
+     "SOLVER.KEEP_CHECKPOINTS: expected an integer >= 0, got -1"),
 ]
 FILE_FAULTS = ["missing", "directory", "unreadable", "wrong_extension"]
 
@@ -204,37 +207,76 @@ def test_a_pointer_outside_output_dir_is_refused(short_run, tmp_path, pointer):
     assert snapshot_dir(out) == before
 
 
+def damage_file(path: Path, damage: str) -> None:
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:1000])
+    elif damage == "garbage":
+        path.write_bytes(os.urandom(4096))
+
+
+@pytest.mark.parametrize("damage, reason", [
+    ("truncated", "cannot be loaded (damaged or truncated: "),
+    ("garbage", "cannot be loaded ("),
+])
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous_one(short_run, tmp_path, damage, reason):
+    """The run resumes from model_0000002.pth, says so in one line, and ends with the weights
+    of the uninterrupted run (the state of short_run before the damage)."""
+    out = copy_run(short_run, tmp_path)
+    damage_file(out / "model_final.pth", damage)
+    result = train(tmp_path, tmp_path / "job.yaml", "OUTPUT_DIR", "out", "--resume")
+    assert result.returncode == 0 and not result.stderr, result.stderr
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and f"skipped model_final.pth: {reason}" in warnings[0], result.stdout
+    assert "resuming from out/model_0000002.pth (iteration 2)" in warnings[0]
+    assert_same_final_state(out, short_run[0] / "out")
+
+
 @pytest.mark.parametrize("damage, overrides, fragment", [
-    ("none", ["SOLVER.OPTIMIZER.TYPE", "ADAMW"], "another optimizer type"),
-    ("weights_only", [], "not a Pet checkpoint"),
-    ("no_iteration", [], "no 'iteration' entry"),
-    ("truncated", [], "cannot be loaded"),
-    ("empty", [], "cannot be loaded"),
-    ("garbage", [], "cannot be loaded"),
+    ("none", ["SOLVER.OPTIMIZER.TYPE", "ADAMW"], "model_final.pth was saved by another optimizer type"),
+    ("none", ["MODEL.CNN.HIDDEN_DIM", "32"], "model_final.pth was saved from a different model"),
+    ("all", [], "no readable checkpoint in out; tried model_final.pth: cannot be loaded"),
     ("pointer_not_utf8", [], "cannot be read"),
 ])
-def test_a_damaged_or_foreign_checkpoint_is_one_line_before_writing(short_run, tmp_path, damage,
-                                                                     overrides, fragment):
+def test_a_foreign_or_unusable_checkpoint_is_one_line_before_writing(short_run, tmp_path, damage,
+                                                                    overrides, fragment):
+    """A readable checkpoint of another model or optimizer (a config change) is refused, not
+    skipped: the older ones are of the same run and would not fit either."""
     out = copy_run(short_run, tmp_path)
-    final = out / "model_final.pth"
-    if damage == "weights_only":
-        torch.save(load(final)["model"], final)
-    elif damage == "no_iteration":
-        checkpoint = load(final)
-        del checkpoint["iteration"]
-        torch.save(checkpoint, final)
-    elif damage == "truncated":
-        final.write_bytes(final.read_bytes()[:1000])
-    elif damage == "empty":
-        final.write_bytes(b"")
-    elif damage == "garbage":
-        final.write_bytes(os.urandom(4096))
+    if damage == "all":
+        damage_file(out / "model_final.pth", "truncated")
+        damage_file(out / "model_0000002.pth", "garbage")
     elif damage == "pointer_not_utf8":
         (out / "last_checkpoint").write_bytes(b"\xff\xfe.pth")
     before = snapshot_dir(out)
     result = train(tmp_path, tmp_path / "job.yaml", "OUTPUT_DIR", "out", "--resume", *overrides)
     assert_bad_input(result, fragment)
+    if damage == "all":
+        assert "model_0000002.pth: cannot be loaded" in result.stderr
     assert snapshot_dir(out) == before
+
+
+def test_retention_keeps_the_newest_checkpoints_and_resume_falls_back_among_them(tmp_path):
+    job = {**SHORT_JOB, "SOLVER": {**SHORT_JOB["SOLVER"], "SNAPSHOT_ITERS": 1, "KEEP_CHECKPOINTS": 2,
+                                   "SCHEDULER": {**SHORT_JOB["SOLVER"]["SCHEDULER"], "TOTAL_ITERS": 5}}}
+    cfg_file = write_cfg(tmp_path, job)
+    result = train(tmp_path, cfg_file, "OUTPUT_DIR", "out")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("*.pth")) == [
+        "model_0000003.pth", "model_0000004.pth", "model_best.pth", "model_final.pth"]
+    subprocess.run(["cp", "-r", str(out), str(tmp_path / "reference")], check=True)
+    # The two newest are damaged: the run resumes from the other kept one.
+    damage_file(out / "model_final.pth", "truncated")
+    damage_file(out / "model_0000004.pth", "garbage")
+    result = train(tmp_path, cfg_file, "OUTPUT_DIR", "out", "--resume")
+    assert result.returncode == 0 and not result.stderr, result.stderr
+    assert "skipped model_final.pth: cannot be loaded (damaged or truncated: " in result.stdout
+    assert "; model_0000004.pth: cannot be loaded (" in result.stdout
+    assert "resuming from out/model_0000003.pth (iteration 3)" in result.stdout
+    assert_same_final_state(out, tmp_path / "reference")
+    assert sorted(p.name for p in out.glob("*.pth")) == [
+        "model_0000003.pth", "model_0000004.pth", "model_best.pth", "model_final.pth"]
+    assert load(out / "model_0000004.pth")["iteration"] == 4  # rewritten whole
 
 
 def test_leftovers_of_an_interrupted_write_are_removed(short_run, tmp_path):
@@ -326,17 +368,15 @@ def test_a_stop_signal_checkpoints_and_says_how_to_resume(tmp_path, signum, stat
     assert [r["iteration"] for r in read_metrics(tmp_path / "out")] == list(range(done + 2))
 
 
-def test_sigkill_at_several_points_always_resumes(tmp_path):
-    """SIGKILL at 4 moments of a run (some inside checkpoint writes, with SNAPSHOT_ITERS 1 a
-    write is always under way); every resume then finishes and leaves no temporary file."""
-    job = {**SHORT_JOB, "SOLVER": {**SHORT_JOB["SOLVER"], "SNAPSHOT_ITERS": 1,
-                                   "SCHEDULER": {**SHORT_JOB["SOLVER"]["SCHEDULER"], "TOTAL_ITERS": 120}}}
-    cfg_file = write_cfg(tmp_path, job)
-    for kill in range(4):
-        args = ["OUTPUT_DIR", "out"] + (["--resume"] if (tmp_path / "out" / "last_checkpoint").exists() else [])
-        process = subprocess.Popen(train_command(cfg_file, *args), cwd=tmp_path,
+def sigkill_during_checkpoint_writes(cwd: Path, cfg_file: Path, kills: int) -> None:
+    """Start the run of ``cfg_file`` (resuming once there is a checkpoint) and SIGKILL it
+    ``kills`` times, each time 0, 3, 6... ms after its first new checkpoint: with
+    SNAPSHOT_ITERS 1 a checkpoint write is always under way, so kills land inside writes."""
+    pointer = cwd / "out" / "last_checkpoint"
+    for kill in range(kills):
+        args = ["OUTPUT_DIR", "out"] + (["--resume"] if pointer.exists() else [])
+        process = subprocess.Popen(train_command(cfg_file, *args), cwd=cwd,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        pointer = tmp_path / "out" / "last_checkpoint"
         first = pointer.read_text() if pointer.exists() else None
         deadline = time.monotonic() + 120
         while not pointer.exists() or pointer.read_text() == first:
@@ -344,7 +384,16 @@ def test_sigkill_at_several_points_always_resumes(tmp_path):
             time.sleep(0.002)
         time.sleep(0.003 * kill)
         process.send_signal(signal.SIGKILL)
-        process.wait(timeout=60)
+        assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before the kill"
+
+
+def test_sigkill_at_several_points_always_resumes(tmp_path):
+    """SIGKILL at 4 moments of a run (some inside checkpoint writes); every resume then
+    finishes and leaves no temporary file."""
+    job = {**SHORT_JOB, "SOLVER": {**SHORT_JOB["SOLVER"], "SNAPSHOT_ITERS": 1,
+                                   "SCHEDULER": {**SHORT_JOB["SOLVER"]["SCHEDULER"], "TOTAL_ITERS": 120}}}
+    cfg_file = write_cfg(tmp_path, job)
+    sigkill_during_checkpoint_writes(tmp_path, cfg_file, kills=4)
     result = train(tmp_path, cfg_file, "OUTPUT_DIR", "out", "--resume")
     assert result.returncode == 0, result.stderr
     assert not list((tmp_path / "out").glob(".*.tmp"))

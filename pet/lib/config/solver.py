@@ -279,6 +279,10 @@ SOLVER.SCHEDULER.PHASES = ()
 SOLVER.SNAPSHOT_ITERS = 0
 # Save a checkpoint every this many epochs (replaces SNAPSHOT_ITERS when set).
 SOLVER.SNAPSHOT_EPOCHS = None
+# Keep the newest this many periodic checkpoints (model_<iterations>.pth, those of a stop signal
+# included) in OUTPUT_DIR, deleting older ones once a new one and last_checkpoint are written;
+# 0 keeps all. model_final.pth and model_best.pth are never deleted.
+SOLVER.KEEP_CHECKPOINTS = 0
 
 # ---------------------------------------------------------------------------------------------
 # The step: accumulation and mixed precision (pet.lib.utils.optim_wrapper).
@@ -297,3 +301,10 @@ SOLVER.AMP.ENABLED = False
 # scaled, clipping sees unscaled gradients, a step with inf/nan gradients is skipped and
 # counted in the metrics as skipped_steps).
 SOLVER.AMP.DTYPE = "bfloat16"
+
+# A step whose gradients (or, in one process, loss) are inf or nan is never taken: with 0 the
+# run stops there with one line naming the iteration and the last good checkpoint; with N > 0
+# such steps are skipped (the schedule still advances), counted in the metrics as
+# nonfinite_steps, and the run stops at the (N + 1)-th in a row. Under float16 AMP the
+# GradScaler skips steps with inf/nan gradients itself (skipped_steps); this guards the loss.
+SOLVER.SKIP_NONFINITE = 0

@@ -172,15 +172,17 @@ AMP_DTYPES = ("bfloat16", "float16")
 
 
 def validate_step(solver: CfgNode) -> None:
-    """Check SOLVER.ACCUMULATION_STEPS and SOLVER.AMP."""
+    """Check SOLVER.ACCUMULATION_STEPS, SOLVER.AMP and SOLVER.SKIP_NONFINITE."""
     check_int(solver.ACCUMULATION_STEPS, "SOLVER.ACCUMULATION_STEPS", minimum=1)
+    check_int(solver.SKIP_NONFINITE, "SOLVER.SKIP_NONFINITE", minimum=0)
     check_bool(solver.AMP.ENABLED, "SOLVER.AMP.ENABLED")
     check_choice(solver.AMP.DTYPE, "SOLVER.AMP.DTYPE", AMP_DTYPES)
 
 
 def validate_snapshots(solver: CfgNode) -> None:
-    """Check SOLVER.SNAPSHOT_ITERS and SOLVER.SNAPSHOT_EPOCHS."""
+    """Check SOLVER.SNAPSHOT_ITERS, SOLVER.SNAPSHOT_EPOCHS and SOLVER.KEEP_CHECKPOINTS."""
     check_int(solver.SNAPSHOT_ITERS, "SOLVER.SNAPSHOT_ITERS", minimum=0)
+    check_int(solver.KEEP_CHECKPOINTS, "SOLVER.KEEP_CHECKPOINTS", minimum=0)
     if solver.SNAPSHOT_EPOCHS is not None:
         check_number(solver.SNAPSHOT_EPOCHS, "SOLVER.SNAPSHOT_EPOCHS", positive=True)
 

@@ -14,12 +14,15 @@ combination stays correct without an unscale pass of the wrapper's own.
 """
 import contextlib
 import math
-from typing import Any, ContextManager, Dict, Optional
+from typing import Any, ContextManager, Dict, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from yacs.config import CfgNode
+
+from pet.lib.utils import clip_ops
+from pet.lib.utils.grad_clip import grads_by_device
 
 # One instance serves every step: entering it allocates nothing.
 _NULL_CONTEXT = contextlib.nullcontext()
@@ -36,6 +39,8 @@ class OptimWrapper:
             loss scaling.
         autocast_dtype: the dtype of ``torch.autocast`` around the forward pass; None: none.
         device_type: the device type autocast runs on ("cpu", "cuda", ...).
+        skip_nonfinite: how many non-finite steps in a row are skipped (0: the first one
+            raises FloatingPointError); see ``update_params``.
 
     Raises:
         ValueError when ``accumulation_steps`` is below 1.
@@ -43,7 +48,8 @@ class OptimWrapper:
 
     def __init__(self, optimizer: torch.optim.Optimizer, accumulation_steps: int = 1,
                  scaler: Optional[torch.amp.GradScaler] = None,
-                 autocast_dtype: Optional[torch.dtype] = None, device_type: str = "cpu") -> None:
+                 autocast_dtype: Optional[torch.dtype] = None, device_type: str = "cpu",
+                 skip_nonfinite: int = 0) -> None:
         if int(accumulation_steps) != accumulation_steps or accumulation_steps < 1:
             raise ValueError(f"accumulation_steps: expected an integer >= 1, got {accumulation_steps!r}")
         self.optimizer = optimizer
@@ -57,6 +63,14 @@ class OptimWrapper:
         self.micro_batches = 0
         # Steps the scaler skipped because the gradients held inf or nan.
         self.skipped_steps = 0
+        self.skip_nonfinite = int(skip_nonfinite)
+        # Steps skipped for a non-finite loss or gradients (SOLVER.SKIP_NONFINITE), and how
+        # many of the last steps were in a row.
+        self.nonfinite_steps = 0
+        self._nonfinite_in_a_row = 0
+        # The total 2-norm of the last step's gradients (computed without a scaler: it decides
+        # whether the step is finite); None until then.
+        self.last_grad_norm: Optional[float] = None
         # The scale after the last update: a smaller one after the next update means a skip.
         self._last_scale: Optional[float] = None
         # The sum of the cycle's divided losses so far (a tensor: adding syncs nothing).
@@ -90,15 +104,17 @@ class OptimWrapper:
         """Backward of ``loss / k`` (scaled when there is a scaler); every k-th call, the
         optimizer step and ``zero_grad``.
 
-        Returns, on the call that steps, the step's loss: the mean of the cycle's k losses and,
-        under torch.distributed, over every process (one all-reduce of one number: every
-        process then sees the same value and decides alike); None on the other calls.
-        ``iteration`` only names the iteration in the error message.
+        Returns, on the call that steps, the step's loss on this process (the mean of the
+        cycle's k losses); None on the other calls. ``iteration`` only names the iteration in
+        error messages. Under torch.distributed nothing here communicates beyond DDP's own
+        gradient all-reduce: the decision to step is taken from what every process holds alike.
 
-        Raises:
-            FloatingPointError, before the step, when the step's loss is not finite and there
-            is no scaler (the run diverged: continuing would only waste time). With a scaler,
-            the scaler skips such a step and ``skipped_steps`` counts it.
+        A step is non-finite when its gradients are (their total norm, ``last_grad_norm``:
+        identical on every process after DDP averaged them), or, in a single process, its
+        loss. Without a scaler such a step is never taken: it raises FloatingPointError, or,
+        with ``skip_nonfinite`` N > 0, is skipped and counted in ``nonfinite_steps`` up to N in
+        a row. With a scaler, the scaler checks the gradients (a non-finite loss gives
+        non-finite gradients) and skips such steps itself, counted in ``skipped_steps``.
         """
         divided = loss / self.accumulation_steps if self.accumulation_steps > 1 else loss
         (divided if self.scaler is None else self.scaler.scale(divided)).backward()
@@ -108,20 +124,47 @@ class OptimWrapper:
             self._cycle_loss = step_loss
             return None
         self._cycle_loss = None
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(step_loss)
-            step_loss = step_loss / dist.get_world_size()
-        loss_value = step_loss.item()  # one host sync, after the backward pass is queued
-        if self.scaler is None and not math.isfinite(loss_value):
-            self.micro_batches = 0
-            where = "" if iteration is None else f" at iteration {iteration}"
-            raise FloatingPointError(
-                f"loss became {loss_value}{where}; lower SOLVER.OPTIMIZER.BASE_LR or enable "
-                f"SOLVER.OPTIMIZER.CLIP_GRADIENTS"
-            )
-        self.step()
+        if self.scaler is not None:  # the scaler checks the gradients, and skips
+            loss_value = step_loss.item()
+            self.step()
+        else:
+            # One host sync reads the loss and the gradients' norm together.
+            loss_value, self.last_grad_norm = self._loss_and_grad_norm(step_loss)
+            distributed = dist.is_available() and dist.is_initialized()
+            if math.isfinite(self.last_grad_norm) and (distributed or math.isfinite(loss_value)):
+                self._nonfinite_in_a_row = 0
+                self.step()
+            else:
+                self._skip_nonfinite(loss_value, iteration)
         self.zero_grad()
         return loss_value
+
+    def _loss_and_grad_norm(self, step_loss: torch.Tensor) -> Tuple[float, float]:
+        grads_per_device = grads_by_device(self.optimizer)
+        if not grads_per_device:
+            return step_loss.item(), 0.0
+        norms = [clip_ops.for_device(device).total_norm(grads, 2.0)
+                 for device, grads in grads_per_device.items()]
+        norm = clip_ops.combine_norms(norms, 2.0, next(iter(grads_per_device)))
+        loss_value, norm_value = torch.stack([step_loss.float(), norm.to(step_loss.device)]).tolist()
+        return loss_value, norm_value
+
+    def _skip_nonfinite(self, loss_value: float, iteration: Optional[int]) -> None:
+        """Drop a non-finite step's gradients, or raise when no more may be skipped."""
+        self.micro_batches = 0
+        self._nonfinite_in_a_row += 1
+        if self._nonfinite_in_a_row <= self.skip_nonfinite:
+            self.nonfinite_steps += 1
+            return
+        where = "" if iteration is None else f" at iteration {iteration}"
+        what = (f"loss became {loss_value}" if not math.isfinite(loss_value)
+                else f"gradients became non-finite (norm {self.last_grad_norm})")
+        if self.skip_nonfinite:
+            what += f" for {self._nonfinite_in_a_row} steps in a row (SOLVER.SKIP_NONFINITE {self.skip_nonfinite})"
+        self._nonfinite_in_a_row = 0
+        raise FloatingPointError(f"{what}{where}; lower SOLVER.OPTIMIZER.BASE_LR, enable "
+                                 f"SOLVER.OPTIMIZER.CLIP_GRADIENTS or skip such steps with "
+                                 f"SOLVER.SKIP_NONFINITE")
 
     def step(self) -> None:
         """Step the optimizer on the accumulated gradients and start a new cycle; with a scaler,
@@ -139,15 +182,27 @@ class OptimWrapper:
         if self._last_scale < before:
             self.skipped_steps += 1
 
+    @property
+    def loss_scale(self) -> Optional[float]:
+        """The scaler's scale after the last step (read once per step), None without one."""
+        if self.scaler is None:
+            return None
+        if self._last_scale is None:
+            self._last_scale = self.scaler.get_scale()
+        return self._last_scale
+
     def zero_grad(self) -> None:
         """Drop the gradients (set them to None: the next backward writes instead of adding)."""
         self.optimizer.zero_grad(set_to_none=True)
 
     def state_dict(self) -> Dict[str, Any]:
         """The wrapper's progress as plain values (``torch.load(weights_only=True)`` loads it):
-        the micro-batch counter, the skipped steps and the scaler's state when there is one."""
+        the micro-batch counter, the skipped steps (by the scaler, and for non-finite values)
+        and the scaler's state when there is one."""
         state: Dict[str, Any] = {"micro_batches": self.micro_batches,
-                                 "skipped_steps": self.skipped_steps}
+                                 "skipped_steps": self.skipped_steps,
+                                 "nonfinite_steps": self.nonfinite_steps,
+                                 "nonfinite_in_a_row": self._nonfinite_in_a_row}
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         return state
@@ -161,6 +216,8 @@ class OptimWrapper:
         """
         self.micro_batches = int(state_dict["micro_batches"])
         self.skipped_steps = int(state_dict["skipped_steps"])
+        self.nonfinite_steps = int(state_dict["nonfinite_steps"])
+        self._nonfinite_in_a_row = int(state_dict["nonfinite_in_a_row"])
         if self.scaler is not None and "scaler" in state_dict:
             self.scaler.load_state_dict(state_dict["scaler"])
         self._last_scale = None
@@ -171,9 +228,11 @@ AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 def build_optim_wrapper(optimizer: torch.optim.Optimizer, solver: CfgNode,
                         device_type: str = "cpu") -> OptimWrapper:
-    """The step seam of ``SOLVER`` (ACCUMULATION_STEPS, AMP; already validated) on a device:
-    float16 gets a ``GradScaler``, bfloat16 autocast alone (its range needs no loss scaling)."""
+    """The step seam of ``SOLVER`` (ACCUMULATION_STEPS, AMP, SKIP_NONFINITE; already validated)
+    on a device: float16 gets a ``GradScaler``, bfloat16 autocast alone (its range needs no loss
+    scaling)."""
     autocast_dtype = AUTOCAST_DTYPES[solver.AMP.DTYPE] if solver.AMP.ENABLED else None
     scaler = torch.amp.GradScaler(device_type) if autocast_dtype is torch.float16 else None
     return OptimWrapper(optimizer, accumulation_steps=solver.ACCUMULATION_STEPS, scaler=scaler,
-                        autocast_dtype=autocast_dtype, device_type=device_type)
+                        autocast_dtype=autocast_dtype, device_type=device_type,
+                        skip_nonfinite=solver.SKIP_NONFINITE)

@@ -183,3 +183,17 @@ def test_the_replaced_custom_rules_key_names_its_successor(tmp_path):
     assert str(error.value) == (
         f"SOLVER.OPTIMIZER.CUSTOM_RULES ({path}): was replaced by SOLVER.OPTIMIZER.CUSTOM_KEYS, a list "
         "of mappings: write [[head, 10, 1]] as [{KEY: head, LR_MULT: 10, DECAY_MULT: 1}]")
+
+
+@pytest.mark.parametrize("value, message", [
+    ("-1", "SOLVER.KEEP_CHECKPOINTS: expected an integer >= 0, got -1"),
+    (str(2 ** 40), f"SOLVER.KEEP_CHECKPOINTS: must be <= {2 ** 31 - 1}, got {2 ** 40}"),
+])
+def test_keep_checkpoints_is_an_integer_from_0(value, message):
+    assert get_cfg().SOLVER.KEEP_CHECKPOINTS == 0  # keep all
+    cfg = load_cfg(None, ["SOLVER.KEEP_CHECKPOINTS", "3"])
+    validate_solver(cfg.SOLVER)
+    cfg = load_cfg(None, ["SOLVER.KEEP_CHECKPOINTS", value])
+    with pytest.raises(ConfigError) as error:
+        validate_solver(cfg.SOLVER)
+    assert str(error.value) == message

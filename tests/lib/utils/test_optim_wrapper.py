@@ -161,8 +161,71 @@ def test_a_non_finite_loss_raises_before_the_step_without_a_scaler():
     assert_same_params(before, model)
     for saved, now in zip(state["state"].values(), optimizer.state_dict()["state"].values()):
         assert torch.equal(saved["momentum_buffer"], now["momentum_buffer"])
-    with pytest.raises(FloatingPointError, match=r"^loss became inf; "):
+    with pytest.raises(FloatingPointError, match=r"^loss became inf; .* SOLVER.SKIP_NONFINITE$"):
         wrapper.update_params(loss_of(model, x, y) * math.inf)
+
+
+def inf_gradient_loss(model, x, y):
+    """A finite loss whose gradients are inf (a backward that overflows)."""
+    output = model(x)
+    output.register_hook(lambda grad: torch.full_like(grad, math.inf))
+    return nn.functional.cross_entropy(output, y)
+
+
+def test_finite_loss_with_non_finite_gradients_raises_before_the_step():
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    wrapper = OptimWrapper(optimizer)
+    (x, y), = batches(1, 8)
+    wrapper.update_params(loss_of(model, x, y))
+    before, state = copy.deepcopy(model), copy.deepcopy(optimizer.state_dict())
+    with pytest.raises(FloatingPointError, match=r"^gradients became non-finite \(norm (inf|nan)\) at "
+                                                 r"iteration 3; lower"):
+        wrapper.update_params(inf_gradient_loss(model, x, y), iteration=3)
+    assert_same_params(before, model)
+    for saved, now in zip(state["state"].values(), optimizer.state_dict()["state"].values()):
+        assert torch.equal(saved["momentum_buffer"], now["momentum_buffer"])
+
+
+def test_skip_nonfinite_skips_up_to_n_in_a_row_then_raises():
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    wrapper = OptimWrapper(optimizer, accumulation_steps=2, skip_nonfinite=2)
+    (x, y), = batches(1, 8)
+    before = copy.deepcopy(model)
+    for _ in range(2):  # two cycles, each ending on a non-finite micro-batch
+        wrapper.update_params(loss_of(model, x, y))
+        assert math.isnan(wrapper.update_params(loss_of(model, x, y) * math.nan))
+    assert wrapper.nonfinite_steps == 2 and wrapper.micro_batches == 0
+    assert all(p.grad is None for p in model.parameters())  # the skipped gradients are dropped
+    assert_same_params(before, model)
+    wrapper.update_params(loss_of(model, x, y))
+    wrapper.update_params(loss_of(model, x, y))  # a good step ends the run of skips
+    assert not torch.equal(next(model.parameters()), next(before.parameters()))
+    for _ in range(2):
+        wrapper.update_params(loss_of(model, x, y))
+        wrapper.update_params(inf_gradient_loss(model, x, y))
+    assert wrapper.nonfinite_steps == 4
+    assert wrapper.state_dict()["nonfinite_in_a_row"] == 2
+    wrapper.update_params(loss_of(model, x, y))
+    with pytest.raises(FloatingPointError, match=r"^gradients became non-finite \(norm (inf|nan)\) for 3 "
+                                                 r"steps in a row \(SOLVER.SKIP_NONFINITE 2\) at "
+                                                 r"iteration 9; "):
+        wrapper.update_params(inf_gradient_loss(model, x, y), iteration=9)
+
+
+def test_last_grad_norm_is_torchs_total_norm_before_the_step():
+    reference, model = mlp(), mlp()
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    for x, y in batches(3, 8):
+        reference.zero_grad()
+        loss_of(reference, x, y).backward()
+        expected = torch.nn.utils.get_total_norm([p.grad for p in reference.parameters()]).item()
+        with torch.no_grad():
+            for p in reference.parameters():
+                p -= 0.1 * p.grad
+        wrapper.update_params(loss_of(model, x, y))
+        assert wrapper.last_grad_norm == pytest.approx(expected, rel=1e-6)
 
 
 def test_state_dict_round_trip_through_weights_only_loading():
@@ -188,7 +251,8 @@ def test_state_dict_round_trip_through_weights_only_loading():
     # Without a scaler the scaler state is not needed, and not written.
     plain = OptimWrapper(torch.optim.SGD(mlp().parameters(), lr=0.1))
     plain.load_state_dict(state)
-    assert plain.state_dict() == {"micro_batches": 1, "skipped_steps": 1}
+    assert plain.state_dict() == {"micro_batches": 1, "skipped_steps": 1, "nonfinite_steps": 0,
+                                  "nonfinite_in_a_row": 0}
     with pytest.raises(KeyError, match="skipped_steps"):
         plain.load_state_dict({"micro_batches": 0})
 

@@ -1,0 +1,174 @@
+"""The checkpoint files of a run directory: the ``last_checkpoint`` pointer, reading one
+checkpoint, choosing the one ``--resume`` starts from, and removing old periodic checkpoints
+(SOLVER.KEEP_CHECKPOINTS).
+
+Resume falls back past a checkpoint that cannot be read (a truncated, empty or foreign file, a
+file without the ``model`` or ``iteration`` entry, a pointer to a missing file) to the newest
+readable periodic checkpoint, and says so. A readable checkpoint that does not fit the config
+(another model or optimizer) is refused by the Checkpointer, never skipped: an older file of the
+same run would not fit either.
+"""
+import logging
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from pet.engine.checkpoint_state import CheckpointError
+
+logger = logging.getLogger("pet.engine.checkpointer")
+
+LAST_CHECKPOINT = "last_checkpoint"
+# The checkpoints written every SNAPSHOT_ITERS and on a stop signal: model_<iterations>.pth.
+# model_final.pth and model_best.pth do not match: retention never removes them.
+PERIODIC_NAME = re.compile(r"^model_(\d+)\.pth$")
+
+
+def first_line(error: BaseException, limit: int = 160) -> str:
+    """The first line of ``error``'s message (its type's name when it has none), cut to
+    ``limit`` characters; torch's ``[enforce fail at FILE:LINE] .`` prefix is dropped."""
+    text = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", str(error).strip())
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+class UnreadableCheckpoint(CheckpointError):
+    """A checkpoint file that cannot be read as a Pet checkpoint; ``reason`` says why."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"checkpoint {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def last_checkpoint_path(save_dir: str) -> Optional[str]:
+    """The file named by ``save_dir/last_checkpoint``, or None when there is none.
+
+    Raises CheckpointError when the pointer cannot be read or names anything but a ``.pth``
+    file inside ``save_dir`` (a path, ``..``, a symlink)."""
+    pointer = os.path.join(save_dir, LAST_CHECKPOINT)
+    if not os.path.isfile(pointer):
+        return None
+    try:
+        with open(pointer, "rb") as f:
+            name = f.read(256).decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{pointer}: cannot be read ({first_line(e)})") from None
+    if not name:
+        return None
+    # The pointer names a file inside save_dir, nothing else: a planted or edited pointer must
+    # not make --resume load a file from elsewhere.
+    if (name != os.path.basename(name) or name in (".", "..") or not name.endswith(".pth")
+            or os.path.islink(os.path.join(save_dir, name))):
+        raise CheckpointError(f"{pointer} names {name!r}, not a checkpoint file inside "
+                              f"{save_dir}; refusing to follow it")
+    return os.path.join(save_dir, name)
+
+
+def _load_failure(path: str, error: BaseException) -> str:
+    """Why torch could not load ``path``, in the user's words (torch's messages for a damaged
+    file are long and mostly about weights_only)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        return f"cannot be read ({e.strerror or first_line(e)})"
+    if not head:
+        return "cannot be loaded (empty file)"
+    if head != b"PK\x03\x04":  # torch.save writes a zip archive
+        return "cannot be loaded (not a torch checkpoint file)"
+    return f"cannot be loaded (damaged or truncated: {first_line(error).split('. ')[0]})"
+
+
+def read_checkpoint(path: str, resume: bool = False) -> Dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``.
+
+    Raises UnreadableCheckpoint (a CheckpointError) when the file is missing, cannot be loaded,
+    or has no ``model`` entry, or with ``resume`` no integer ``iteration`` entry."""
+    if not os.path.isfile(path):
+        raise UnreadableCheckpoint(path, "no such file")
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of some garbage
+            warnings.simplefilter("ignore", UserWarning)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a truncated or foreign file
+        raise UnreadableCheckpoint(path, _load_failure(path, e)) from None
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise UnreadableCheckpoint(path, "not a Pet checkpoint (no 'model' key)")
+    if resume and not isinstance(checkpoint.get("iteration"), int):
+        raise UnreadableCheckpoint(path, "has no 'iteration' entry, which this run needs to resume "
+                                         "(written by another program or an older Pet)")
+    return checkpoint
+
+
+def periodic_checkpoints(save_dir: str) -> List[str]:
+    """The names of the periodic checkpoints (``model_<iterations>.pth``) in ``save_dir``,
+    newest (most iterations) first; none when the directory cannot be listed."""
+    try:
+        names = os.listdir(save_dir)
+    except OSError:
+        return []
+    found = [(int(match.group(1)), name) for name in names
+             for match in [PERIODIC_NAME.match(name)] if match]
+    return [name for _, name in sorted(found, reverse=True)]
+
+
+@dataclass
+class ResumeChoice:
+    """The checkpoint ``--resume`` starts from, and the files passed over to reach it
+    (``skipped``: one "name: reason" text each)."""
+
+    path: str
+    checkpoint: Dict[str, Any]
+    skipped: List[str] = field(default_factory=list)
+
+
+def choose_resume_checkpoint(save_dir: str) -> ResumeChoice:
+    """The checkpoint to resume from: the one ``last_checkpoint`` names, or, when that cannot
+    be read (or the pointer is missing), the newest readable periodic checkpoint.
+
+    The choice depends on the directory's files alone, so every process of a job that reads
+    the same directory makes the same one. Raises CheckpointError when the pointer is hostile
+    or unreadable, or no checkpoint can be read (listing every file tried).
+    """
+    pointer = os.path.join(save_dir, LAST_CHECKPOINT)
+    named = last_checkpoint_path(save_dir)
+    candidates = [os.path.join(save_dir, name) for name in periodic_checkpoints(save_dir)]
+    if named is None and not candidates:
+        raise CheckpointError(f"--resume: {pointer} does not exist, nothing to resume; drop "
+                              f"--resume to start a new run")
+    skipped = [] if named is not None else [f"{LAST_CHECKPOINT}: missing or empty"]
+    for path in ([named] if named else []) + [p for p in candidates if p != named]:
+        if os.path.islink(path):  # as for the pointer: nothing outside save_dir is loaded
+            skipped.append(f"{os.path.basename(path)}: a symbolic link, not followed")
+            continue
+        try:
+            return ResumeChoice(path, read_checkpoint(path, resume=True), skipped)
+        except UnreadableCheckpoint as e:
+            skipped.append(f"{os.path.basename(path)}: {e.reason}")
+    raise CheckpointError(f"--resume: no readable checkpoint in {save_dir}; tried "
+                          f"{'; '.join(skipped)}; start a new run in another OUTPUT_DIR")
+
+
+def remove_old_checkpoints(save_dir: str, keep: int, newest: str) -> List[str]:
+    """Delete the periodic checkpoints of ``save_dir`` but ``newest`` (the file just written,
+    which ``last_checkpoint`` names) and the ``keep - 1`` others with the most iterations;
+    return the names deleted. model_final.pth and model_best.pth are never touched. A file that
+    cannot be deleted is logged and kept: retention never fails a run."""
+    others = [name for name in periodic_checkpoints(save_dir) if name != newest]
+    removed = []
+    for name in others[max(keep - 1, 0):]:
+        try:
+            os.remove(os.path.join(save_dir, name))
+            removed.append(name)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            logger.warning("warning: SOLVER.KEEP_CHECKPOINTS: cannot delete %s (%s); it is kept",
+                           os.path.join(save_dir, name), e.strerror or first_line(e))
+    if removed:
+        logger.debug("Deleted %s (SOLVER.KEEP_CHECKPOINTS %d)", ", ".join(removed), keep)
+    return removed
