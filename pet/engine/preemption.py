@@ -3,6 +3,7 @@
 line saying how to resume. A second SIGINT stops at once (KeyboardInterrupt)."""
 import os
 import signal
+import time
 from typing import Optional
 
 import torch
@@ -62,7 +63,8 @@ class StopOnSignal(HookBase):
     """After each step: when a stop was requested (on any process), checkpoint the iterations
     done (unless the periodic checkpoint just did) and raise TrainingStopped. Put it last, after
     the checkpoint and metrics hooks. Every process runs it (the save gathers RNG states), and
-    under torch.distributed the processes agree on the flag, so all stop at the same iteration.
+    under torch.distributed the processes agree on the flag every few seconds (see
+    FIRST_AGREEMENT), so all stop at the same iteration.
     """
 
     def __init__(self, request: StopRequest, checkpointer: Checkpointer, snapshot_period: int,
@@ -73,19 +75,39 @@ class StopOnSignal(HookBase):
         self.max_iter = max_iter
         self.device = device
         self.extra = extra or {}
+        # Under torch.distributed: the iteration count of the next agreement on the flag, and
+        # (iterations done, time) at the last one.
+        self._next_agreement: Optional[int] = None
+        self._last_agreement = (0, 0.0)
 
-    # Under torch.distributed the processes agree on the flag every this many iterations (an
-    # all-reduce and a host sync each): a stop lands at most this many steps later.
-    AGREE_EVERY = 10
+    # Under torch.distributed the processes agree on the flag (an all-reduce and a host sync):
+    # first after FIRST_AGREEMENT iterations, then about every AGREE_SECONDS but at least
+    # every MAX_PERIOD iterations, a period every process derives alike from the slowest
+    # process's time per step: a stop lands within about a second, for a few ms a second.
+    FIRST_AGREEMENT = 10
+    AGREE_SECONDS = 1.0
+    MAX_PERIOD = 100
 
     def _stop_requested(self, iteration: int) -> bool:
         if not (dist.is_available() and dist.is_initialized()):
             return self.request.requested
-        if (iteration + 1) % self.AGREE_EVERY != 0:
+        done = iteration + 1
+        if self._next_agreement is None:
+            self._next_agreement = done - 1 + self.FIRST_AGREEMENT
+            self._last_agreement = (done - 1, time.perf_counter())
+        if done < self._next_agreement:
             return False
-        flag = torch.tensor([1.0 if self.request.requested else 0.0], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+        last_done, last_time = self._last_agreement
+        now = time.perf_counter()
+        values = torch.tensor([1.0 if self.request.requested else 0.0, now - last_time],
+                              dtype=torch.float64, device=self.device)
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+        requested, seconds = values.tolist()
+        seconds_per_iter = seconds / max(done - last_done, 1)
+        period = int(self.AGREE_SECONDS / max(seconds_per_iter, 1e-9))
+        self._next_agreement = done + min(max(period, 1), self.MAX_PERIOD)
+        self._last_agreement = (done, now)
+        return requested > 0
 
     def after_step(self, storage: MetricsStorage) -> None:
         done = storage.iter + 1

@@ -58,3 +58,44 @@ def test_stop_hook_reuses_the_periodic_checkpoint(tmp_path):
     with pytest.raises(TrainingStopped):
         hook.after_step(storage_at(4))
     assert not list(tmp_path.iterdir())  # the PeriodicCheckpointer wrote model_0000005 already
+
+
+def _agreeing_worker(rank: int, init_file: str, save_dir: str, results) -> None:
+    import time
+
+    import torch.distributed as dist
+
+    from pet.engine.distributed import ProcessInfo
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    request = StopRequest()
+    try:
+        checkpointer = Checkpointer(save_dir, process=ProcessInfo(rank, 2, rank), model=nn.Linear(2, 2))
+        hook = StopOnSignal(request, checkpointer, snapshot_period=0, max_iter=10_000)
+        hook.AGREE_SECONDS = 0.05  # short, so the test sees several agreements
+        if rank == 1:
+            request.install()
+        for iteration in range(10_000):
+            time.sleep(0.002 * (1 + rank))  # rank 1 is the slow one: its time sets the period
+            if rank == 1 and iteration == 30:
+                os.kill(os.getpid(), signal.SIGTERM)  # a real signal, to one process only
+            try:
+                hook.after_step(storage_at(iteration))
+            except TrainingStopped as e:
+                results[rank] = (e.iterations_done, e.checkpoint, hook._next_agreement)
+                break
+    finally:
+        request.restore()
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # spawns two processes
+def test_processes_agree_on_a_stop_signal_that_only_one_of_them_got(tmp_path):
+    import torch.multiprocessing as mp
+    results = mp.Manager().dict()
+    mp.spawn(_agreeing_worker, args=(str(tmp_path / "init"), str(tmp_path), results), nprocs=2)
+    (done, path, _), other = results[0], results[1]
+    assert other == results[0]  # the same iteration and checkpoint on both
+    # First agreement after 10 iterations, then about every 0.05 s / (4 ms per step): within
+    # about 15 iterations of the signal, not after every step.
+    assert 31 <= done <= 31 + 25
+    assert torch.load(path, weights_only=True)["iteration"] == done
