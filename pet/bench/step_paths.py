@@ -319,5 +319,5 @@ def format_step_paths(section: Dict) -> List[str]:
                      f"({case['overhead']:+.1%}, limit {case['limit']:.0%})")
         for loop, counts in case.get("all_reduces_per_step", {}).items():
             lines.append(f"    all-reduces per optimizer step, {loop}: {counts['gradient']:g} "
-                         f"gradient bucket(s), {counts['other']:g} other (the step's loss)")
+                         f"gradient bucket(s), {counts['other']:g} other (losses averaged on logged iterations, the stop flag)")
     return lines

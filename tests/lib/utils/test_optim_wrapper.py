@@ -148,23 +148,6 @@ def test_an_inf_gradient_is_skipped_by_the_scaler_and_counted():
     assert wrapper.skipped_steps == 2  # a good step again
 
 
-def test_a_non_finite_loss_raises_before_the_step_without_a_scaler():
-    model = mlp()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    wrapper = OptimWrapper(optimizer)
-    (x, y), = batches(1, 8)
-    wrapper.update_params(loss_of(model, x, y))
-    before, state = copy.deepcopy(model), copy.deepcopy(optimizer.state_dict())
-    with pytest.raises(FloatingPointError, match=r"^loss became nan at iteration 7; lower "
-                                                 r"SOLVER.OPTIMIZER.BASE_LR"):
-        wrapper.update_params(loss_of(model, x, y) * math.nan, iteration=7)
-    assert_same_params(before, model)
-    for saved, now in zip(state["state"].values(), optimizer.state_dict()["state"].values()):
-        assert torch.equal(saved["momentum_buffer"], now["momentum_buffer"])
-    with pytest.raises(FloatingPointError, match=r"^loss became inf; .* SOLVER.SKIP_NONFINITE$"):
-        wrapper.update_params(loss_of(model, x, y) * math.inf)
-
-
 def inf_gradient_loss(model, x, y):
     """A finite loss whose gradients are inf (a backward that overflows)."""
     output = model(x)
@@ -172,16 +155,22 @@ def inf_gradient_loss(model, x, y):
     return nn.functional.cross_entropy(output, y)
 
 
-def test_finite_loss_with_non_finite_gradients_raises_before_the_step():
+@pytest.mark.parametrize("bad_loss, message", [
+    (lambda model, x, y: loss_of(model, x, y) * math.nan,
+     r"^loss became nan at iteration 7; lower SOLVER.OPTIMIZER.BASE_LR, enable "
+     r"SOLVER.OPTIMIZER.CLIP_GRADIENTS or skip such steps with SOLVER.SKIP_NONFINITE$"),
+    (lambda model, x, y: loss_of(model, x, y) * math.inf, r"^loss became inf at iteration 7; "),
+    (inf_gradient_loss, r"^gradients became non-finite \(norm (inf|nan)\) at iteration 7; lower"),
+], ids=["nan-loss", "inf-loss", "finite-loss-inf-gradients"])
+def test_a_non_finite_step_raises_before_the_step_without_a_scaler(bad_loss, message):
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     wrapper = OptimWrapper(optimizer)
     (x, y), = batches(1, 8)
     wrapper.update_params(loss_of(model, x, y))
     before, state = copy.deepcopy(model), copy.deepcopy(optimizer.state_dict())
-    with pytest.raises(FloatingPointError, match=r"^gradients became non-finite \(norm (inf|nan)\) at "
-                                                 r"iteration 3; lower"):
-        wrapper.update_params(inf_gradient_loss(model, x, y), iteration=3)
+    with pytest.raises(FloatingPointError, match=message):
+        wrapper.update_params(bad_loss(model, x, y), iteration=7)
     assert_same_params(before, model)
     for saved, now in zip(state["state"].values(), optimizer.state_dict()["state"].values()):
         assert torch.equal(saved["momentum_buffer"], now["momentum_buffer"])
