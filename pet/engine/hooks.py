@@ -4,7 +4,9 @@ Each hook receives the ``MetricsStorage`` (``storage.iter`` is the iteration bei
 in ``after_train``, the number of iterations done) and holds whatever else it needs (optimizer,
 scheduler, checkpointer) from its constructor. The trainer calls them in list order, so the
 order of ``after_step`` matters: the lr is recorded and the scheduler stepped first, then
-evaluation, then checkpoints (which must see the new accuracy), then the metrics line.
+evaluation, then the metrics line, then checkpoints (which must see the new accuracy; written
+after the metrics line, as MMEngine orders its logger and checkpoint hooks, so a run killed in
+between resumes from the previous checkpoint and rewrites that line: no line is ever lost).
 """
 import logging
 import math
@@ -207,7 +209,7 @@ class PeriodicCheckpointer(HookBase):
     iterations (0: never) and at the end as ``model_final``; ``extra`` holds plain entries
     saved with every checkpoint (train_net: the config)."""
 
-    priority = PRIORITIES["BELOW_NORMAL"]
+    priority = PRIORITIES["VERY_LOW"]
 
     def __init__(self, checkpointer: Checkpointer, period: int, max_iter: int,
                  extra: Optional[Dict] = None) -> None:
@@ -232,7 +234,7 @@ class BestCheckpointer(HookBase):
     ``iteration``, ``accuracy`` and ``epoch``; ``--eval-only MODEL.WEIGHTS .../model_best.pth``
     evaluates it. A resumed run starts from the restored best, so it only writes on a new one."""
 
-    priority = PRIORITIES["BELOW_NORMAL"]
+    priority = PRIORITIES["VERY_LOW"]
 
     def __init__(self, checkpointer: Checkpointer, eval_hook: "EvalHook") -> None:
         self.checkpointer = checkpointer
@@ -276,7 +278,7 @@ class MetricsWriter(HookBase):
     (by the interrupted run after its last checkpoint), so each iteration appears once.
     """
 
-    priority = PRIORITIES["LOW"]
+    priority = PRIORITIES["BELOW_NORMAL"]
 
     def __init__(self, path: str, period: int, max_iter: int, timer: IterationTimer,
                  start_iter: int = 0, progress_bar: Optional[ProgressBar] = None,

@@ -164,11 +164,12 @@ def build_train_hooks(cfg: CfgNode, optimizer: torch.optim.Optimizer, scheduler,
                       ema: Optional[ModelEMA] = None, distributed: bool = False) -> List[HookBase]:
     """The hooks of a training run, in the order their ``after_step`` must run: timer, lr
     (record, then step the scheduler), ``eval_hook``, with ``distributed`` the per-process
-    metrics averaged on logged iterations, checkpoints (of the checkpointer's
-    checkpointables, with the config), metrics (rank 0 only: it writes for the job; every
-    process checkpoints, as each hands in its RNG states). Then the EMA update (with ``ema``,
-    of ``model``), the best checkpoint and CUSTOM_HOOKS; all sorted by priority (the order above
-    is the built-in hooks' priority order)."""
+    metrics averaged on logged iterations, metrics (rank 0 only: it writes for the job), then
+    the checkpoints (of the checkpointer's checkpointables, with the config; every process
+    checkpoints, as each hands in its RNG states): the metrics line of an iteration is written
+    before its checkpoint, so none is lost to a kill in between. Then the EMA update (with
+    ``ema``, of ``model``) and CUSTOM_HOOKS; all sorted by priority (EMAHook ABOVE_NORMAL runs
+    before the evaluation)."""
     max_iter = scheduler.max_iter
     timer = IterationTimer(max_iter, scheduler.warmup_iters, ignore_warmup_time=True)
     hooks = [

@@ -36,9 +36,11 @@ def test_priorities_are_mmengine_s_and_ints_pass_through():
 
 
 def test_built_in_hooks_keep_their_order_under_their_priorities():
+    # MMEngine's order: the metrics line of an iteration is written before its checkpoints.
     built_in = [IterationTimer, HOOKS.get("LRScheduler"), HOOKS.get("EMAHook"), EvalHook,
-                PeriodicCheckpointer, HOOKS.get("BestCheckpointer"), MetricsWriter]
+                MetricsWriter, PeriodicCheckpointer, HOOKS.get("BestCheckpointer")]
     assert [c.priority for c in built_in] == sorted(c.priority for c in built_in)
+    assert MetricsWriter.priority < PeriodicCheckpointer.priority == PRIORITIES["VERY_LOW"]
 
 
 def test_yaml_entries_build_hooks_with_their_keys_and_priority(registered, tmp_path):

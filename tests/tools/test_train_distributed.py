@@ -3,6 +3,7 @@ autocast on the CPU, and real ``torchrun`` jobs of 2 processes (gloo), killed wi
 resumed. One config trains the same job on every layout."""
 import os
 import shutil
+import socket
 import signal
 import subprocess
 import sys
@@ -47,9 +48,17 @@ CNN_JOB = {
 }
 
 
+def free_port() -> int:
+    """A port nothing listens on now: each job gets its own (a fixed one can still be held by
+    the previous job's sockets, or by a job of a test run beside this one)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def torchrun_command(cfg_file: Path, *args, nproc: int = 2) -> list:
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-            "--master_port", str(29500 + os.getpid() % 1000), str(TRAIN_NET), "--cfg", str(cfg_file),
+            "--master_port", str(free_port()), str(TRAIN_NET), "--cfg", str(cfg_file),
             *map(str, args)]
 
 

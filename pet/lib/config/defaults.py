@@ -19,9 +19,9 @@ _C.OUTPUT_DIR = "ckpts/default"
 # ABOVE_NORMAL, NORMAL (the default), BELOW_NORMAL, LOW, VERY_LOW, LOWEST or an int in [0, 100]
 # (MMEngine's order: smaller runs earlier), and the hook's constructor arguments as keys
 # (MESSAGE: hi -> message="hi")}. The built-in hooks run at: IterationTimer VERY_HIGH,
-# LRScheduler HIGH, EMAHook ABOVE_NORMAL, EvalHook NORMAL, BestCheckpointer and
-# PeriodicCheckpointer BELOW_NORMAL, MetricsWriter LOW; a custom hook of the same priority runs
-# after them. E.g. [{TYPE: MyHook, PRIORITY: LOW, EVERY: 10}].
+# LRScheduler HIGH, EMAHook ABOVE_NORMAL, EvalHook NORMAL, MetricsWriter BELOW_NORMAL,
+# PeriodicCheckpointer and BestCheckpointer VERY_LOW (MMEngine's CheckpointHook); a custom hook
+# of the same priority runs after them. E.g. [{TYPE: MyHook, PRIORITY: LOW, EVERY: 10}].
 _C.CUSTOM_HOOKS = ()
 # Where the metrics of every logged iteration go (pet.engine.writers): "json" (metrics.json,
 # JSON lines; also what --resume trims), "csv" (metrics.csv: iteration,epoch,name,value rows)
