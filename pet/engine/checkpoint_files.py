@@ -27,6 +27,12 @@ LAST_CHECKPOINT = "last_checkpoint"
 PERIODIC_NAME = re.compile(r"^model_(\d+)\.pth$")
 
 
+def periodic_name(iterations: int) -> str:
+    """The name (without .pth) of the checkpoint after ``iterations`` iterations: what
+    PERIODIC_NAME matches, zero-padded so the names sort by iteration."""
+    return f"model_{iterations:07d}"
+
+
 def first_line(error: BaseException, limit: int = 160) -> str:
     """The first line of ``error``'s message (its type's name when it has none), cut to
     ``limit`` characters; torch's ``[enforce fail at FILE:LINE] .`` prefix is dropped."""

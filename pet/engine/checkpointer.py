@@ -30,6 +30,7 @@ from pet.engine.checkpoint_files import (  # noqa: F401  (re-exported: the check
     choose_resume_checkpoint,
     first_line,
     last_checkpoint_path,
+    periodic_name,
     read_checkpoint,
     remove_old_checkpoints,
 )

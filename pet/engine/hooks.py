@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from pet.engine.checkpointer import FINAL_NAME, Checkpointer, atomic_write
+from pet.engine.checkpointer import FINAL_NAME, Checkpointer, atomic_write, periodic_name
 from pet.engine.events import MetricsStorage
 from pet.engine.logger import ProgressBar, fit_status, format_rate, format_seconds
 from pet.engine.writers import JSONWriter, MetricsFileWriter, truncate_metrics  # noqa: F401
@@ -221,7 +221,7 @@ class PeriodicCheckpointer(HookBase):
     def after_step(self, storage: MetricsStorage) -> None:
         done = storage.iter + 1
         if is_period_end(storage.iter, self.period) and done < self.max_iter:
-            self.checkpointer.save(f"model_{done:07d}", done, **self.extra)
+            self.checkpointer.save(periodic_name(done), done, **self.extra)
 
     def after_train(self, storage: MetricsStorage) -> None:
         self.checkpointer.save(FINAL_NAME, storage.iter, **self.extra)

@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-from pet.engine.checkpointer import Checkpointer
+from pet.engine.checkpointer import Checkpointer, periodic_name
 from pet.engine.events import MetricsStorage
 from pet.engine.hooks import HookBase, is_period_end
 
@@ -113,7 +113,7 @@ class StopOnSignal(HookBase):
         done = storage.iter + 1
         if done >= self.max_iter or not self._stop_requested(storage.iter):
             return  # the last iteration: the run finishes and writes model_final
-        name = f"model_{done:07d}"
+        name = periodic_name(done)
         if is_period_end(storage.iter, self.snapshot_period):
             path = os.path.join(self.checkpointer.save_dir, f"{name}.pth")
         else:
