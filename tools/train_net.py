@@ -157,7 +157,8 @@ def train(cfg, args, process, device, iter_per_epoch, progress_bar, logger) -> i
     stop_request.install()
     try:
         Trainer(trained_model, optim_wrapper, data_loader, hooks, start_iter, scheduler.max_iter,
-                process=process, device=device, storage=storage).train()
+                process=process, device=device, storage=storage,
+                grad_norm_period=cfg.LOG_PERIOD).train()
     except TrainingStopped as e:
         return stopped(progress_bar, process, f"{e}; saved {e.checkpoint}; continue with: "
                        f"{resume_command()}", signal_exit_status(e.signal_name))

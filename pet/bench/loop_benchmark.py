@@ -142,7 +142,7 @@ class SolverLoop:
                                   scheduler.max_iter))
         trained_model = DistributedDataParallel(model) if process.distributed else model
         self.trainer = Trainer(trained_model, optim_wrapper, loader, hooks, 0, scheduler.max_iter,
-                               process=process, storage=storage)
+                               process=process, storage=storage, grad_norm_period=cfg.LOG_PERIOD)
         self.iteration = 0
         self.seconds = 0.0
 

@@ -33,9 +33,11 @@ class AverageOverProcesses(HookBase):
             return
         storage.synchronize()
         latest = storage.latest()
-        loss, grad_norm = latest.get("loss", 0.0), latest.get("grad_norm", math.nan)
-        # A step with non-finite gradients was already skipped or stopped by the step seam (or
-        # the GradScaler, which records no grad_norm): only a loss alone non-finite is news.
-        if not math.isfinite(loss) and math.isfinite(grad_norm):
+        # A step with non-finite gradients was already skipped or stopped by the step seam,
+        # which then records their non-finite grad_norm (a finite step's only when measured),
+        # or by the GradScaler (loss_scale recorded): only a loss alone non-finite is news.
+        gradients_finite = math.isfinite(latest.get("grad_norm", 0.0)) and "loss_scale" not in latest
+        loss = latest.get("loss", 0.0)
+        if not math.isfinite(loss) and gradients_finite:
             raise FloatingPointError(f"loss became {loss} at iteration {it} (the mean over the "
                                      f"processes; the gradients were finite)")

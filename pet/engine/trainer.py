@@ -21,6 +21,7 @@ from pet.engine.hooks import (
     MetricsWriter,
     PeriodicCheckpointer,
     BestCheckpointer,
+    is_period_end,
     period_in_iters,
 )
 from pet.engine.ema import EMAHook, ModelEMA
@@ -48,7 +49,7 @@ class Trainer:
                  hooks: List[HookBase], start_iter: int, max_iter: int,
                  loss_fn: Callable = F.cross_entropy, process: ProcessInfo = ProcessInfo(),
                  device: torch.device = torch.device("cpu"),
-                 storage: Optional[MetricsStorage] = None) -> None:
+                 storage: Optional[MetricsStorage] = None, grad_norm_period: int = 1) -> None:
         self.model = model
         self.process = process
         self.device = device
@@ -58,6 +59,9 @@ class Trainer:
         self.start_iter = start_iter
         self.max_iter = max_iter
         self.loss_fn = loss_fn
+        # The steps whose gradient norm is measured (grad_norm): every grad_norm_period-th and
+        # the last, the iterations whose metrics are logged; the others check finiteness only.
+        self.grad_norm_period = grad_norm_period
         # A storage of its own, or the run's (a checkpointable: its history survives resume).
         self.storage = storage if storage is not None else MetricsStorage(start_iter)
         self.storage.iter = start_iter
@@ -96,16 +100,18 @@ class Trainer:
         (one optimizer step); raises FloatingPointError, before the step, when the step is not
         finite and may not be skipped (see ``OptimWrapper.update_params``)."""
         wrapper = self.optim_wrapper
+        measure_grad_norm = is_period_end(iteration, self.grad_norm_period) or iteration + 1 == self.max_iter
         micro_batches = self.data_loader.micro_batches(
             iteration, self.process.rank, self.process.world_size, wrapper.accumulation_steps)
         for levels, labels, weight in micro_batches:
-            levels = levels.to(self.device, non_blocking=True)
-            labels = labels.to(self.device, non_blocking=True)
+            if self.device.type != "cpu":  # the loader's batches are on the CPU
+                levels = levels.to(self.device, non_blocking=True)
+                labels = labels.to(self.device, non_blocking=True)
             with wrapper.optim_context(self.model):
                 loss = self.loss_fn(self.model(levels), labels)
             if weight != 1.0:  # a part of an uneven last batch (DATA.DROP_LAST False)
                 loss = loss * weight
-            loss_value = wrapper.update_params(loss, iteration)
+            loss_value = wrapper.update_params(loss, iteration, measure_grad_norm)
         storage = self.storage
         storage.put_scalar("loss", loss_value, per_process=self.process.distributed)
         if wrapper.last_grad_norm is not None:

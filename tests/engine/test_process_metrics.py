@@ -42,6 +42,26 @@ def test_a_single_process_storage_never_synchronizes():
     assert mean_over_processes([1.0, 2.0], torch.device("cpu")) == [1.0, 2.0]  # no group
 
 
+@pytest.mark.parametrize("also_recorded, stops", [
+    ({"grad_norm": 7.0}, True),  # a measured finite step
+    ({}, True),  # a step checked for finiteness only: it was finite
+    ({"grad_norm": math.nan}, False),  # the step seam skipped it for its gradients
+    ({"loss_scale": 1024.0}, False),  # the GradScaler judges float16 steps
+], ids=["measured", "not-measured", "skipped", "float16"])
+def test_a_non_finite_logged_loss_stops_only_when_the_gradients_were_finite(also_recorded, stops):
+    storage = MetricsStorage()
+    hook = AverageOverProcesses(period=1, max_iter=5)
+    storage.begin_iteration(2)
+    storage.put_scalar("loss", math.inf, per_process=True)
+    for name, value in also_recorded.items():
+        storage.put_scalar(name, value, smoothing_hint=False)
+    if stops:
+        with pytest.raises(FloatingPointError, match=r"^loss became inf at iteration 2 "):
+            hook.after_step(storage)
+    else:
+        hook.after_step(storage)
+
+
 def _worker(rank: int, init_file: str, results) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:

@@ -98,3 +98,20 @@ def test_a_step_the_scaler_skips_is_counted_and_the_schedule_still_advances():
     assert wrapper.skipped_steps == 1
     assert scheduler.last_epoch == 6
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 ** 6)
+
+
+class NormRecorder(HookBase):
+    def __init__(self):
+        self.norms = []
+
+    def after_step(self, storage):
+        self.norms.append(storage.latest().get("grad_norm"))
+
+
+def test_the_gradient_norm_is_measured_every_grad_norm_period_and_at_the_last_iteration():
+    model, optimizer = model_and_optimizer()
+    recorder = NormRecorder()
+    Trainer(model, OptimWrapper(optimizer), Batches(), [recorder], 1, 8, grad_norm_period=3).train()
+    # Iterations 1..7: 2 and 5 end a period of 3, 7 is the last.
+    assert [norm is not None for norm in recorder.norms] == [False, True, False, False, True, False, True]
+    assert all(norm > 0 for norm in recorder.norms if norm is not None)

@@ -9,7 +9,8 @@ SEED = 0
 # and much more when the cores are shared), and one thread gives the same results on any
 # machine: results are bit-exact only between runs with the same number of threads.
 NUM_THREADS = 1
-# Write a metrics line (metrics.json, log.txt) every this many iterations.
+# Write a metrics line (metrics.json, log.txt) every this many iterations; the gradient norm
+# (grad_norm) is measured on these iterations only (the other steps only check finiteness).
 LOG_PERIOD = 20
 
 TEST = CN()

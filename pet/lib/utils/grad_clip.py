@@ -31,12 +31,17 @@ def grads_by_device(optimizer: torch.optim.Optimizer) -> GradsPerDevice:
     An empty gradient has nothing to clip and adds nothing to a norm (torch refuses the
     max-norm of one: a max over nothing has no value).
     """
-    grads = defaultdict(list)
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            if p.grad is not None and p.grad.numel() > 0:
-                grads[p.grad.device].append(p.grad)
-    return grads
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"]
+             if p.grad is not None and p.grad.numel() > 0]
+    if not grads:
+        return {}
+    device = grads[0].device
+    if all(grad.device == device for grad in grads):  # the usual case, without a dict per step
+        return {device: grads}
+    per_device = defaultdict(list)
+    for grad in grads:
+        per_device[grad.device].append(grad)
+    return dict(per_device)
 
 
 def call_step_unhooked(bound_step):

@@ -14,15 +14,14 @@ combination stays correct without an unscale pass of the wrapper's own.
 """
 import contextlib
 import math
-from typing import Any, ContextManager, Dict, Optional, Tuple
+from typing import Any, ContextManager, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from yacs.config import CfgNode
 
-from pet.lib.utils import clip_ops
-from pet.lib.utils.grad_clip import grads_by_device
+from pet.lib.utils.grad_check import GradientCheck, host_floats
 
 # One instance serves every step: entering it allocates nothing.
 _NULL_CONTEXT = contextlib.nullcontext()
@@ -68,13 +67,17 @@ class OptimWrapper:
         # many of the last steps were in a row.
         self.nonfinite_steps = 0
         self._nonfinite_in_a_row = 0
-        # The total 2-norm of the last step's gradients (computed without a scaler: it decides
-        # whether the step is finite); None until then.
+        # The total 2-norm of the last step's gradients: measured without a scaler when asked
+        # (``update_params``'s measure_grad_norm) and whenever they were not finite; else None.
         self.last_grad_norm: Optional[float] = None
         # The scale after the last update: a smaller one after the next update means a skip.
         self._last_scale: Optional[float] = None
-        # The sum of the cycle's divided losses so far (a tensor: adding syncs nothing).
-        self._cycle_loss: Optional[torch.Tensor] = None
+        # The cycle's divided losses so far, read (and added) once, when the cycle steps.
+        self._cycle_losses: List[torch.Tensor] = []
+        self._gradient_check = GradientCheck(optimizer)
+        # The model of the last optim_context, and whether it has DDP's no_sync.
+        self._sync_model: Optional[nn.Module] = None
+        self._model_has_no_sync = False
 
     def is_last_micro_batch(self) -> bool:
         """Whether the next ``update_params`` call ends an accumulation cycle (and steps)."""
@@ -84,12 +87,17 @@ class OptimWrapper:
         """The context of a micro-batch's forward pass: autocast when ``autocast_dtype`` is set,
         and ``model.no_sync()`` (DDP) unless this micro-batch ends the cycle, so gradients are
         all-reduced once per step rather than once per micro-batch."""
-        # The cycle test first: with k = 1 it is always the last micro-batch, and hasattr on an
-        # nn.Module without the attribute costs microseconds (it builds an AttributeError).
-        skip_sync = not self.is_last_micro_batch() and hasattr(model, "no_sync")
+        # hasattr on an nn.Module without the attribute costs microseconds (it builds an
+        # AttributeError): asked once per model.
+        skip_sync = not self.is_last_micro_batch() and self._has_no_sync(model)
         if self.autocast_dtype is None and not skip_sync:
             return _NULL_CONTEXT
         return self._forward_context(model, skip_sync)
+
+    def _has_no_sync(self, model: nn.Module) -> bool:
+        if self._sync_model is not model:  # asked once per model
+            self._sync_model, self._model_has_no_sync = model, hasattr(model, "no_sync")
+        return self._model_has_no_sync
 
     @contextlib.contextmanager
     def _forward_context(self, model: nn.Module, skip_sync: bool):
@@ -100,7 +108,8 @@ class OptimWrapper:
                 stack.enter_context(torch.autocast(self.device_type, dtype=self.autocast_dtype))
             yield
 
-    def update_params(self, loss: torch.Tensor, iteration: Optional[int] = None) -> Optional[float]:
+    def update_params(self, loss: torch.Tensor, iteration: Optional[int] = None,
+                      measure_grad_norm: bool = True) -> Optional[float]:
         """Backward of ``loss / k`` (scaled when there is a scaler); every k-th call, the
         optimizer step and ``zero_grad``.
 
@@ -109,45 +118,42 @@ class OptimWrapper:
         error messages. Under torch.distributed nothing here communicates beyond DDP's own
         gradient all-reduce: the decision to step is taken from what every process holds alike.
 
-        A step is non-finite when its gradients are (their total norm, ``last_grad_norm``:
-        identical on every process after DDP averaged them), or, in a single process, its
-        loss. Without a scaler such a step is never taken: it raises FloatingPointError, or,
-        with ``skip_nonfinite`` N > 0, is skipped and counted in ``nonfinite_steps`` up to N in
-        a row. With a scaler, the scaler checks the gradients (a non-finite loss gives
-        non-finite gradients) and skips such steps itself, counted in ``skipped_steps``.
+        A step is non-finite when an element of its gradients is (identical on every process
+        after DDP averaged them), or, in a single process, its loss. Without a scaler such a
+        step is never taken: it raises FloatingPointError, or, with ``skip_nonfinite`` N > 0,
+        is skipped and counted in ``nonfinite_steps`` up to N in a row. With a scaler, the
+        scaler checks the gradients (a non-finite loss gives non-finite gradients) and skips
+        such steps itself, counted in ``skipped_steps``.
+
+        Without a scaler the gradients' total 2-norm is also measured (``last_grad_norm``) when
+        ``measure_grad_norm``; otherwise only their finiteness is checked, a cheaper pass (the
+        trainer measures on logged iterations only).
         """
         divided = loss / self.accumulation_steps if self.accumulation_steps > 1 else loss
         (divided if self.scaler is None else self.scaler.scale(divided)).backward()
         self.micro_batches += 1
-        step_loss = divided.detach() if self._cycle_loss is None else self._cycle_loss + divided.detach()
+        self._cycle_losses.append(divided.detach())
         if self.micro_batches < self.accumulation_steps:
-            self._cycle_loss = step_loss
             return None
-        self._cycle_loss = None
+        losses, self._cycle_losses = self._cycle_losses, []
         if self.scaler is not None:  # the scaler checks the gradients, and skips
-            loss_value = step_loss.item()
+            loss_value = sum(host_floats(losses))
             self.step()
         else:
-            # One host sync reads the loss and the gradients' norm together.
-            loss_value, self.last_grad_norm = self._loss_and_grad_norm(step_loss)
+            if measure_grad_norm:
+                loss_value, self.last_grad_norm, finite_grads = self._gradient_check.norm(losses)
+            else:
+                loss_value, finite_grads = self._gradient_check.finite(losses)
+                # Measured only for what the error message and the metrics show of it.
+                self.last_grad_norm = None if finite_grads else self._gradient_check.total_norm().item()
             distributed = dist.is_available() and dist.is_initialized()
-            if math.isfinite(self.last_grad_norm) and (distributed or math.isfinite(loss_value)):
+            if finite_grads and (distributed or math.isfinite(loss_value)):
                 self._nonfinite_in_a_row = 0
                 self.step()
             else:
                 self._skip_nonfinite(loss_value, iteration)
         self.zero_grad()
         return loss_value
-
-    def _loss_and_grad_norm(self, step_loss: torch.Tensor) -> Tuple[float, float]:
-        grads_per_device = grads_by_device(self.optimizer)
-        if not grads_per_device:
-            return step_loss.item(), 0.0
-        norms = [clip_ops.for_device(device).total_norm(grads, 2.0)
-                 for device, grads in grads_per_device.items()]
-        norm = clip_ops.combine_norms(norms, 2.0, next(iter(grads_per_device)))
-        loss_value, norm_value = torch.stack([step_loss.float(), norm.to(step_loss.device)]).tolist()
-        return loss_value, norm_value
 
     def _skip_nonfinite(self, loss_value: float, iteration: Optional[int]) -> None:
         """Drop a non-finite step's gradients, or raise when no more may be skipped."""
@@ -193,7 +199,13 @@ class OptimWrapper:
 
     def zero_grad(self) -> None:
         """Drop the gradients (set them to None: the next backward writes instead of adding)."""
-        self.optimizer.zero_grad(set_to_none=True)
+        if type(self.optimizer).zero_grad is not torch.optim.Optimizer.zero_grad:
+            self.optimizer.zero_grad(set_to_none=True)  # an optimizer's own
+            return
+        # What torch's zero_grad(set_to_none=True) does, over the params grouped once.
+        for _, params in self._gradient_check.params_per_device():
+            for param in params:
+                param.grad = None
 
     def state_dict(self) -> Dict[str, Any]:
         """The wrapper's progress as plain values (``torch.load(weights_only=True)`` loads it):

@@ -162,24 +162,28 @@ def inf_gradient_loss(model, x, y):
     (lambda model, x, y: loss_of(model, x, y) * math.inf, r"^loss became inf at iteration 7; "),
     (inf_gradient_loss, r"^gradients became non-finite \(norm (inf|nan)\) at iteration 7; lower"),
 ], ids=["nan-loss", "inf-loss", "finite-loss-inf-gradients"])
-def test_a_non_finite_step_raises_before_the_step_without_a_scaler(bad_loss, message):
+@pytest.mark.parametrize("measure", [True, False], ids=["norm", "finiteness-only"])
+def test_a_non_finite_step_raises_before_the_step_without_a_scaler(bad_loss, message, measure):
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     wrapper = OptimWrapper(optimizer)
     (x, y), = batches(1, 8)
-    wrapper.update_params(loss_of(model, x, y))
+    wrapper.update_params(loss_of(model, x, y), measure_grad_norm=measure)
     before, state = copy.deepcopy(model), copy.deepcopy(optimizer.state_dict())
     with pytest.raises(FloatingPointError, match=message):
-        wrapper.update_params(bad_loss(model, x, y), iteration=7)
+        wrapper.update_params(bad_loss(model, x, y), iteration=7, measure_grad_norm=measure)
     assert_same_params(before, model)
     for saved, now in zip(state["state"].values(), optimizer.state_dict()["state"].values()):
         assert torch.equal(saved["momentum_buffer"], now["momentum_buffer"])
 
 
-def test_skip_nonfinite_skips_up_to_n_in_a_row_then_raises():
+@pytest.mark.parametrize("measure", [True, False], ids=["norm", "finiteness-only"])
+def test_skip_nonfinite_skips_up_to_n_in_a_row_then_raises(measure):
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     wrapper = OptimWrapper(optimizer, accumulation_steps=2, skip_nonfinite=2)
+    update_params = wrapper.update_params
+    wrapper.update_params = lambda loss, iteration=None: update_params(loss, iteration, measure)
     (x, y), = batches(1, 8)
     before = copy.deepcopy(model)
     for _ in range(2):  # two cycles, each ending on a non-finite micro-batch
@@ -215,6 +219,64 @@ def test_last_grad_norm_is_torchs_total_norm_before_the_step():
                 p -= 0.1 * p.grad
         wrapper.update_params(loss_of(model, x, y))
         assert wrapper.last_grad_norm == pytest.approx(expected, rel=1e-6)
+
+
+def test_steps_checked_for_finiteness_only_equal_a_hand_written_loop_bit_for_bit():
+    """The finiteness check (GradScaler's, unscaling by 1) leaves the gradients as they were."""
+    reference, model = mlp(), mlp()
+    reference_optimizer = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    for x, y in batches(4, 8):
+        reference_optimizer.zero_grad(set_to_none=True)
+        loss = loss_of(reference, x, y)
+        loss.backward()
+        reference_optimizer.step()
+        assert wrapper.update_params(loss_of(model, x, y), measure_grad_norm=False) == loss.item()
+        assert wrapper.last_grad_norm is None  # not measured: the step was finite
+    assert_same_params(reference, model)
+
+
+def huge_gradient_loss(model, x, y):
+    """A finite loss whose gradients are finite but so large that their norm overflows."""
+    output = model(x)
+    output.register_hook(lambda grad: torch.full_like(grad, 1e30))
+    return nn.functional.cross_entropy(output, y)
+
+
+@pytest.mark.parametrize("measure", [True, False], ids=["norm", "finiteness-only"])
+def test_finite_gradients_whose_norm_overflows_still_step(measure):
+    model = mlp()
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-35))
+    before = copy.deepcopy(model)
+    (x, y), = batches(1, 8)
+    wrapper.update_params(huge_gradient_loss(model, x, y), measure_grad_norm=measure)
+    assert wrapper.last_grad_norm == (math.inf if measure else None)
+    assert wrapper.nonfinite_steps == 0
+    assert not torch.equal(next(model.parameters()), next(before.parameters()))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_the_check_covers_a_param_group_added_later_and_mixed_dtypes():
+    model = mlp()
+    extra = nn.Linear(6, 3).double()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    wrapper = OptimWrapper(optimizer, skip_nonfinite=5)
+    (x, y), = batches(1, 8)
+    wrapper.update_params(loss_of(model, x, y), measure_grad_norm=False)
+    optimizer.add_param_group({"params": extra.parameters()})
+
+    def loss_with_extra(bad):
+        out = extra(x.double())
+        if bad:
+            out.register_hook(lambda grad: torch.full_like(grad, math.nan))
+        return loss_of(model, x, y) + out.float().sum() * 0
+
+    wrapper.update_params(loss_with_extra(bad=False), measure_grad_norm=False)
+    assert wrapper.nonfinite_steps == 0
+    wrapper.update_params(loss_with_extra(bad=True), measure_grad_norm=False)
+    assert wrapper.nonfinite_steps == 1 and math.isnan(wrapper.last_grad_norm)
+    wrapper.update_params(loss_with_extra(bad=False), measure_grad_norm=False)  # the flag was reset
+    assert wrapper.nonfinite_steps == 1
 
 
 def test_state_dict_round_trip_through_weights_only_loading():
