@@ -237,9 +237,9 @@ def run(cfg, quick, device, step_paths=False, build_cost=False):
         result["training_loop"]["background_cores"] = load.cores
         if step_paths:
             with BackgroundLoad() as load:
-                # (iterations of (a)-(c), of (d), jobs each): about 3 minutes on 2 cores.
-                lengths = (4, 4, 1) if quick else (120, 200, 3)
-                result["step_paths"] = step_paths_section(cfg, *lengths)
+                # 3 jobs of each case (pet.bench.step_paths.ITERATIONS): about 5 minutes.
+                result["step_paths"] = (step_paths_section(cfg, 1, 4, 4) if quick
+                                        else step_paths_section(cfg, repeats=3))
             result["step_paths"]["background_cores"] = load.cores
     if build_cost:
         result["build_cost"] = build_cost_section(quick)
@@ -255,7 +255,7 @@ def main(argv=None):
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON here")
     parser.add_argument("--step-paths", action="store_true",
                         help="also time train_net's AMP, accumulation and 2-process loops "
-                             "against bare loops (CPU, about 3 minutes)")
+                             "against bare loops (CPU, about 5 minutes)")
     parser.add_argument("--build-cost", action="store_true",
                         help="also time the optimizer's build at 1k, 10k and 100k tensors, with "
                              "MMEngine's constructor when installed (about 5 minutes with it)")

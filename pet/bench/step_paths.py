@@ -188,6 +188,12 @@ CASES = {
 }
 DISTRIBUTED_CASE = f"{WORLD_SIZE} processes (gloo), k = 2"
 DISTRIBUTED_KEYS = ["SOLVER.ACCUMULATION_STEPS", "2", "NUM_THREADS", "1"]
+# Iterations of each case's job: about 7 s of training each on the CPU (the AMP steps take
+# about 55 ms, the others about 15), so the job's final checkpoint and its evaluations weigh
+# alike in every case (in a 2-second job they alone are 2% of it); two processes on two cores
+# also swing a 200-iteration job by +-4%.
+ITERATIONS = {"bfloat16 autocast": 120, "float16 + GradScaler + full_model clip": 120,
+              "k = 4 accumulation": 480, DISTRIBUTED_CASE: 600}
 
 
 def case_cfg(cfg: CfgNode, keys: List[str], iterations: int) -> CfgNode:
@@ -274,21 +280,24 @@ def _summary(runs: List[Dict], iterations: int, limit: float) -> Dict:
                 overhead=overhead, limit=limit)
 
 
-def step_paths_section(cfg: CfgNode, iterations: int, distributed_iterations: int,
-                       repeats: int) -> Dict:
+def step_paths_section(cfg: CfgNode, repeats: int, iterations: Optional[int] = None,
+                       distributed_iterations: Optional[int] = None) -> Dict:
     """Every case: {case name: {"median_s", "ms_per_iteration" per loop, "overhead" of
     train_net's loop over the bare one, "limit", "runs", ...; the 2-process case also
-    "all_reduces_per_step" per loop}}."""
+    "all_reduces_per_step" per loop}}, each over ``repeats`` jobs of ``ITERATIONS`` (or of
+    ``iterations``, and ``distributed_iterations`` for 2 processes: a smoke test)."""
     section = {}
     for name, (keys, bare_cls) in CASES.items():
-        job = case_cfg(cfg, keys, iterations)
+        length = iterations or ITERATIONS[name]
+        job = case_cfg(cfg, keys, length)
         section[name] = _summary([time_case(job, bare_cls) for _ in range(repeats)],
-                                 iterations, MAX_OVERHEAD)
+                                 length, MAX_OVERHEAD)
         section[name]["keys"] = keys
-    job = case_cfg(cfg, DISTRIBUTED_KEYS, distributed_iterations)
+    length = distributed_iterations or ITERATIONS[DISTRIBUTED_CASE]
+    job = case_cfg(cfg, DISTRIBUTED_KEYS, length)
     runs = time_distributed_case(job, repeats)
     summary = _summary([{n: r["seconds"] for n, r in run.items()} for run in runs],
-                       distributed_iterations, MAX_DISTRIBUTED_OVERHEAD)
+                       length, MAX_DISTRIBUTED_OVERHEAD)
     summary["runs"] = runs
     summary["keys"] = DISTRIBUTED_KEYS
     summary["all_reduces_per_step"] = {

@@ -51,7 +51,7 @@ def test_each_bare_loop_ends_with_the_weights_of_train_nets_loop(tmp_path, case)
 @pytest.mark.slow
 def test_a_short_section_gives_every_row_and_counts_one_all_reduce_per_bucket():
     threads = torch.get_num_threads()
-    section = step_paths_section(tiny_job(), iterations=4, distributed_iterations=20, repeats=1)
+    section = step_paths_section(tiny_job(), repeats=1, iterations=4, distributed_iterations=20)
     assert torch.get_num_threads() == threads
     assert list(section) == list(CASES) + [DISTRIBUTED_CASE]
     for case in section.values():

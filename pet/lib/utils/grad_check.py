@@ -18,9 +18,9 @@ class GradientCheck:
     The finiteness check is one pass per device by GradScaler's own check (its unscale by
     exactly 1 leaves every gradient as it was): on the CPU several times cheaper than a norm
     for small tensors, where a norm's reductions cost more than their reads. A finite step
-    allocates nothing: the params are grouped by device once (again when the param groups
-    change: add_param_group), and each device's flag is a tensor kept across steps (the check only ever raises
-    it; a raised one is cleared once read).
+    allocates nothing: the params are grouped by device once (again after add_param_group),
+    and each device's flag is a tensor kept across steps (the check only ever raises it; a
+    raised one is cleared once read).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
