@@ -28,6 +28,7 @@ class GradientCheck:
         self._group_count: Optional[int] = None
         self._params_per_device: ParamsPerDevice = []
         self._on_cpu = False  # whether every param is on the CPU
+        self._sparse = False  # whether a sparse gradient was seen (nn.Embedding(sparse=True))
         # Per device: (the flag, the scale of 1 the check multiplies by).
         self._flags: Dict[torch.device, Tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -64,7 +65,7 @@ class GradientCheck:
         per_device = grads_by_device(self.optimizer)
         if not per_device:
             return None
-        norms = [clip_ops.for_device(device).total_norm(grads, 2.0)
+        norms = [clip_ops.for_device(device).total_norm([dense(g, coalesce=True) for g in grads], 2.0)
                  for device, grads in per_device.items()]
         return clip_ops.combine_norms(norms, 2.0, next(iter(per_device)))
 
@@ -80,7 +81,15 @@ class GradientCheck:
                 found = torch.zeros((), device=device)
                 self._flags[device] = found, torch.ones_like(found)
             found, one = self._flags[device]
-            torch._amp_foreach_non_finite_check_and_unscale_(grads, found, one)
+            if self._sparse:
+                grads = [dense(g) for g in grads]
+            try:
+                torch._amp_foreach_non_finite_check_and_unscale_(grads, found, one)
+            except NotImplementedError:  # a sparse gradient: its values from now on
+                if self._sparse:
+                    raise
+                self._sparse = True
+                return self._nonfinite_flags()
             flags.append(found)
         return flags
 
@@ -95,6 +104,14 @@ class GradientCheck:
             self._params_per_device, self._group_count = list(per_device.items()), len(groups)
             self._on_cpu = all(device.type == "cpu" for device in per_device)
         return self._params_per_device
+
+
+def dense(grad: torch.Tensor, coalesce: bool = False) -> torch.Tensor:
+    """A sparse gradient's values (coalesced: duplicate indices summed, as the norm needs), else
+    ``grad``."""
+    if not grad.is_sparse:
+        return grad
+    return (grad.coalesce() if coalesce else grad)._values()
 
 
 def host_floats(scalars: List[torch.Tensor]) -> List[float]:

@@ -279,6 +279,26 @@ def test_the_check_covers_a_param_group_added_later_and_mixed_dtypes():
     assert wrapper.nonfinite_steps == 1
 
 
+@pytest.mark.parametrize("measure", [True, False], ids=["norm", "finiteness-only"])
+def test_sparse_gradients_are_checked_and_measured(measure):
+    torch.manual_seed(0)
+    embedding = nn.Embedding(10, 4, sparse=True)
+    wrapper = OptimWrapper(torch.optim.SparseAdam(embedding.parameters(), lr=0.1), skip_nonfinite=1)
+    index = torch.tensor([1, 2, 2])  # a repeated index: an uncoalesced gradient
+    out = embedding(index)
+    loss = (out * torch.arange(12.0).view(3, 4)).sum()
+    expected = torch.autograd.grad(loss, embedding.weight, retain_graph=True)[0].coalesce()._values().norm()
+    assert wrapper.update_params(loss, measure_grad_norm=measure) == loss.item()
+    if measure:
+        assert wrapper.last_grad_norm == pytest.approx(expected.item(), rel=1e-6)
+    before = embedding.weight.detach().clone()
+    out = embedding(index)
+    out.register_hook(lambda grad: grad * math.nan)
+    wrapper.update_params(out.sum(), measure_grad_norm=measure)
+    assert wrapper.nonfinite_steps == 1 and math.isnan(wrapper.last_grad_norm)
+    assert torch.equal(embedding.weight, before)
+
+
 def test_state_dict_round_trip_through_weights_only_loading():
     model = mlp()
     wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), accumulation_steps=2,
