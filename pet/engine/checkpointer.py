@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import random
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -59,6 +59,22 @@ class CheckpointWriteError(OSError):
 # ---------------------------------------------------------------------------------------------
 # Files
 # ---------------------------------------------------------------------------------------------
+def write_on_main(process: ProcessInfo, write: Callable[[], None]) -> None:
+    """``write()`` on rank 0 alone; when it fails there (CheckpointWriteError: a full disk),
+    every process raises it, so all of them stop at the same point with the same error instead
+    of waiting for rank 0 at the next collective. Every process must call it at the same point.
+    """
+    failure = None
+    if process.is_main:
+        try:
+            write()
+        except CheckpointWriteError as e:
+            failure = str(e)
+    failures = [f for f in all_gather_objects(failure) if f]
+    if failures:
+        raise CheckpointWriteError(failures[0])
+
+
 def atomic_write(path: str, write) -> None:
     """Call ``write(file)`` on a temporary file next to ``path``, flush and fsync it, then
     rename it over ``path``: a crash at any moment leaves either the old file or the new one.
@@ -335,20 +351,12 @@ class Checkpointer:
                     raise NonFiniteStateError(
                         f"{e} after {iteration} iterations; {filename} was not written; last good "
                         f"checkpoint: {last_checkpoint_path(self.save_dir) or 'none'}") from None
-        failure = None
-        if self.process.is_main:
+        def write() -> None:
             state.update(iteration=int(iteration), rng=rng_states)
             for key, value in extra.items():
                 state[key] = cfg_to_dict(value) if isinstance(value, CfgNode) else value
-            try:
-                self._write(path, state)
-            except CheckpointWriteError as e:
-                failure = str(e)
-        # Rank 0 alone writes: every process learns whether it could (a full disk), so all of
-        # them stop at this iteration with the same error instead of waiting for rank 0.
-        failures = [f for f in all_gather_objects(failure) if f]
-        if failures:
-            raise CheckpointWriteError(failures[0])
+            self._write(path, state)
+        write_on_main(self.process, write)
         return path
 
     def _write(self, path: str, state: Dict[str, Any]) -> None:

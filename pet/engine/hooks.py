@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from pet.engine.checkpointer import FINAL_NAME, Checkpointer, atomic_write, periodic_name
+from pet.engine.checkpointer import FINAL_NAME, Checkpointer, atomic_write, periodic_name, write_on_main
 from pet.engine.events import MetricsStorage
 from pet.engine.logger import ProgressBar, fit_status, format_rate, format_seconds
 from pet.engine.writers import JSONWriter, MetricsFileWriter, truncate_metrics  # noqa: F401
@@ -247,14 +247,20 @@ class BestCheckpointer(HookBase):
     def after_step(self, storage: MetricsStorage) -> None:
         if self._best is None:
             self._best = self.eval_hook.best_accuracy
+        if not storage.has("accuracy"):
+            return  # only an evaluation improves the best
+        # Every process evaluates at the same iterations and takes part, so a failed write on
+        # rank 0 ends them all; rank 0's accuracy decides (BatchNorm's buffers, last set by each
+        # process's own forward, can make the processes' accuracies differ slightly).
+        write_on_main(self.checkpointer.process, lambda: self._save_if_improved(storage.iter + 1))
+
+    def _save_if_improved(self, iteration: int) -> None:
         if self.eval_hook.best_accuracy > self._best:
             self._best = self.eval_hook.best_accuracy
-            self.save(storage.iter + 1)
+            self.save(iteration)
 
     def save(self, iteration: int) -> None:
-        """Write the best weights so far (rank 0 only)."""
-        if not self.checkpointer.process.is_main:
-            return
+        """Write the best weights so far (the caller is rank 0)."""
         state = {name: self.checkpointer.checkpointables[name].state_dict()
                  for name in ("model", "ema") if name in self.checkpointer.checkpointables}
         state.update(iteration=int(iteration), accuracy=float(self.eval_hook.best_accuracy),
