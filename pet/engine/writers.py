@@ -14,10 +14,10 @@ numbers):
   the value the progress line shows (its history is checkpointed: a resumed run logs the same
   values as an uninterrupted one);
 - ``grad_norm``: the total 2-norm of the step's gradients before clipping (the value
-  ``torch.nn.utils.clip_grad_norm_`` returns), measured by the step's non-finite guard every
-  LOG_PERIOD iterations, at the last one and whenever the gradients were not finite (the other
-  steps only check finiteness, a cheaper pass, so a line written only for an evaluation has
-  none); not under float16 AMP, where the GradScaler checks the gradients instead;
+  ``torch.nn.utils.clip_grad_norm_`` returns; unscaled under float16 AMP), measured every
+  LOG_PERIOD iterations, at the last one and, by the step's non-finite guard, whenever the
+  gradients were not finite (the other steps only check finiteness, a cheaper pass, so a line
+  written only for an evaluation has none);
 - ``nonfinite_steps``: steps skipped so far for non-finite gradients or loss (with
   SOLVER.SKIP_NONFINITE > 0 only);
 - ``lr``: the lr of the largest param group; ``lr_group<i>``: the lr of param group i, for each

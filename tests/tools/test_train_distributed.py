@@ -149,9 +149,12 @@ def test_float16_run_killed_and_resumed_ends_bit_identical(tmp_path):
     assert_same_final_state(tmp_path / "resumed", tmp_path / "reference")
     saved = load(tmp_path / "reference" / "model_final.pth")["optim_wrapper"]
     assert saved["scaler"]["scale"] > 0 and saved["skipped_steps"] >= 0
-    # The scaler's state shows in every metrics line.
+    # The scaler's state shows in every metrics line, the unscaled gradient norm in the lines
+    # of the LOG_PERIOD grid.
     records = read_metrics(tmp_path / "reference")
     assert all("loss_scale" in r and "skipped_steps" in r for r in records)
+    norms = [r["grad_norm"] for r in records if "grad_norm" in r]
+    assert norms and all(0 < n < 100 for n in norms)
 
 
 def test_bfloat16_autocast_trains_like_float32_to_its_precision(tmp_path):

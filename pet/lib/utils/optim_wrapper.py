@@ -67,8 +67,9 @@ class OptimWrapper:
         # many of the last steps were in a row.
         self.nonfinite_steps = 0
         self._nonfinite_in_a_row = 0
-        # The total 2-norm of the last step's gradients: measured without a scaler when asked
-        # (``update_params``'s measure_grad_norm) and whenever they were not finite; else None.
+        # The total 2-norm of the last step's (unscaled) gradients: measured when asked
+        # (``update_params``'s measure_grad_norm) and, without a scaler, whenever they were not
+        # finite; else None.
         self.last_grad_norm: Optional[float] = None
         # The scale after the last update: a smaller one after the next update means a skip.
         self._last_scale: Optional[float] = None
@@ -125,9 +126,9 @@ class OptimWrapper:
         scaler checks the gradients (a non-finite loss gives non-finite gradients) and skips
         such steps itself, counted in ``skipped_steps``.
 
-        Without a scaler the gradients' total 2-norm is also measured (``last_grad_norm``) when
-        ``measure_grad_norm``; otherwise only their finiteness is checked, a cheaper pass (the
-        trainer measures on logged iterations only).
+        The gradients' total 2-norm (unscaled) is measured when ``measure_grad_norm``
+        (``last_grad_norm``, else None); without a scaler the other steps only check that the
+        gradients are finite, a cheaper pass (the trainer measures on logged iterations only).
         """
         divided = loss / self.accumulation_steps if self.accumulation_steps > 1 else loss
         (divided if self.scaler is None else self.scaler.scale(divided)).backward()
@@ -138,6 +139,9 @@ class OptimWrapper:
         losses, self._cycle_losses = self._cycle_losses, []
         if self.scaler is not None:  # the scaler checks the gradients, and skips
             loss_value = sum(host_floats(losses))
+            if measure_grad_norm:  # of the gradients still multiplied by this step's scale
+                norm = self._gradient_check.total_norm()
+                self.last_grad_norm = None if norm is None else norm.item() / self.scaler.get_scale()
             self.step()
         else:
             if measure_grad_norm:

@@ -221,6 +221,19 @@ def test_last_grad_norm_is_torchs_total_norm_before_the_step():
         assert wrapper.last_grad_norm == pytest.approx(expected, rel=1e-6)
 
 
+def test_under_a_scaler_the_measured_grad_norm_is_that_of_the_unscaled_gradients():
+    reference, model = mlp(), mlp()
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), scaler=make_scaler())
+    (x, y), = batches(1, 8)
+    loss_of(reference, x, y).backward()
+    expected = torch.nn.utils.get_total_norm([p.grad for p in reference.parameters()]).item()
+    wrapper.update_params(loss_of(model, x, y), measure_grad_norm=False)
+    assert wrapper.last_grad_norm is None
+    model.load_state_dict(reference.state_dict())
+    wrapper.update_params(loss_of(model, x, y))  # the scale has grown: 2 ** 9
+    assert wrapper.last_grad_norm == pytest.approx(expected, rel=1e-6)
+
+
 def test_steps_checked_for_finiteness_only_equal_a_hand_written_loop_bit_for_bit():
     """The finiteness check (GradScaler's, unscaling by 1) leaves the gradients as they were."""
     reference, model = mlp(), mlp()
