@@ -46,6 +46,7 @@ from pet.engine.preemption import StopOnSignal, StopRequest, TrainingStopped  # 
 from pet.engine.device import resolve_device  # noqa: E402
 from pet.engine.distributed import (  # noqa: E402
     all_gather_objects,
+    barrier,
     destroy_process_group,
     init_process_group,
     process_info,
@@ -91,7 +92,12 @@ def main(argv=None) -> int:
     # Every process validated the same config alike: joining the group cannot hang on a typo.
     init_process_group(process, device)
     try:
-        return train(cfg, args, process, device, iter_per_epoch, progress_bar, logger)
+        status = train(cfg, args, process, device, iter_per_epoch, progress_bar, logger)
+        if status == 0:
+            # Every process finished: they leave the group together. A process tearing gloo
+            # down while another was still writing the final checkpoint aborted (SIGABRT) once.
+            barrier()
+        return status
     finally:
         destroy_process_group()
 

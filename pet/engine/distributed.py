@@ -48,6 +48,12 @@ def init_process_group(info: ProcessInfo, device: torch.device, timeout_s: float
                             timeout=datetime.timedelta(seconds=timeout_s), **options)
 
 
+def barrier() -> None:
+    """Wait for every process of the group (a no-op without one)."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
 def destroy_process_group() -> None:
     """Leave the process group (a no-op without one)."""
     if dist.is_initialized():
