@@ -65,7 +65,8 @@ class GradientCheck:
         per_device = grads_by_device(self.optimizer)
         if not per_device:
             return None
-        norms = [clip_ops.for_device(device).total_norm([dense(g, coalesce=True) for g in grads], 2.0)
+        norms = [clip_ops.for_device(device).total_norm(
+                     [gradient_values(g, coalesce=True) for g in grads], 2.0)
                  for device, grads in per_device.items()]
         return clip_ops.combine_norms(norms, 2.0, next(iter(per_device)))
 
@@ -82,7 +83,7 @@ class GradientCheck:
                 self._flags[device] = found, torch.ones_like(found)
             found, one = self._flags[device]
             if self._sparse:
-                grads = [dense(g) for g in grads]
+                grads = [gradient_values(g) for g in grads]
             try:
                 torch._amp_foreach_non_finite_check_and_unscale_(grads, found, one)
             except NotImplementedError:  # a sparse gradient: its values from now on
@@ -106,9 +107,9 @@ class GradientCheck:
         return self._params_per_device
 
 
-def dense(grad: torch.Tensor, coalesce: bool = False) -> torch.Tensor:
-    """A sparse gradient's values (coalesced: duplicate indices summed, as the norm needs), else
-    ``grad``."""
+def gradient_values(grad: torch.Tensor, coalesce: bool = False) -> torch.Tensor:
+    """The elements of ``grad``: a sparse gradient's values (coalesced: duplicate indices
+    summed, as its norm needs), a dense gradient itself."""
     if not grad.is_sparse:
         return grad
     return (grad.coalesce() if coalesce else grad)._values()
