@@ -8,25 +8,26 @@ import torch
 from pet.lib.utils import clip_ops
 from pet.lib.utils.grad_clip import grads_by_device
 
-ParamsPerDevice = List[Tuple[torch.device, List[torch.nn.Parameter]]]
+# [((device, dtype), the params of that device and dtype)]
+ParamGroups = List[Tuple[Tuple[torch.device, torch.dtype], List[torch.nn.Parameter]]]
 
 
 class GradientCheck:
     """Reads the gradients of ``optimizer``'s params, together with the step's loss, in one
     host sync.
 
-    The finiteness check is one pass per device by GradScaler's own check (its unscale by
-    exactly 1 leaves every gradient as it was): on the CPU several times cheaper than a norm
-    for small tensors, where a norm's reductions cost more than their reads. A finite step
-    allocates nothing: the params are grouped by device once (again after add_param_group),
-    and each device's flag is a tensor kept across steps (the check only ever raises it; a
-    raised one is cleared once read).
+    The finiteness check is one pass per device and dtype by GradScaler's own check (its
+    unscale by exactly 1 leaves every gradient as it was): on the CPU several times cheaper
+    than a norm for small tensors, where a norm's reductions cost more than their reads. A
+    finite step allocates nothing: the params are grouped by device and dtype once (again
+    after add_param_group), and each device's flag is a tensor kept across steps (the check
+    only ever raises it; a raised one is cleared once read).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
         self._group_count: Optional[int] = None
-        self._params_per_device: ParamsPerDevice = []
+        self._param_groups: ParamGroups = []
         self._on_cpu = False  # whether every param is on the CPU
         self._sparse = False  # whether a sparse gradient was seen (nn.Embedding(sparse=True))
         # Per device: (the flag, the scale of 1 the check multiplies by).
@@ -73,8 +74,8 @@ class GradientCheck:
     def _nonfinite_flags(self) -> List[torch.Tensor]:
         """Per device holding gradients, a 0-dim float32 tensor raised to 1 when a gradient
         element there is inf or NaN."""
-        flags = []
-        for device, params in self.params_per_device():
+        flags: Dict[torch.device, torch.Tensor] = {}
+        for (device, _), params in self.params_by_device_and_dtype():
             grads = [p.grad for p in params if p.grad is not None]
             if not grads:
                 continue
@@ -91,20 +92,21 @@ class GradientCheck:
                     raise
                 self._sparse = True
                 return self._nonfinite_flags()
-            flags.append(found)
-        return flags
+            flags[device] = found
+        return list(flags.values())
 
-    def params_per_device(self) -> ParamsPerDevice:
-        """The optimizer's params, grouped by device (once, and again after add_param_group)."""
+    def params_by_device_and_dtype(self) -> ParamGroups:
+        """The optimizer's params grouped by device and dtype, as a multi-tensor kernel takes
+        them (once, and again after add_param_group)."""
         groups = self.optimizer.param_groups
         if len(groups) != self._group_count:  # built, or a group added (add_param_group)
-            per_device: Dict[torch.device, List[torch.nn.Parameter]] = {}
+            grouped: Dict[Tuple[torch.device, torch.dtype], List[torch.nn.Parameter]] = {}
             for group in groups:
                 for param in group["params"]:
-                    per_device.setdefault(param.device, []).append(param)
-            self._params_per_device, self._group_count = list(per_device.items()), len(groups)
-            self._on_cpu = all(device.type == "cpu" for device in per_device)
-        return self._params_per_device
+                    grouped.setdefault((param.device, param.dtype), []).append(param)
+            self._param_groups, self._group_count = list(grouped.items()), len(groups)
+            self._on_cpu = all(device.type == "cpu" for device, _ in grouped)
+        return self._param_groups
 
 
 def gradient_values(grad: torch.Tensor, coalesce: bool = False) -> torch.Tensor:

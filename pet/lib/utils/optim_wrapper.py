@@ -207,7 +207,7 @@ class OptimWrapper:
             self.optimizer.zero_grad(set_to_none=True)  # an optimizer's own
             return
         # What torch's zero_grad(set_to_none=True) does, over the params grouped once.
-        for _, params in self._gradient_check.params_per_device():
+        for _, params in self._gradient_check.params_by_device_and_dtype():
             for param in params:
                 param.grad = None
 
