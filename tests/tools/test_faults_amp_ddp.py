@@ -80,8 +80,14 @@ def test_a_damaged_checkpoint_under_torchrun_falls_back_on_every_rank(stopped_jo
     assert_same_final_state(tmp_path / "out", cwd / "reference")
 
 
-def test_a_failed_write_on_rank_0_ends_every_process_with_one_line(tmp_path):
-    cfg_file = write_cfg(tmp_path, {**DDP_JOB, "SOLVER": {**DDP_JOB["SOLVER"], "SNAPSHOT_ITERS": 2}})
+@pytest.mark.parametrize("keys, failed_file", [
+    ({"SOLVER": {**DDP_JOB["SOLVER"], "SNAPSHOT_ITERS": 2}}, "model_0000002.pth"),
+    # No periodic checkpoint: the first file too large for the limit is model_best.pth (about
+    # 14 kB), written after the evaluation at iteration 3.
+    ({"SOLVER": {**DDP_JOB["SOLVER"], "SNAPSHOT_ITERS": 0}, "TEST": {"EVAL_ITERS": 3}}, "model_best.pth"),
+], ids=["periodic", "best"])
+def test_a_failed_write_on_rank_0_ends_every_process_with_one_line(tmp_path, keys, failed_file):
+    cfg_file = write_cfg(tmp_path, {**DDP_JOB, **keys})
     started = time.monotonic()
     result = subprocess.run(torchrun_command(cfg_file, "OUTPUT_DIR", "out"), cwd=tmp_path,
                             capture_output=True, text=True, timeout=300,
@@ -89,29 +95,11 @@ def test_a_failed_write_on_rank_0_ends_every_process_with_one_line(tmp_path):
     assert time.monotonic() - started < 120  # no process waits for rank 0
     assert result.returncode == 1, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and errors[0].startswith("error: cannot write out/model_0000002.pth ("), result.stderr
+    assert len(errors) == 1 and errors[0].startswith(f"error: cannot write out/{failed_file} ("), result.stderr
     assert "exitcode  : 1 " in result.stderr  # torchrun's summary: the first worker to end
     assert 'train_net.py", line' not in result.stderr  # no worker's traceback
     assert not list((tmp_path / "out").glob(".*.tmp"))
-    assert not (tmp_path / "out" / "model_0000002.pth").exists()
-
-
-def test_a_failed_best_checkpoint_write_on_rank_0_ends_every_process_with_one_line(tmp_path):
-    # No periodic checkpoint: the first file too large for the limit is model_best.pth (about
-    # 14 kB), written after the evaluation at iteration 3.
-    job = {**DDP_JOB, "SOLVER": {**DDP_JOB["SOLVER"], "SNAPSHOT_ITERS": 0}, "TEST": {"EVAL_ITERS": 3}}
-    cfg_file = write_cfg(tmp_path, job)
-    started = time.monotonic()
-    result = subprocess.run(torchrun_command(cfg_file, "OUTPUT_DIR", "out"), cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300,
-                            preexec_fn=limit_file_size(12_000))
-    assert time.monotonic() - started < 120  # no process waits for rank 0
-    assert result.returncode == 1, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and errors[0].startswith("error: cannot write out/model_best.pth ("), result.stderr
-    assert 'train_net.py", line' not in result.stderr
-    assert not list((tmp_path / "out").glob(".*.tmp"))
-    assert not (tmp_path / "out" / "model_best.pth").exists()
+    assert not (tmp_path / "out" / failed_file).exists()
 
 
 def test_float16_sigkill_inside_checkpoint_writes_resumes_bit_identical(tmp_path):
