@@ -21,7 +21,7 @@ from pet.engine.hooks import (
     MetricsWriter,
     PeriodicCheckpointer,
     BestCheckpointer,
-    is_period_end,
+    is_logged_iteration,
     period_in_iters,
 )
 from pet.engine.ema import EMAHook, ModelEMA
@@ -100,7 +100,8 @@ class Trainer:
         (one optimizer step); raises FloatingPointError, before the step, when the step is not
         finite and may not be skipped (see ``OptimWrapper.update_params``)."""
         wrapper = self.optim_wrapper
-        measure_grad_norm = is_period_end(iteration, self.grad_norm_period) or iteration + 1 == self.max_iter
+        # An evaluation's own line is not known yet here: it gets no gradient norm.
+        measure_grad_norm = is_logged_iteration(iteration, self.grad_norm_period, self.max_iter, evaluated=False)
         micro_batches = self.data_loader.micro_batches(
             iteration, self.process.rank, self.process.world_size, wrapper.accumulation_steps)
         for levels, labels, weight in micro_batches:
