@@ -21,15 +21,13 @@ import sys
 import time
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pet.data import build_datasets, build_train_loader  # noqa: E402
-from pet.engine import Trainer, build_eval_hook, build_train_hooks, evaluate  # noqa: E402
-from pet.engine.trainer import build_ema, build_metrics_storage, snapshot_period  # noqa: E402
+from pet.data import build_datasets  # noqa: E402
+from pet.engine import evaluate  # noqa: E402
+from pet.engine.training_run import build_trainer, build_training_run  # noqa: E402
 from pet.engine.output_dir import (  # noqa: E402
-    check_free_space,
     check_output_dir,
     log_config_changes,
     prepare_output_dir,
@@ -42,8 +40,8 @@ from pet.engine.checkpointer import (  # noqa: E402
     CheckpointWriteError,
     last_checkpoint_path,
 )
-from pet.engine.preemption import StopOnSignal, StopRequest, TrainingStopped  # noqa: E402
-from pet.engine.device import resolve_device  # noqa: E402
+from pet.engine.preemption import StopRequest, TrainingStopped  # noqa: E402
+from pet.engine.device import configure_numerics, resolve_device  # noqa: E402
 from pet.engine.distributed import (  # noqa: E402
     all_gather_objects,
     barrier,
@@ -52,9 +50,6 @@ from pet.engine.distributed import (  # noqa: E402
     process_info,
 )
 from pet.engine.logger import ProgressBar, format_seconds, run_header, setup_logging  # noqa: E402
-from pet.lib.utils.lr_scheduler import LearningRateScheduler  # noqa: E402
-from pet.lib.utils.optim_wrapper import build_optim_wrapper  # noqa: E402
-from pet.lib.utils.optimizer import Optimizer  # noqa: E402
 from pet.engine.seed import seed_everything  # noqa: E402
 from pet.models import build_model  # noqa: E402
 
@@ -83,6 +78,7 @@ def main(argv=None) -> int:
     with exit_on_config_error():
         iter_per_epoch = validate_job(cfg, world_size=process.world_size)
         device = resolve_device(cfg.MODEL.DEVICE, process)
+        configure_numerics(cfg.DETERMINISTIC, cfg.TF32, device)
         if args.eval_only:
             return eval_only(cfg, args, device)
         check_output_dir(cfg.OUTPUT_DIR, args.resume)
@@ -105,28 +101,8 @@ def main(argv=None) -> int:
 def train(cfg, args, process, device, iter_per_epoch, progress_bar, logger) -> int:
     """The training run of every process; rank 0 writes the files and prints."""
     with exit_on_config_error():
-        seed_everything(cfg.SEED, cfg.NUM_THREADS)
-        train_split, test_split = build_datasets(cfg)
-        model = build_model(cfg).to(device)
-        optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
-        optim_wrapper = build_optim_wrapper(optimizer, cfg.SOLVER, device.type)
-        check_free_space(cfg.OUTPUT_DIR, checkpoint_size_estimate(model))
-        checkpointer = Checkpointer(cfg.OUTPUT_DIR, resume=args.resume, weights=cfg.MODEL.WEIGHTS,
-                                    process=process, keep_checkpoints=cfg.SOLVER.KEEP_CHECKPOINTS,
-                                    model=model, optimizer=optimizer, optim_wrapper=optim_wrapper)
-        # The checkpoint's iteration is the whole progress of the schedule.
-        scheduler = LearningRateScheduler(optimizer, cfg.SOLVER, start_iter=checkpointer.start_iter,
-                                          iter_per_epoch=iter_per_epoch)
-        ema = build_ema(cfg, model)
-        if ema is not None:
-            checkpointer.add_checkpointable("ema", ema)
-        eval_hook = build_eval_hook(cfg, model, test_split, scheduler.max_iter, iter_per_epoch, ema)
-        checkpointer.add_checkpointable("eval_hook", eval_hook)
-        storage = build_metrics_storage(process, device)  # its history survives resume
-        checkpointer.add_checkpointable("metrics", storage)
-        start_iter = checkpointer.load()
-        if ema is not None and not checkpointer.resuming:  # the average starts at MODEL.WEIGHTS
-            ema.load_state_dict(model.state_dict())
+        run = build_training_run(cfg, process, device, iter_per_epoch, resume=args.resume)
+    checkpointer, eval_hook, scheduler = run.checkpointer, run.eval_hook, run.scheduler
     if args.resume:
         log_config_changes(checkpointer.checkpoint.get("config", {}), cfg)
 
@@ -144,27 +120,15 @@ def train(cfg, args, process, device, iter_per_epoch, progress_bar, logger) -> i
             raise ConfigError(refusals[0])
     logger.info("Training %s (%d parameters) on %d images (%d held out), %d iterations per epoch, "
                 "%d iterations; %s; writing to %s", cfg.MODEL.TYPE,
-                sum(p.numel() for p in model.parameters()), len(train_split), len(test_split),
-                iter_per_epoch, scheduler.max_iter, describe_step(cfg, process, device), cfg.OUTPUT_DIR)
-    data_loader = build_train_loader(cfg, train_split)
-    hooks = build_train_hooks(cfg, optimizer, scheduler, checkpointer, eval_hook, iter_per_epoch,
-                              start_iter, progress_bar, main_process=process.is_main,
-                              model=model, ema=ema, distributed=process.distributed)
-    trained_model = model
-    if process.distributed:
-        trained_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+                sum(p.numel() for p in run.model.parameters()), len(run.train_split),
+                len(run.test_split), iter_per_epoch, scheduler.max_iter,
+                describe_step(cfg, process, device), cfg.OUTPUT_DIR)
     stop_request = StopRequest()
-    hooks.append(StopOnSignal(
-        stop_request, checkpointer,
-        snapshot_period(cfg, iter_per_epoch),
-        scheduler.max_iter, device, extra={"config": cfg}))
-    checkpointer.load_rng(cfg.SEED)
+    trainer = build_trainer(run, progress_bar, stop_request)
     started = time.perf_counter()
     stop_request.install()
     try:
-        Trainer(trained_model, optim_wrapper, data_loader, hooks, start_iter, scheduler.max_iter,
-                process=process, device=device, storage=storage,
-                grad_norm_period=cfg.LOG_PERIOD).train()
+        trainer.train()
     except TrainingStopped as e:
         return stopped(progress_bar, process, f"{e}; saved {e.checkpoint}; continue with: "
                        f"{resume_command()}", signal_exit_status(e.signal_name))
@@ -182,7 +146,7 @@ def train(cfg, args, process, device, iter_per_epoch, progress_bar, logger) -> i
                 "final model: %s", eval_hook.accuracy, eval_hook.best_accuracy, eval_hook.best_epoch,
                 scheduler.iteration, format_seconds(time.perf_counter() - started),
                 os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
-    if ema is not None:
+    if run.ema is not None:
         logger.info("model_final.pth holds the trained weights under 'model' and their EMA under 'ema'")
     return 0
 
@@ -216,13 +180,6 @@ def interrupted_message(output_dir: str) -> str:
         return (f"interrupted before the first checkpoint; nothing to resume: run the same "
                 f"command again without --resume")
     return f"interrupted; continue from {last} with: {resume_command()}"
-
-
-def checkpoint_size_estimate(model) -> int:
-    """Bytes a checkpoint of ``model`` may take: weights and up to two moments per weight,
-    with room for the RNG states and the config."""
-    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    return 3 * weights + (1 << 20)
 
 
 def describe_step(cfg, process, device) -> str:

@@ -23,25 +23,22 @@ from typing import Dict
 
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 from yacs.config import CfgNode
 
 from pet.data import build_datasets, build_train_loader
-from pet.engine import Trainer, build_eval_hook, build_train_hooks
-from pet.engine.evaluation import evaluate
-from pet.engine.trainer import build_metrics_storage, eval_period, snapshot_period
-from pet.engine.preemption import StopOnSignal, StopRequest
-from pet.engine.output_dir import prepare_output_dir
-from pet.engine.job import validate_job
-from pet.engine.checkpointer import Checkpointer
+from pet.engine.device import configure_numerics
 from pet.engine.distributed import ProcessInfo
+from pet.engine.evaluation import evaluate
 from pet.engine.hooks import is_eval_step
+from pet.engine.job import validate_job
 from pet.engine.logger import ProgressBar, close_logging, setup_logging
-from pet.lib.utils.lr_scheduler import LearningRateScheduler
-from pet.lib.utils.lr_scheduler import Schedule, build_schedule
-from pet.lib.utils.optim_wrapper import build_optim_wrapper
-from pet.lib.utils.optimizer import OPTIMIZERS, Optimizer, optimizer_spec
+from pet.engine.output_dir import prepare_output_dir
+from pet.engine.preemption import StopRequest
 from pet.engine.seed import seed_everything
+from pet.engine.trainer import eval_period
+from pet.engine.training_run import build_trainer, build_training_run
+from pet.lib.utils.lr_scheduler import Schedule, build_schedule
+from pet.lib.utils.optimizer import OPTIMIZERS, optimizer_spec
 from pet.models import build_model
 
 SOLVER_LOOP = "solver + hooks (train_net)"
@@ -104,45 +101,30 @@ class BareLoop:
 
 
 class SolverLoop:
-    """train_net's path over ``cfg``'s job, advanced one timed iteration at a time: ``Trainer``
-    built as tools/train_net.py builds it, with its logging (log.txt and metrics.json in
-    ``output_dir``; the console and progress bar go to ``console``, as off a terminal). Its
-    first and last iterations also time the trainer's ``before_train`` and ``after_train``
-    (the final checkpoint). With ``process`` of a job of several processes (the process group
-    joined), the model is wrapped in DistributedDataParallel and only rank 0 writes, as in
-    train_net."""
+    """train_net's path over ``cfg``'s job, advanced one timed iteration at a time: the run
+    built by train_net's own builder (``build_training_run`` and ``build_trainer``), with its
+    logging (log.txt and metrics.json in ``output_dir``; the console and progress bar go to
+    ``console``, as off a terminal). Its first and last iterations also time the trainer's
+    ``before_train`` and ``after_train`` (the final checkpoint). With ``process`` of a job of
+    several processes (the process group joined), the model is wrapped in
+    DistributedDataParallel and only rank 0 writes, as in train_net. ``device``: MODEL.DEVICE's
+    device (train_net resolves it the same way)."""
 
     def __init__(self, cfg: CfgNode, output_dir: str, console,
-                 process: ProcessInfo = ProcessInfo()) -> None:
-        seed_everything(cfg.SEED, cfg.NUM_THREADS)
+                 process: ProcessInfo = ProcessInfo(), device: torch.device = torch.device("cpu")) -> None:
         iter_per_epoch = validate_job(cfg, world_size=process.world_size)
-        train_split, test_split = build_datasets(cfg)
-        model = build_model(cfg)
         cfg = cfg.clone()
         cfg.OUTPUT_DIR = output_dir
+        cfg.freeze()
         progress_bar = ProgressBar(stream=console)
         setup_logging(progress_bar, console)
+        configure_numerics(cfg.DETERMINISTIC, cfg.TF32, device)
+        run = build_training_run(cfg, process, device, iter_per_epoch)
         if process.is_main:
             prepare_output_dir(cfg, resume=False)
-        optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
-        optim_wrapper = build_optim_wrapper(optimizer, cfg.SOLVER, "cpu")
-        scheduler = LearningRateScheduler(optimizer, cfg.SOLVER, iter_per_epoch=iter_per_epoch)
-        eval_hook = build_eval_hook(cfg, model, test_split, scheduler.max_iter, iter_per_epoch)
-        storage = build_metrics_storage(process, torch.device("cpu"))
-        checkpointer = Checkpointer(output_dir, process=process, model=model, optimizer=optimizer,
-                                    optim_wrapper=optim_wrapper, eval_hook=eval_hook,
-                                    metrics=storage)
-        loader = build_train_loader(cfg, train_split)
-        hooks = build_train_hooks(cfg, optimizer, scheduler, checkpointer, eval_hook,
-                                  iter_per_epoch, 0, progress_bar, main_process=process.is_main,
-                                  distributed=process.distributed)
-        # train_net's stop hook (its agreement on a stop request costs an all-reduce every
-        # few iterations under torch.distributed); no signal handler is installed here.
-        hooks.append(StopOnSignal(StopRequest(), checkpointer, snapshot_period(cfg, iter_per_epoch),
-                                  scheduler.max_iter))
-        trained_model = DistributedDataParallel(model) if process.distributed else model
-        self.trainer = Trainer(trained_model, optim_wrapper, loader, hooks, 0, scheduler.max_iter,
-                               process=process, storage=storage, grad_norm_period=cfg.LOG_PERIOD)
+        # No signal handler is installed: train_net's stop hook only costs its agreement on a
+        # stop request (an all-reduce every few iterations under torch.distributed).
+        self.trainer = build_trainer(run, progress_bar, StopRequest())
         self.iteration = 0
         self.seconds = 0.0
 

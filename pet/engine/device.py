@@ -1,4 +1,7 @@
-"""The device of a run, from MODEL.DEVICE and the process's place in a torchrun job."""
+"""The device of a run, from MODEL.DEVICE and the process's place in a torchrun job, and how
+exactly it computes (DETERMINISTIC, TF32)."""
+import os
+
 import torch
 
 from pet.engine.distributed import ProcessInfo
@@ -22,3 +25,27 @@ def resolve_device(name: str, info: ProcessInfo = ProcessInfo()) -> torch.device
         raise ConfigError(f"MODEL.DEVICE: {name!r} needs GPU {index}, this machine has {count} "
                           f"(cuda:0 .. cuda:{count - 1})")
     return torch.device("cuda", index)
+
+
+def configure_numerics(deterministic: bool, tf32: bool, device: torch.device) -> None:
+    """Set torch's global numerics for a run on ``device`` (call before the first CUDA op).
+
+    ``tf32``: TensorFloat-32 for float32 matmuls and cuDNN convolutions, else full float32
+    (torch's own default lets cuDNN convolutions use TF32). ``deterministic`` on CUDA:
+    cuDNN's deterministic algorithms without benchmark autotuning, deterministic torch ops
+    (a warning where one has none) and the cuBLAS workspace that makes cuBLAS deterministic;
+    False lets cuDNN autotune. The CPU is left as it is: it is deterministic at a fixed thread
+    count, and torch's deterministic mode would only slow some of its ops.
+    """
+    precision = "tf32" if tf32 else "ieee"
+    torch.backends.cuda.matmul.fp32_precision = precision
+    torch.backends.cudnn.conv.fp32_precision = precision
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+    if deterministic:
+        # cuBLAS picks its reduction order from a workspace: a fixed one is deterministic
+        # (read when cuBLAS starts, so before the first matmul).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)

@@ -1,7 +1,14 @@
 """The metrics storage that hooks write to and read from during training."""
 import statistics
 from collections import defaultdict, deque
-from typing import Callable, Deque, Dict, List, Optional
+from typing import Callable, Deque, Dict, List, Optional, Union
+
+import torch
+
+from pet.lib.utils.grad_check import host_floats
+
+# A value as recorded: a number, or a 0-dim tensor read when first shown.
+Scalar = Union[float, torch.Tensor]
 
 # How many past values of each scalar are kept for smoothed display.
 HISTORY_LENGTH = 100
@@ -18,28 +25,40 @@ class MetricsStorage:
     recorded since the last call), which the run calls on logged iterations, so the steps in
     between communicate nothing. The history is part of the checkpoint (``state_dict``), so a
     resumed run's smoothed values are those of an uninterrupted one.
+
+    A value may be put as a 0-dim tensor (the step's loss, still on the device): it is read,
+    with every other unread one, in one host read when a value is first asked for
+    (``latest``, ``median``, ``synchronize``, ``state_dict``), so steps that show nothing
+    read nothing.
     """
 
     def __init__(self, start_iter: int = 0,
                  mean_over_processes: Optional[Callable[[List[float]], List[float]]] = None) -> None:
         self.iter = start_iter
         self.mean_over_processes = mean_over_processes
-        self._latest: Dict[str, float] = {}
-        self._history: Dict[str, Deque[float]] = defaultdict(lambda: deque(maxlen=HISTORY_LENGTH))
+        self._latest: Dict[str, Scalar] = {}
+        self._history: Dict[str, Deque[Scalar]] = defaultdict(lambda: deque(maxlen=HISTORY_LENGTH))
         # Per-process values recorded since the last synchronize(), by name.
         self._unsynchronized: Dict[str, int] = {}
+        # Whether a tensor was put since the last read.
+        self._unread = False
 
     def begin_iteration(self, iteration: int) -> None:
         """Start recording ``iteration``: its scalars replace the previous iteration's."""
         self.iter = iteration
         self._latest = {}
 
-    def put_scalar(self, name: str, value: float, smoothing_hint: bool = True,
+    def put_scalar(self, name: str, value: Scalar, smoothing_hint: bool = True,
                    per_process: bool = False) -> None:
-        """Record ``name = value`` for the current iteration. ``smoothing_hint`` says whether a
-        median over recent iterations is a meaningful display (a loss, not an lr);
-        ``per_process``, that the value is this process's own until ``synchronize()``."""
-        value = float(value)
+        """Record ``name = value`` (a number, or a 0-dim tensor read later) for the current
+        iteration. ``smoothing_hint`` says whether a median over recent iterations is a
+        meaningful display (a loss, not an lr); ``per_process``, that the value is this
+        process's own until ``synchronize()``."""
+        if isinstance(value, torch.Tensor):
+            value = value.detach()
+            self._unread = True
+        else:
+            value = float(value)
         self._latest[name] = value
         if smoothing_hint or per_process:
             self._history[name].append(value)
@@ -52,6 +71,7 @@ class MetricsStorage:
         iteration; a no-op in a single process."""
         if not self._unsynchronized:
             return
+        self._read_tensors()
         names = sorted(self._unsynchronized)  # the same order on every process
         counts = [min(self._unsynchronized[name], len(self._history[name])) for name in names]
         values = [v for name, n in zip(names, counts) for v in list(self._history[name])[-n:]]
@@ -70,10 +90,26 @@ class MetricsStorage:
 
     def latest(self) -> Dict[str, float]:
         """Every scalar recorded during the current iteration."""
+        self._read_tensors()
         return dict(self._latest)
+
+    def _read_tensors(self) -> None:
+        """Replace every recorded tensor by its value, all read at once."""
+        if not self._unread:
+            return
+        self._unread = False
+        unread = {id(v): v for values in (self._latest.values(), *self._history.values())
+                  for v in values if isinstance(v, torch.Tensor)}
+        values = dict(zip(unread, host_floats(list(unread.values()))))
+        self._latest = {name: values.get(id(v), v) for name, v in self._latest.items()}
+        for history in self._history.values():
+            for index, v in enumerate(history):
+                if isinstance(v, torch.Tensor):
+                    history[index] = values[id(v)]
 
     def median(self, name: str, window: int) -> float:
         """Median of the last ``window`` recorded values of ``name`` (KeyError if none)."""
+        self._read_tensors()
         history = self._history[name]
         if not history:
             raise KeyError(f"no value of {name!r} recorded yet")
@@ -83,6 +119,7 @@ class MetricsStorage:
         """The history of every scalar, synchronized first (so under torch.distributed every
         process must call it: the checkpointer's ``save`` does)."""
         self.synchronize()
+        self._read_tensors()
         return {"history": {name: list(values) for name, values in self._history.items()}}
 
     def load_state_dict(self, state_dict: Dict[str, Dict[str, List[float]]]) -> None:

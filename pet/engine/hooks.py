@@ -319,10 +319,9 @@ class MetricsWriter(HookBase):
         write = is_logged_iteration(it, self.period, self.max_iter, evaluated)
         if not (write or self.progress_bar.enabled):
             return  # most steps: nothing to do (this hook runs on every step of every job)
-        latest = storage.latest()
         eta = self.timer.eta_seconds(it)
         if write:
-            record = self.record(storage, latest, eta)
+            record = self.record(storage, storage.latest(), eta)
             for writer in self.writers:
                 writer.write(record)
             # One line per logged iteration, to log.txt (DEBUG); off a terminal, at INFO every
@@ -330,7 +329,8 @@ class MetricsWriter(HookBase):
             to_console = self.progress_bar.line_due(final=it + 1 == self.max_iter)
             logger.log(logging.INFO if to_console else logging.DEBUG, "%s", self._line(record, storage))
         if self.progress_bar.enabled:  # the status text is built only when the bar draws
-            self.progress_bar.update(lambda: self._status(storage, latest, eta),
+            # Built (and the loss read from the device) only when the bar draws.
+            self.progress_bar.update(lambda: self._status(storage, storage.latest(), eta),
                                      force=it + 1 == self.max_iter)
 
     def _line(self, record: Dict[str, float], storage: MetricsStorage) -> str:

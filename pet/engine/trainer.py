@@ -21,6 +21,7 @@ from pet.engine.hooks import (
     MetricsWriter,
     PeriodicCheckpointer,
     BestCheckpointer,
+    is_eval_step,
     is_logged_iteration,
     period_in_iters,
 )
@@ -49,7 +50,8 @@ class Trainer:
                  hooks: List[HookBase], start_iter: int, max_iter: int,
                  loss_fn: Callable = F.cross_entropy, process: ProcessInfo = ProcessInfo(),
                  device: torch.device = torch.device("cpu"),
-                 storage: Optional[MetricsStorage] = None, grad_norm_period: int = 1) -> None:
+                 storage: Optional[MetricsStorage] = None, log_period: int = 1,
+                 eval_period: int = 0) -> None:
         self.model = model
         self.process = process
         self.device = device
@@ -59,9 +61,10 @@ class Trainer:
         self.start_iter = start_iter
         self.max_iter = max_iter
         self.loss_fn = loss_fn
-        # The steps whose gradient norm is measured (grad_norm): every grad_norm_period-th and
-        # the last, the iterations whose metrics are logged; the others check finiteness only.
-        self.grad_norm_period = grad_norm_period
+        # The iterations whose metrics are written (LOG_PERIOD, TEST's evaluations, the last)
+        # are those that read the step seam back (see is_read_iteration).
+        self.log_period = log_period
+        self.eval_period = eval_period
         # A storage of its own, or the run's (a checkpointable: its history survives resume).
         self.storage = storage if storage is not None else MetricsStorage(start_iter)
         self.storage.iter = start_iter
@@ -97,11 +100,11 @@ class Trainer:
 
     def run_step(self, iteration: int) -> None:
         """Forward and update on this process's micro-batches of the batch of ``iteration``
-        (one optimizer step); raises FloatingPointError, before the step, when the step is not
-        finite and may not be skipped (see ``OptimWrapper.update_params``)."""
+        (one optimizer step); on a read iteration, raises FloatingPointError when too many
+        steps in a row were not finite (skipped on the device; see
+        ``OptimWrapper.update_params``)."""
         wrapper = self.optim_wrapper
-        # An evaluation's own line is not known yet here: it gets no gradient norm.
-        measure_grad_norm = is_logged_iteration(iteration, self.grad_norm_period, self.max_iter, evaluated=False)
+        read_back = self.is_read_iteration(iteration)
         micro_batches = self.data_loader.micro_batches(
             iteration, self.process.rank, self.process.world_size, wrapper.accumulation_steps)
         for levels, labels, weight in micro_batches:
@@ -112,16 +115,20 @@ class Trainer:
                 loss = self.loss_fn(self.model(levels), labels)
             if weight != 1.0:  # a part of an uneven last batch (DATA.DROP_LAST False)
                 loss = loss * weight
-            loss_value = wrapper.update_params(loss, iteration, measure_grad_norm)
-        storage = self.storage
-        storage.put_scalar("loss", loss_value, per_process=self.process.distributed)
-        if wrapper.last_grad_norm is not None:
-            storage.put_scalar("grad_norm", wrapper.last_grad_norm, smoothing_hint=False)
-        if wrapper.skip_nonfinite:
-            storage.put_scalar("nonfinite_steps", wrapper.nonfinite_steps, smoothing_hint=False)
-        if wrapper.scaler is not None:
-            storage.put_scalar("loss_scale", wrapper.loss_scale, smoothing_hint=False)
-            storage.put_scalar("skipped_steps", wrapper.skipped_steps, smoothing_hint=False)
+            step_loss = wrapper.update_params(loss, iteration, measure_grad_norm=read_back)
+        # The loss stays on the device until a hook shows it (the storage reads it then).
+        self.storage.put_scalar("loss", step_loss, per_process=self.process.distributed)
+        if read_back:
+            for name, value in wrapper.read_back().items():
+                self.storage.put_scalar(name, value, smoothing_hint=False)
+
+    def is_read_iteration(self, iteration: int) -> bool:
+        """Whether the step ``iteration`` reads the step seam's device-held values back (its
+        gradient norm measured too): the iterations whose metrics are written (every
+        ``log_period``, each evaluation, the last). The other steps read nothing, so the host
+        keeps queuing work while the device computes; a checkpoint reads back on its own."""
+        evaluated = is_eval_step(iteration, self.eval_period, self.max_iter)
+        return is_logged_iteration(iteration, self.log_period, self.max_iter, evaluated)
 
 
 def build_metrics_storage(process: ProcessInfo, device: torch.device) -> MetricsStorage:

@@ -111,7 +111,7 @@ class NormRecorder(HookBase):
 def test_the_gradient_norm_is_measured_every_grad_norm_period_and_at_the_last_iteration():
     model, optimizer = model_and_optimizer()
     recorder = NormRecorder()
-    Trainer(model, OptimWrapper(optimizer), Batches(), [recorder], 1, 8, grad_norm_period=3).train()
+    Trainer(model, OptimWrapper(optimizer), Batches(), [recorder], 1, 8, log_period=3).train()
     # Iterations 1..7: 2 and 5 end a period of 3, 7 is the last.
     assert [norm is not None for norm in recorder.norms] == [False, True, False, False, True, False, True]
     assert all(norm > 0 for norm in recorder.norms if norm is not None)

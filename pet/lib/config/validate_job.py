@@ -17,12 +17,15 @@ PATCH_SIZES = (1, 2, 4)
 
 
 def validate_run(cfg: CfgNode) -> None:
-    """Check OUTPUT_DIR, SEED, NUM_THREADS and LOG_PERIOD."""
+    """Check OUTPUT_DIR, SEED, NUM_THREADS, LOG_PERIOD, DETERMINISTIC and TF32."""
     if not isinstance(cfg.OUTPUT_DIR, str) or not cfg.OUTPUT_DIR.strip():
         raise ConfigError(f"OUTPUT_DIR: expected a directory path, got {cfg.OUTPUT_DIR!r}")
     check_int(cfg.SEED, "SEED", minimum=0, maximum=MAX_SEED)
     check_int(cfg.NUM_THREADS, "NUM_THREADS", minimum=0, maximum=MAX_THREADS)
     check_int(cfg.LOG_PERIOD, "LOG_PERIOD", minimum=1)
+    for key in ("DETERMINISTIC", "TF32"):
+        if not isinstance(cfg[key], bool):
+            raise ConfigError(f"{key}: expected True or False, got {cfg[key]!r}")
 
 
 def validate_model(model: CfgNode) -> None:

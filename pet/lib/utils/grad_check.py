@@ -1,6 +1,5 @@
-"""The step guard's reads of the gradients: whether every element is finite (every step), and
-their total norm (when measured)."""
-import math
+"""The step guard's passes over the gradients: whether every element is finite (every step, on
+the device, read nowhere here), and their total norm (when measured)."""
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -10,55 +9,83 @@ from pet.lib.utils.grad_clip import grads_by_device
 
 # [((device, dtype), the params of that device and dtype)]
 ParamGroups = List[Tuple[Tuple[torch.device, torch.dtype], List[torch.nn.Parameter]]]
+# Flags handed out per step before the flag buffer is zeroed and reused (more take a new one).
+FLAGS_PER_BUFFER = 256
+
+
+class FlagSlots:
+    """0-dim float32 flags on one device, one per step, zeroed together when read back: a step
+    takes a flag without allocating or launching anything (views of a buffer made once)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._buffers: List[torch.Tensor] = []
+        self._slots: List[torch.Tensor] = []
+        self._taken = 0
+
+    def take(self) -> torch.Tensor:
+        """A flag at 0, that no other step holds until ``reset()``."""
+        if self._taken == len(self._slots):
+            buffer = torch.zeros(FLAGS_PER_BUFFER, device=self.device)
+            self._buffers.append(buffer)
+            self._slots.extend(buffer.unbind())
+        self._taken += 1
+        return self._slots[self._taken - 1]
+
+    def reset(self) -> None:
+        """Zero the flags taken so far (one fill per buffer used) and hand them out again."""
+        used = -(-self._taken // FLAGS_PER_BUFFER)
+        for buffer in self._buffers[:used]:
+            buffer.zero_()
+        self._taken = 0
 
 
 class GradientCheck:
-    """Reads the gradients of ``optimizer``'s params, together with the step's loss, in one
-    host sync.
+    """The finiteness check and the total norm of ``optimizer``'s gradients, as device tensors.
 
     The finiteness check is one pass per device and dtype by GradScaler's own check (its
-    unscale by exactly 1 leaves every gradient as it was): on the CPU several times cheaper
-    than a norm for small tensors, where a norm's reductions cost more than their reads. A
-    finite step allocates nothing: the params are grouped by device and dtype once (again
-    after add_param_group), and each device's flag is a tensor kept across steps (the check
-    only ever raises it; a raised one is cleared once read).
+    unscale by exactly 1 leaves every gradient as it was), which raises a flag tensor and reads
+    nothing: torch's fused kernels take that flag as ``found_inf`` and skip the update on the
+    device. The params are grouped by device and dtype once (again after add_param_group).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
         self._group_count: Optional[int] = None
         self._param_groups: ParamGroups = []
-        self._on_cpu = False  # whether every param is on the CPU
         self._sparse = False  # whether a sparse gradient was seen (nn.Embedding(sparse=True))
-        # Per device: (the flag, the scale of 1 the check multiplies by).
-        self._flags: Dict[torch.device, Tuple[torch.Tensor, torch.Tensor]] = {}
+        # Per device: the scale of 1 the check multiplies by.
+        self._ones: Dict[torch.device, torch.Tensor] = {}
 
-    def finite(self, losses: List[torch.Tensor]) -> Tuple[float, bool]:
-        """(the sum of ``losses``, 0-dim tensors, as a float; whether every gradient element is
-        finite)."""
-        flags = self._nonfinite_flags()
-        values = self._read([*losses, *flags])
-        raised = any(values[len(losses):])
-        if raised:
-            for flag in flags:
-                flag.zero_()
-        return sum(values[:len(losses)]), not raised
+    def raise_if_nonfinite(self, flag: torch.Tensor, losses: List[torch.Tensor] = ()) -> torch.Tensor:
+        """Raise ``flag`` (a 0-dim float32 tensor at 0) to 1 when an element of a gradient, or
+        of ``losses`` (tensors on the flag's device), is inf or NaN; return it. Reads nothing."""
+        for (device, _), params in self.params_by_device_and_dtype():
+            grads = [p.grad for p in params if p.grad is not None]
+            if grads:
+                self._check(grads, flag, device)
+        for loss in losses:
+            self._check([loss], flag, flag.device)
+        return flag
 
-    def norm(self, losses: List[torch.Tensor]) -> Tuple[float, float, bool]:
-        """(the sum of ``losses`` as a float, the gradients' total 2-norm, whether every
-        gradient element is finite)."""
-        norm = self.total_norm()
-        if norm is None:
-            return sum(self._read(losses)), 0.0, True
-        *loss_values, norm_value = self._read([*losses, norm])
-        # The norm of finite gradients can still overflow (squares beyond the float range).
-        finite = math.isfinite(norm_value) or self.finite([])[1]
-        return sum(loss_values), norm_value, finite
-
-    def _read(self, scalars: List[torch.Tensor]) -> List[float]:
-        if self._on_cpu and scalars[0].is_cpu:  # reading CPU scalars one by one syncs nothing
-            return [scalar.item() for scalar in scalars]
-        return host_floats(scalars)
+    def _check(self, tensors: List[torch.Tensor], flag: torch.Tensor, device: torch.device) -> None:
+        one = self._ones.get(device)
+        if one is None:
+            one = self._ones[device] = torch.ones((), device=device)
+        if device != flag.device:  # params on several devices: each device's own flag, added
+            found = torch.zeros((), device=device)
+            self._check(tensors, found, device)
+            flag.add_(found.to(flag.device)).clamp_(max=1.0)
+            return
+        if self._sparse:
+            tensors = [gradient_values(t) for t in tensors]
+        try:
+            torch._amp_foreach_non_finite_check_and_unscale_(tensors, flag, one)
+        except NotImplementedError:  # a sparse gradient: its values from now on
+            if self._sparse:
+                raise
+            self._sparse = True
+            self._check(tensors, flag, device)
 
     def total_norm(self) -> Optional[torch.Tensor]:
         """The total 2-norm of every gradient (a 0-dim tensor on the first device), or None
@@ -71,29 +98,9 @@ class GradientCheck:
                  for device, grads in per_device.items()]
         return clip_ops.combine_norms(norms, 2.0, next(iter(per_device)))
 
-    def _nonfinite_flags(self) -> List[torch.Tensor]:
-        """Per device holding gradients, a 0-dim float32 tensor raised to 1 when a gradient
-        element there is inf or NaN."""
-        flags: Dict[torch.device, torch.Tensor] = {}
-        for (device, _), params in self.params_by_device_and_dtype():
-            grads = [p.grad for p in params if p.grad is not None]
-            if not grads:
-                continue
-            if device not in self._flags:
-                found = torch.zeros((), device=device)
-                self._flags[device] = found, torch.ones_like(found)
-            found, one = self._flags[device]
-            if self._sparse:
-                grads = [gradient_values(g) for g in grads]
-            try:
-                torch._amp_foreach_non_finite_check_and_unscale_(grads, found, one)
-            except NotImplementedError:  # a sparse gradient: its values from now on
-                if self._sparse:
-                    raise
-                self._sparse = True
-                return self._nonfinite_flags()
-            flags[device] = found
-        return list(flags.values())
+    def first_device(self) -> torch.device:
+        """The device of the optimizer's first param (where the step's flag lives)."""
+        return self.params_by_device_and_dtype()[0][0][0]
 
     def params_by_device_and_dtype(self) -> ParamGroups:
         """The optimizer's params grouped by device and dtype, as a multi-tensor kernel takes
@@ -105,7 +112,6 @@ class GradientCheck:
                 for param in group["params"]:
                     grouped.setdefault((param.device, param.dtype), []).append(param)
             self._param_groups, self._group_count = list(grouped.items()), len(groups)
-            self._on_cpu = all(device.type == "cpu" for device, _ in grouped)
         return self._param_groups
 
 
@@ -118,8 +124,8 @@ def gradient_values(grad: torch.Tensor, coalesce: bool = False) -> torch.Tensor:
 
 
 def host_floats(scalars: List[torch.Tensor]) -> List[float]:
-    """0-dim tensors as Python floats, in one device sync (on the CPU reading one is free)."""
-    if all(scalar.device.type == "cpu" for scalar in scalars):
-        return [scalar.item() for scalar in scalars]
+    """0-dim tensors as Python floats, in one read (one device sync off the CPU)."""
+    if not scalars:
+        return []
     device = scalars[0].device
-    return torch.stack([scalar.float().to(device) for scalar in scalars]).tolist()
+    return torch.stack([scalar.detach().float().to(device) for scalar in scalars]).tolist()

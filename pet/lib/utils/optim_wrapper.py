@@ -6,7 +6,15 @@ skipped steps. The trainer calls it once per micro-batch::
 
     with optim_wrapper.optim_context(model):
         loss = loss_fn(model(inputs), targets)
-    loss_value = optim_wrapper.update_params(loss, iteration)
+    step_loss = optim_wrapper.update_params(loss, iteration)  # a device tensor, not read
+    ...
+    metrics = optim_wrapper.read_back()  # on logged iterations: the seam's one host read
+
+What it keeps on the device and when it reads it back is decided here: a step that logs
+nothing reads no tensor value (the loss, the non-finite flag, the skip counts and the loss
+scale wait on the device), so the host keeps queuing work while the device computes. Torch's
+fused kernels take the step's non-finite flag as ``found_inf`` and skip the update on the
+device; an optimizer without one reads its flag once per step, as GradScaler does for it.
 
 Clipping is not done here: Pet's clipped optimizers clip inside ``optimizer.step()``, which
 ``GradScaler.step`` calls after unscaling (or hands the scale to a fused kernel), so every
@@ -14,6 +22,7 @@ combination stays correct without an unscale pass of the wrapper's own.
 """
 import contextlib
 import math
+from dataclasses import dataclass
 from typing import Any, ContextManager, Dict, List, Optional
 
 import torch
@@ -21,10 +30,22 @@ import torch.distributed as dist
 from torch import nn
 from yacs.config import CfgNode
 
-from pet.lib.utils.grad_check import GradientCheck, host_floats
+from pet.lib.utils.grad_check import FlagSlots, GradientCheck, host_floats
 
 # One instance serves every step: entering it allocates nothing.
 _NULL_CONTEXT = contextlib.nullcontext()
+
+
+@dataclass
+class PendingStep:
+    """A step whose device-held values are not read yet: its iteration (for messages), its
+    loss (None for a bare ``step()``), its measured gradient norm, and its non-finite flag
+    (1.0 when the step was skipped or must be; the scaler's found_inf under loss scaling)."""
+
+    iteration: Optional[int]
+    loss: Optional[torch.Tensor]
+    grad_norm: Optional[torch.Tensor]
+    nonfinite: Optional[torch.Tensor] = None
 
 
 class OptimWrapper:
@@ -61,21 +82,26 @@ class OptimWrapper:
         # Micro-batches whose gradients are accumulated and wait for the next step (0 .. k-1).
         self.micro_batches = 0
         # Steps the scaler skipped because the gradients held inf or nan.
-        self.skipped_steps = 0
+        self._skipped_steps = 0
         self.skip_nonfinite = int(skip_nonfinite)
         # Steps skipped for a non-finite loss or gradients (SOLVER.SKIP_NONFINITE), and how
-        # many of the last steps were in a row.
-        self.nonfinite_steps = 0
+        # many of the last steps were in a row (as of the last read_back).
+        self._nonfinite_steps = 0
         self._nonfinite_in_a_row = 0
-        # The total 2-norm of the last step's (unscaled) gradients: measured when asked
-        # (``update_params``'s measure_grad_norm) and, without a scaler, whenever they were not
-        # finite; else None.
-        self.last_grad_norm: Optional[float] = None
-        # The scale after the last update: a smaller one after the next update means a skip.
+        # The total 2-norm of the last step's (unscaled) gradients as last read back, when
+        # that step measured it (``update_params``'s measure_grad_norm); else None.
+        self._last_grad_norm: Optional[float] = None
+        # The scaler's scale as last read back.
         self._last_scale: Optional[float] = None
-        # The cycle's divided losses so far, read (and added) once, when the cycle steps.
+        # The cycle's divided losses so far, added on the device when the cycle steps.
         self._cycle_losses: List[torch.Tensor] = []
+        # The steps since the last read_back, with their device-held values.
+        self._pending: List[PendingStep] = []
         self._gradient_check = GradientCheck(optimizer)
+        self._flags: Optional[FlagSlots] = None  # the steps' non-finite flags (no scaler)
+        # Whether a fused SGD with momentum may still allocate its buffers on a skipped step.
+        self._watch_momentum = isinstance(optimizer, torch.optim.SGD) and any(
+            group.get("fused") and group.get("momentum") for group in optimizer.param_groups)
         # The model of the last optim_context, and whether it has DDP's no_sync.
         self._sync_model: Optional[nn.Module] = None
         self._model_has_no_sync = False
@@ -110,25 +136,30 @@ class OptimWrapper:
             yield
 
     def update_params(self, loss: torch.Tensor, iteration: Optional[int] = None,
-                      measure_grad_norm: bool = True) -> Optional[float]:
+                      measure_grad_norm: bool = True) -> Optional[torch.Tensor]:
         """Backward of ``loss / k`` (scaled when there is a scaler); every k-th call, the
         optimizer step and ``zero_grad``.
 
-        Returns, on the call that steps, the step's loss on this process (the mean of the
-        cycle's k losses); None on the other calls. ``iteration`` only names the iteration in
-        error messages. Under torch.distributed nothing here communicates beyond DDP's own
-        gradient all-reduce: the decision to step is taken from what every process holds alike.
+        Returns, on the call that steps, the step's loss on this process (the sum of the
+        cycle's k divided losses: their mean) as a detached 0-dim tensor on the loss's device;
+        None on the other calls. ``iteration`` names the step in error messages. Nothing here
+        reads a tensor's value on the host (see ``read_back``) unless the optimizer has no
+        fused kernel: then, as GradScaler does for such optimizers, one flag per step. Under
+        torch.distributed nothing communicates beyond DDP's own gradient all-reduce: the step
+        is decided from what every process holds alike.
 
         A step is non-finite when an element of its gradients is (identical on every process
-        after DDP averaged them), or, in a single process, its loss. Without a scaler such a
-        step is never taken: it raises FloatingPointError, or, with ``skip_nonfinite`` N > 0,
-        is skipped and counted in ``nonfinite_steps`` up to N in a row. With a scaler, the
-        scaler checks the gradients (a non-finite loss gives non-finite gradients) and skips
-        such steps itself, counted in ``skipped_steps``.
+        after DDP averaged them), or, in a single process, its loss. Such a step changes no
+        weight and no optimizer state: without a scaler the fused kernel takes the step's flag
+        as ``found_inf`` (GradScaler's protocol) and skips the update on the device, other
+        kernels are not called. Up to ``skip_nonfinite`` such steps in a row are counted in
+        ``nonfinite_steps``; one more raises FloatingPointError at the next ``read_back``
+        (at once for optimizers without a fused kernel). With a scaler, the scaler checks the
+        gradients (a non-finite loss gives non-finite gradients) and skips such steps itself,
+        counted in ``skipped_steps``.
 
-        The gradients' total 2-norm (unscaled) is measured when ``measure_grad_norm``
-        (``last_grad_norm``, else None); without a scaler the other steps only check that the
-        gradients are finite, a cheaper pass (the trainer measures on logged iterations only).
+        With ``measure_grad_norm`` the gradients' total 2-norm (unscaled) is computed on the
+        device and read back as ``grad_norm`` (the trainer measures on logged iterations only).
         """
         divided = loss / self.accumulation_steps if self.accumulation_steps > 1 else loss
         (divided if self.scaler is None else self.scaler.scale(divided)).backward()
@@ -137,38 +168,155 @@ class OptimWrapper:
         if self.micro_batches < self.accumulation_steps:
             return None
         losses, self._cycle_losses = self._cycle_losses, []
-        if self.scaler is not None:  # the scaler checks the gradients, and skips
-            loss_value = sum(host_floats(losses))
-            if measure_grad_norm:  # of the gradients still multiplied by this step's scale
-                norm = self._gradient_check.total_norm()
-                self.last_grad_norm = None if norm is None else norm.item() / self.scaler.get_scale()
-            self.step()
+        step_loss = losses[0] if len(losses) == 1 else torch.stack([l.float() for l in losses]).sum()
+        grad_norm = self._grad_norm() if measure_grad_norm else None
+        step = PendingStep(iteration, step_loss, grad_norm)
+        self._pending.append(step)
+        if self.scaler is not None:
+            step.nonfinite = self._scaled_step()
         else:
-            if measure_grad_norm:
-                loss_value, self.last_grad_norm, finite_grads = self._gradient_check.norm(losses)
-            else:
-                loss_value, finite_grads = self._gradient_check.finite(losses)
-                # Measured only for what the error message and the metrics show of it.
-                self.last_grad_norm = None if finite_grads else self._gradient_check.total_norm().item()
-            distributed = dist.is_available() and dist.is_initialized()
-            if finite_grads and (distributed or math.isfinite(loss_value)):
-                self._nonfinite_in_a_row = 0
-                self.step()
-            else:
-                self._skip_nonfinite(loss_value, iteration)
+            self._guarded_step(step)
         self.zero_grad()
-        return loss_value
+        return step_loss
 
-    def _skip_nonfinite(self, loss_value: float, iteration: Optional[int]) -> None:
-        """Drop a non-finite step's gradients, or raise when no more may be skipped."""
+    def _grad_norm(self) -> Optional[torch.Tensor]:
+        """The total norm of the unscaled gradients, on the device (None without gradients)."""
+        norm = self._gradient_check.total_norm()
+        if norm is None or self.scaler is None:
+            return norm
+        return norm / self.scaler._get_scale_async().to(norm.device)  # still multiplied by the scale
+
+    def _guarded_step(self, step: "PendingStep") -> None:
+        """Check the gradients (and the loss) on the device, then step unless they are not
+        finite: on the device where the optimizer takes ``found_inf``, else after one read."""
         self.micro_batches = 0
+        if self._flags is None:
+            self._flags = FlagSlots(self._gradient_check.first_device())
+        distributed = dist.is_available() and dist.is_initialized()
+        step.nonfinite = self._gradient_check.raise_if_nonfinite(
+            self._flags.take(), [] if distributed else [step.loss.to(self._flags.device)])
+        if getattr(self.optimizer, "_step_supports_amp_scaling", False):
+            allocates_momentum = self._momentum_unset()
+            self.optimizer.found_inf = step.nonfinite
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf
+            if allocates_momentum:
+                self._after_momentum_allocated(step.nonfinite)
+            return
+        if not bool(step.nonfinite):  # the one read of such an optimizer's step
+            self.optimizer.step()
+            return
+        if step.grad_norm is None:  # for the error message and the metrics
+            step.grad_norm = self._gradient_check.total_norm()
+        self.read_back()  # raises when too many were non-finite in a row
+
+    def _momentum_unset(self) -> bool:
+        """Before a step of a fused SGD with momentum whose buffers do not exist yet, make
+        sure a skipped first step cannot leave them uninitialised (torch's fused SGD allocates
+        them with empty_like and skips their initialisation with the update). Without
+        dampening they start at zero now: the first step's ``momentum * 0 + grad`` is exactly
+        torch's first ``buf = grad``, and a skipped one leaves zeros. With dampening, returns
+        True: the step's flag is read once after it (``_after_momentum_allocated``)."""
+        if not self._watch_momentum:
+            return False
+        state = self.optimizer.state
+        groups = [group for group in self.optimizer.param_groups if group["momentum"]]
+        if any("momentum_buffer" in state[p] for group in groups for p in group["params"]):
+            self._watch_momentum = False  # made by an earlier step, or loaded
+            return False
+        if any(group["dampening"] for group in groups):
+            return True
+        for group in groups:
+            for param in group["params"]:
+                state[param]["momentum_buffer"] = torch.zeros_like(param)
+        self._watch_momentum = False
+        return False
+
+    def _after_momentum_allocated(self, nonfinite: torch.Tensor) -> None:
+        """After the first step of a fused SGD with momentum and dampening, one read: a
+        skipped first step drops the buffers it left uninitialised (the next step is a first
+        step again)."""
+        if not bool(nonfinite):
+            self._watch_momentum = False
+            return
+        for group in self.optimizer.param_groups:
+            for param in group["params"]:
+                self.optimizer.state[param].pop("momentum_buffer", None)
+
+    def _scaled_step(self) -> torch.Tensor:
+        """``scaler.step`` and ``scaler.update``; returns the scaler's flag of the step (1 when
+        it found inf/nan gradients and skipped the step), read back with the others."""
+        self.micro_batches = 0
+        allocates_momentum = self._momentum_unset()
+        self.scaler.step(self.optimizer)
+        found = list(self.scaler._found_inf_per_device(self.optimizer).values())
+        self.scaler.update()
+        nonfinite = found[0] if len(found) == 1 else torch.stack([f.to(found[0].device) for f in found]).sum()
+        if allocates_momentum:
+            self._after_momentum_allocated(nonfinite)
+        return nonfinite
+
+    def step(self) -> None:
+        """Step the optimizer on the accumulated gradients and start a new cycle; with a scaler,
+        through ``scaler.step`` and ``scaler.update`` (a step with inf/nan gradients is skipped
+        and counted in ``skipped_steps``)."""
+        if self.scaler is None:
+            self.micro_batches = 0
+            self.optimizer.step()
+            return
+        self._pending.append(PendingStep(None, None, None, self._scaled_step()))
+
+    def read_back(self) -> Dict[str, float]:
+        """The one host read of the step seam: the device-held values of the steps since the
+        last call (their non-finite flags, losses for messages, the measured gradient norm and
+        the loss scale), read in one sync, and the counts they update.
+
+        Returns the step's metrics: ``grad_norm`` when the last step measured it,
+        ``nonfinite_steps`` with ``skip_nonfinite``, ``loss_scale`` and ``skipped_steps`` with a
+        scaler. Raises FloatingPointError when more than ``skip_nonfinite`` steps in a row were
+        not finite, naming the first step past the limit (its weights were left unchanged).
+        The trainer calls it on logged iterations; ``state_dict`` calls it, so no checkpoint is
+        taken from a run that had to stop.
+        """
+        if not self._pending:
+            return self._metrics()
+        pending, self._pending = self._pending, []
+        scale = self.scaler._get_scale_async() if self.scaler is not None else None
+        tensors = [t for step in pending for t in (step.nonfinite, step.loss, step.grad_norm)
+                   if t is not None]
+        if scale is not None:
+            tensors.append(scale)
+        values = iter(host_floats(tensors))
+        read = [[None if t is None else next(values) for t in (step.nonfinite, step.loss, step.grad_norm)]
+                for step in pending]
+        if scale is not None:
+            self._last_scale = next(values)
+        if self._flags is not None:
+            self._flags.reset()
+        for step, (nonfinite, loss, norm) in zip(pending, read):
+            self._last_grad_norm = norm
+            if not nonfinite:
+                self._nonfinite_in_a_row = 0
+            elif self.scaler is not None:
+                self._skipped_steps += 1
+            else:
+                self._count_nonfinite(step.iteration, loss, norm)
+        return self._metrics()
+
+    def _count_nonfinite(self, iteration: Optional[int], loss: Optional[float],
+                         norm: Optional[float]) -> None:
+        """Count a skipped non-finite step, or raise when no more may be skipped in a row."""
         self._nonfinite_in_a_row += 1
         if self._nonfinite_in_a_row <= self.skip_nonfinite:
-            self.nonfinite_steps += 1
+            self._nonfinite_steps += 1
             return
         where = "" if iteration is None else f" at iteration {iteration}"
-        what = (f"loss became {loss_value}" if not math.isfinite(loss_value)
-                else f"gradients became non-finite (norm {self.last_grad_norm})")
+        if loss is not None and not math.isfinite(loss):
+            what = f"loss became {loss}"
+        else:
+            what = "gradients became non-finite" + ("" if norm is None else f" (norm {norm})")
         if self.skip_nonfinite:
             what += f" for {self._nonfinite_in_a_row} steps in a row (SOLVER.SKIP_NONFINITE {self.skip_nonfinite})"
         self._nonfinite_in_a_row = 0
@@ -176,25 +324,39 @@ class OptimWrapper:
                                  f"SOLVER.OPTIMIZER.CLIP_GRADIENTS or skip such steps with "
                                  f"SOLVER.SKIP_NONFINITE")
 
-    def step(self) -> None:
-        """Step the optimizer on the accumulated gradients and start a new cycle; with a scaler,
-        through ``scaler.step`` and ``scaler.update`` (a step with inf/nan gradients is skipped
-        and counted in ``skipped_steps``)."""
-        self.micro_batches = 0
-        if self.scaler is None:
-            self.optimizer.step()
-            return
-        before = self._last_scale if self._last_scale is not None else self.scaler.get_scale()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        # The scale shrinks exactly when the step found inf/nan gradients (and was skipped).
-        self._last_scale = self.scaler.get_scale()
-        if self._last_scale < before:
-            self.skipped_steps += 1
+    def _metrics(self) -> Dict[str, float]:
+        metrics: Dict[str, float] = {}
+        if self._last_grad_norm is not None:
+            metrics["grad_norm"] = self._last_grad_norm
+        if self.skip_nonfinite:
+            metrics["nonfinite_steps"] = self._nonfinite_steps
+        if self.scaler is not None:
+            metrics["loss_scale"] = self.loss_scale
+            metrics["skipped_steps"] = self._skipped_steps
+        return metrics
+
+    @property
+    def last_grad_norm(self) -> Optional[float]:
+        """The total 2-norm of the last step's unscaled gradients when that step measured it,
+        else None (reads back)."""
+        self.read_back()
+        return self._last_grad_norm
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps the scaler skipped because the gradients held inf or nan (reads back)."""
+        self.read_back()
+        return self._skipped_steps
+
+    @property
+    def nonfinite_steps(self) -> int:
+        """Steps skipped for a non-finite loss or gradients, SOLVER.SKIP_NONFINITE (reads back)."""
+        self.read_back()
+        return self._nonfinite_steps
 
     @property
     def loss_scale(self) -> Optional[float]:
-        """The scaler's scale after the last step (read once per step), None without one."""
+        """The scaler's scale after the last step (as last read back), None without one."""
         if self.scaler is None:
             return None
         if self._last_scale is None:
@@ -215,9 +377,10 @@ class OptimWrapper:
         """The wrapper's progress as plain values (``torch.load(weights_only=True)`` loads it):
         the micro-batch counter, the skipped steps (by the scaler, and for non-finite values)
         and the scaler's state when there is one."""
+        self.read_back()  # raises when the run had to stop: no checkpoint of it
         state: Dict[str, Any] = {"micro_batches": self.micro_batches,
-                                 "skipped_steps": self.skipped_steps,
-                                 "nonfinite_steps": self.nonfinite_steps,
+                                 "skipped_steps": self._skipped_steps,
+                                 "nonfinite_steps": self._nonfinite_steps,
                                  "nonfinite_in_a_row": self._nonfinite_in_a_row}
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
@@ -231,8 +394,8 @@ class OptimWrapper:
             KeyError naming the missing entry.
         """
         self.micro_batches = int(state_dict["micro_batches"])
-        self.skipped_steps = int(state_dict["skipped_steps"])
-        self.nonfinite_steps = int(state_dict["nonfinite_steps"])
+        self._skipped_steps = int(state_dict["skipped_steps"])
+        self._nonfinite_steps = int(state_dict["nonfinite_steps"])
         self._nonfinite_in_a_row = int(state_dict["nonfinite_in_a_row"])
         if self.scaler is not None and "scaler" in state_dict:
             self.scaler.load_state_dict(state_dict["scaler"])

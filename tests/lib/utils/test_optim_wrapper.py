@@ -383,3 +383,74 @@ def test_optim_context_skips_the_sync_until_the_last_micro_batch_and_autocasts()
 def test_accumulation_steps_must_be_a_positive_integer(steps):
     with pytest.raises(ValueError, match="accumulation_steps: expected an integer >= 1"):
         OptimWrapper(torch.optim.SGD(mlp().parameters(), lr=0.1), accumulation_steps=steps)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fused kernels: the non-finite step is skipped on the device, the count read back later
+# ---------------------------------------------------------------------------------------------
+FUSED_OPTIMIZERS = {
+    "sgd-momentum": lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9, fused=True),
+    "sgd-dampening": lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9, dampening=0.5,
+                                                    fused=True),
+    "adamw": lambda params: torch.optim.AdamW(params, lr=0.01, fused=True),
+    "adagrad": lambda params: torch.optim.Adagrad(params, lr=0.1, fused=True),
+}
+
+
+@pytest.mark.parametrize("make_optimizer", FUSED_OPTIMIZERS.values(), ids=FUSED_OPTIMIZERS.keys())
+@pytest.mark.parametrize("bad_at", [0, 2], ids=["first-step", "later-step"])
+def test_a_fused_kernel_skips_a_non_finite_step_on_the_device_as_a_hand_written_loop_that_skips_it(
+        make_optimizer, bad_at):
+    """The reference steps only the finite batches; the wrapper is handed a nan loss at
+    ``bad_at`` (the first step: torch's fused SGD would leave its momentum uninitialised)."""
+    reference, model = mlp(), mlp()
+    reference_optimizer = make_optimizer(reference.parameters())
+    wrapper = OptimWrapper(make_optimizer(model.parameters()), skip_nonfinite=1)
+    for step, (x, y) in enumerate(batches(5, 8)):
+        if step == bad_at:
+            wrapper.update_params(loss_of(model, x, y) * math.nan, iteration=step, measure_grad_norm=False)
+            continue
+        reference_optimizer.zero_grad(set_to_none=True)
+        loss_of(reference, x, y).backward()
+        reference_optimizer.step()
+        wrapper.update_params(loss_of(model, x, y), iteration=step, measure_grad_norm=False)
+    assert wrapper.read_back() == {"nonfinite_steps": 1}
+    assert_same_params(reference, model)
+    for saved, now in zip(reference_optimizer.state.values(), wrapper.optimizer.state.values()):
+        for name in saved:
+            assert torch.equal(saved[name], now[name]), name
+
+
+def test_with_a_fused_kernel_too_many_non_finite_steps_raise_at_the_read_naming_the_first_past_the_limit():
+    model = mlp()
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, fused=True),
+                           skip_nonfinite=1)
+    (x, y), = batches(1, 8)
+    wrapper.update_params(loss_of(model, x, y), iteration=0)
+    before = copy.deepcopy(model)
+    for iteration in (1, 2, 3):  # nothing read: the steps are skipped on the device
+        wrapper.update_params(loss_of(model, x, y) * math.nan, iteration=iteration, measure_grad_norm=False)
+    assert_same_params(before, model)
+    with pytest.raises(FloatingPointError, match=r"^loss became nan for 2 steps in a row "
+                                                 r"\(SOLVER.SKIP_NONFINITE 1\) at iteration 2; "):
+        wrapper.read_back()
+
+
+def test_a_checkpoint_reads_back_first_so_a_run_that_must_stop_is_not_saved():
+    model = mlp()
+    wrapper = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=0.1, fused=True))
+    (x, y), = batches(1, 8)
+    wrapper.update_params(inf_gradient_loss(model, x, y), iteration=4, measure_grad_norm=True)
+    with pytest.raises(FloatingPointError, match=r"^gradients became non-finite \(norm (inf|nan)\) at iteration 4"):
+        wrapper.state_dict()
+
+
+def test_the_step_loss_is_a_device_tensor_the_mean_of_the_cycle():
+    model = mlp()
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.0), accumulation_steps=2)
+    (x1, y1), (x2, y2) = batches(2, 8)
+    expected = (loss_of(model, x1, y1).item() + loss_of(model, x2, y2).item()) / 2
+    assert wrapper.update_params(loss_of(model, x1, y1)) is None
+    step_loss = wrapper.update_params(loss_of(model, x2, y2))
+    assert isinstance(step_loss, torch.Tensor) and step_loss.dim() == 0 and not step_loss.requires_grad
+    assert step_loss.item() == pytest.approx(expected, rel=1e-6)

@@ -1,0 +1,123 @@
+"""Building a training run from a config: what tools/train_net.py trains, and what the benchmark
+times (so what is timed is what users run).
+
+The path of a run: config -> model -> Optimizer -> LearningRateScheduler -> step seam
+(OptimWrapper) -> checkpoint loaded -> hooks -> Trainer. ``build_training_run`` does everything
+up to the loaded checkpoint (it writes nothing); the caller then prepares OUTPUT_DIR and calls
+``build_trainer``, which adds the hooks, DDP and the RNG states of the checkpoint.
+"""
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from yacs.config import CfgNode
+
+from pet.data import ImageSplit, build_datasets, build_train_loader
+from pet.engine.checkpointer import Checkpointer
+from pet.engine.distributed import ProcessInfo
+from pet.engine.ema import ModelEMA
+from pet.engine.events import MetricsStorage
+from pet.engine.hooks import EvalHook
+from pet.engine.logger import ProgressBar
+from pet.engine.output_dir import check_free_space
+from pet.engine.preemption import StopOnSignal, StopRequest
+from pet.engine.seed import seed_everything
+from pet.engine.trainer import (
+    Trainer,
+    build_ema,
+    build_eval_hook,
+    build_metrics_storage,
+    build_train_hooks,
+    eval_period,
+    snapshot_period,
+)
+from pet.lib.utils.lr_scheduler import LearningRateScheduler
+from pet.lib.utils.optim_wrapper import OptimWrapper, build_optim_wrapper
+from pet.lib.utils.optimizer import Optimizer
+from pet.models import build_model
+
+
+@dataclass
+class TrainingRun:
+    """The parts of a run, built and (on resume) loaded; ``start_iter`` is where it goes on."""
+
+    cfg: CfgNode
+    process: ProcessInfo
+    device: torch.device
+    iter_per_epoch: int
+    train_split: ImageSplit
+    test_split: ImageSplit
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    optim_wrapper: OptimWrapper
+    checkpointer: Checkpointer
+    scheduler: LearningRateScheduler
+    ema: Optional[ModelEMA]
+    eval_hook: EvalHook
+    storage: MetricsStorage
+    start_iter: int
+
+
+def checkpoint_size_estimate(model: nn.Module) -> int:
+    """Bytes a checkpoint of ``model`` may take: weights and up to two moments per weight,
+    with room for the RNG states and the config."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return 3 * weights + (1 << 20)
+
+
+def build_training_run(cfg: CfgNode, process: ProcessInfo, device: torch.device,
+                       iter_per_epoch: int, resume: bool = False) -> TrainingRun:
+    """Seed, build the data, model, optimizer, step seam, checkpointer, scheduler, EMA,
+    evaluation and metrics of ``cfg`` (validated; ``iter_per_epoch`` from its validation) on
+    ``device``, and load the checkpoint (``resume``: OUTPUT_DIR's last one, else
+    MODEL.WEIGHTS). Writes nothing; raises ConfigError for what does not fit."""
+    seed_everything(cfg.SEED, cfg.NUM_THREADS)
+    train_split, test_split = build_datasets(cfg)
+    model = build_model(cfg).to(device)
+    optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
+    optim_wrapper = build_optim_wrapper(optimizer, cfg.SOLVER, device.type)
+    check_free_space(cfg.OUTPUT_DIR, checkpoint_size_estimate(model))
+    checkpointer = Checkpointer(cfg.OUTPUT_DIR, resume=resume, weights=cfg.MODEL.WEIGHTS,
+                                process=process, keep_checkpoints=cfg.SOLVER.KEEP_CHECKPOINTS,
+                                model=model, optimizer=optimizer, optim_wrapper=optim_wrapper)
+    # The checkpoint's iteration is the whole progress of the schedule.
+    scheduler = LearningRateScheduler(optimizer, cfg.SOLVER, start_iter=checkpointer.start_iter,
+                                      iter_per_epoch=iter_per_epoch)
+    ema = build_ema(cfg, model)
+    if ema is not None:
+        checkpointer.add_checkpointable("ema", ema)
+    eval_hook = build_eval_hook(cfg, model, test_split, scheduler.max_iter, iter_per_epoch, ema)
+    checkpointer.add_checkpointable("eval_hook", eval_hook)
+    storage = build_metrics_storage(process, device)  # its history survives resume
+    checkpointer.add_checkpointable("metrics", storage)
+    start_iter = checkpointer.load()
+    if ema is not None and not checkpointer.resuming:  # the average starts at MODEL.WEIGHTS
+        ema.load_state_dict(model.state_dict())
+    return TrainingRun(cfg, process, device, iter_per_epoch, train_split, test_split, model,
+                       optimizer, optim_wrapper, checkpointer, scheduler, ema, eval_hook, storage,
+                       start_iter)
+
+
+def build_trainer(run: TrainingRun, progress_bar: ProgressBar, stop_request: StopRequest) -> Trainer:
+    """The loop of ``run``: its loader, hooks (``StopOnSignal`` on ``stop_request`` last), the
+    model wrapped in DistributedDataParallel under torch.distributed, and the RNG states of the
+    checkpoint restored (last, so nothing drawn while building changes them). Call it once
+    OUTPUT_DIR is prepared: the metrics writers open their files."""
+    cfg, process, device = run.cfg, run.process, run.device
+    data_loader = build_train_loader(cfg, run.train_split)
+    hooks = build_train_hooks(cfg, run.optimizer, run.scheduler, run.checkpointer, run.eval_hook,
+                              run.iter_per_epoch, run.start_iter, progress_bar,
+                              main_process=process.is_main, model=run.model, ema=run.ema,
+                              distributed=process.distributed)
+    trained_model = run.model
+    if process.distributed:
+        trained_model = DistributedDataParallel(
+            run.model, device_ids=[device.index] if device.type == "cuda" else None)
+    hooks.append(StopOnSignal(stop_request, run.checkpointer, snapshot_period(cfg, run.iter_per_epoch),
+                              run.scheduler.max_iter, device, extra={"config": cfg}))
+    run.checkpointer.load_rng(cfg.SEED)
+    return Trainer(trained_model, run.optim_wrapper, data_loader, hooks, run.start_iter,
+                   run.scheduler.max_iter, process=process, device=device, storage=run.storage,
+                   log_period=cfg.LOG_PERIOD, eval_period=eval_period(cfg, run.iter_per_epoch))
