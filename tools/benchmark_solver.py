@@ -16,11 +16,15 @@
 4. The scheduler's step() cost, and the whole training loop of the job of ``--cfg`` built as
    tools/train_net.py builds it against bare PyTorch loops doing the same job, run in
    lock-step with it (see pet.bench.loop_benchmark).
-5. With ``--step-paths`` (CPU): train_net's loop against a bare hand-written loop, in lock-step,
+5. On an accelerator (``--device cuda``): train_net's step against a bare hand-written loop on
+   ViT-S/16 at 224 px, batch 128 (AdamW + bfloat16 + full_model, AdamW + float16 + GradScaler +
+   full_model, SGD + bfloat16, float32) and on a 403M-parameter stack whose step is bytes-bound,
+   interleaved rounds with the device's work included (see pet.bench.device_loop).
+6. With ``--step-paths`` (CPU): train_net's loop against a bare hand-written loop, in lock-step,
    on that job cut short, for bfloat16 autocast, float16 with GradScaler and full_model
    clipping, k = 4 accumulation, and 2 processes (gloo, k = 2) with the all-reduces per step
    counted (see pet.bench.step_paths).
-6. With ``--build-cost``: the optimizer's build time for models of 1k, 10k and 100k parameter
+7. With ``--build-cost``: the optimizer's build time for models of 1k, 10k and 100k parameter
    tensors, side by side with MMEngine's DefaultOptimWrapperConstructor when it is installed
    (``pip install --no-deps -r requirements-bench.txt``; see pet.bench.build_benchmark).
 
@@ -31,6 +35,7 @@ not a measurement. Every figure is a median over repeats after a warm-up; the ba
 """
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -42,10 +47,13 @@ import torch  # noqa: E402
 from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
 from pet.lib.config.loader import merge_from_list  # noqa: E402
 from pet.engine.job import validate_job  # noqa: E402
+from pet.engine.device import resolve_device  # noqa: E402
+from pet.lib.config.errors import ConfigError  # noqa: E402
 from pet.bench.models import ResNet, VisionTransformer  # noqa: E402
 from pet.bench.report import format_report, machine_info, targets  # noqa: E402
 from pet.bench.loop_benchmark import SOLVER_LOOP, job_iterations, time_job  # noqa: E402
-from pet.bench.step_paths import step_path_targets, step_paths_section  # noqa: E402
+from pet.bench.step_paths import step_paths_section  # noqa: E402
+from pet.bench.device_loop import device_loop_section  # noqa: E402
 from pet.bench.build_benchmark import build_cost_section, format_build_cost  # noqa: E402
 from pet.lib.utils.lr_scheduler import LearningRateScheduler  # noqa: E402
 from pet.lib.utils.optimizer import OPTIMIZERS, Optimizer, optimizer_spec  # noqa: E402
@@ -237,21 +245,35 @@ def run(cfg, quick, device, step_paths=False, build_cost=False):
         result["training_loop"]["background_cores"] = load.cores
         if step_paths:
             with BackgroundLoad() as load:
-                # 3 jobs of each case (pet.bench.step_paths.ITERATIONS): about 5 minutes.
+                # 3 jobs of each case (pet.bench.step_paths.JOB_SECONDS): about 5 minutes.
                 result["step_paths"] = (step_paths_section(cfg, 1, 4, 4) if quick
                                         else step_paths_section(cfg, repeats=3))
             result["step_paths"]["background_cores"] = load.cores
     if build_cost:
         result["build_cost"] = build_cost_section(quick)
-    result["targets"] = targets(result, REFERENCE, BASELINE) + step_path_targets(result.get("step_paths"))
+    if device.type != "cpu":
+        # train_net's step against a bare loop on the accelerator: about 3 minutes on an H200.
+        result["device_loop"] = device_loop_section(device, quick)
+    result["targets"] = targets(result, REFERENCE, BASELINE)
     return result
+
+
+def benchmark_device(name: str) -> torch.device:
+    """The device of ``--device`` (auto, cpu, cuda, cuda:N, as MODEL.DEVICE); ConfigError
+    naming the flag when this machine has no such device."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        raise ConfigError(f"--device: unknown value {name!r}; allowed: auto, cpu, cuda, cuda:N")
+    try:
+        return resolve_device(name)
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("MODEL.DEVICE", "--device", 1)) from None
 
 
 def main(argv=None):
     parser = build_parser(__doc__.splitlines()[1])
     parser.add_argument("--quick", action="store_true",
                         help="tiny models, a short job and few repeats: a smoke test")
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON here")
     parser.add_argument("--step-paths", action="store_true",
                         help="also time train_net's AMP, accumulation and 2-process loops "
@@ -262,7 +284,8 @@ def main(argv=None):
     args, cfg = parse_cfg(parser, argv)
     with exit_on_config_error():
         validate_job(cfg)
-    result = run(cfg, args.quick, torch.device(args.device), args.step_paths, args.build_cost)
+        device = benchmark_device(args.device)
+    result = run(cfg, args.quick, device, args.step_paths, args.build_cost)
     print(format_report(result))
     if "build_cost" in result:
         print("\n" + format_build_cost(result["build_cost"]))

@@ -188,12 +188,28 @@ CASES = {
 }
 DISTRIBUTED_CASE = f"{WORLD_SIZE} processes (gloo), k = 2"
 DISTRIBUTED_KEYS = ["SOLVER.ACCUMULATION_STEPS", "2", "NUM_THREADS", "1"]
-# Iterations of each case's job: about 7 s of training each on the CPU (the AMP steps take
-# about 55 ms, the others about 15), so the job's final checkpoint and its evaluations weigh
-# alike in every case (in a 2-second job they alone are 2% of it); two processes on two cores
-# also swing a 200-iteration job by +-4%.
-ITERATIONS = {"bfloat16 autocast": 120, "float16 + GradScaler + full_model clip": 120,
-              "k = 4 accumulation": 480, DISTRIBUTED_CASE: 600}
+# Each case's job lasts about JOB_SECONDS of training, its iterations sized from the bare loop's
+# step time on this machine (``calibrated_iterations``), so the job's fixed costs (the final
+# checkpoint with its fsync, the best-checkpoint writes, the evaluations) weigh alike in every
+# case and on every machine: with a fixed 120 iterations, a machine whose bfloat16 step takes
+# 4 ms instead of 55 ran a 0.5 s job, in which those writes alone were +8% of the solver's
+# time. Two processes on two cores swing a 200-iteration job by +-4%: that case keeps 600.
+JOB_SECONDS = 7.0
+MIN_ITERATIONS, MAX_ITERATIONS = 120, 4000
+DISTRIBUTED_ITERATIONS = 600
+
+
+def calibrated_iterations(cfg: CfgNode, keys: List[str], bare_cls, seconds: float = JOB_SECONDS) -> int:
+    """Iterations of a case's job that take about ``seconds`` in its bare loop here (timed
+    over 20 steps after 5 of warm-up)."""
+    loop = bare_cls(case_cfg(cfg, keys, 100), **matching_kernel(cfg))
+    for _ in range(5):
+        loop.step()
+    loop.seconds = 0.0
+    for _ in range(20):
+        loop.step()
+    per_step = loop.seconds / 20
+    return int(min(MAX_ITERATIONS, max(MIN_ITERATIONS, round(seconds / per_step, -1))))
 
 
 def case_cfg(cfg: CfgNode, keys: List[str], iterations: int) -> CfgNode:
@@ -284,16 +300,16 @@ def step_paths_section(cfg: CfgNode, repeats: int, iterations: Optional[int] = N
                        distributed_iterations: Optional[int] = None) -> Dict:
     """Every case: {case name: {"median_s", "ms_per_iteration" per loop, "overhead" of
     train_net's loop over the bare one, "limit", "runs", ...; the 2-process case also
-    "all_reduces_per_step" per loop}}, each over ``repeats`` jobs of ``ITERATIONS`` (or of
+    "all_reduces_per_step" per loop}}, each over ``repeats`` jobs of about JOB_SECONDS (or of
     ``iterations``, and ``distributed_iterations`` for 2 processes: a smoke test)."""
     section = {}
     for name, (keys, bare_cls) in CASES.items():
-        length = iterations or ITERATIONS[name]
+        length = iterations or calibrated_iterations(cfg, keys, bare_cls)
         job = case_cfg(cfg, keys, length)
         section[name] = _summary([time_case(job, bare_cls) for _ in range(repeats)],
                                  length, MAX_OVERHEAD)
         section[name]["keys"] = keys
-    length = distributed_iterations or ITERATIONS[DISTRIBUTED_CASE]
+    length = distributed_iterations or DISTRIBUTED_ITERATIONS
     job = case_cfg(cfg, DISTRIBUTED_KEYS, length)
     runs = time_distributed_case(job, repeats)
     summary = _summary([{n: r["seconds"] for n, r in run.items()} for run in runs],

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.slow  # every test here runs a tool in a subprocess
 
@@ -77,6 +78,18 @@ def test_a_bad_config_exits_2_with_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "SOLVER.OPTIMIZER.BASE_LR" in done.stderr
+
+
+@pytest.mark.parametrize("device, message", [
+    ("gpu", "--device: unknown value 'gpu'; allowed: auto, cpu, cuda, cuda:N"),
+    pytest.param("cuda", "--device: 'cuda' needs CUDA", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="this machine has CUDA")),
+])
+def test_a_device_the_machine_lacks_exits_2_with_one_line(device, message):
+    done = subprocess.run([sys.executable, TOOL, "--cfg", JOB, "--quick", "--device", device],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith(f"error: {message}")
 
 
 def test_build_cost_is_an_opt_in_section_that_runs_without_mmengine(tmp_path):
