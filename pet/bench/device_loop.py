@@ -10,13 +10,14 @@ round times the device's work and not only the host's), alternating which goes f
 figure is the median round of each. Steady steps only: the rounds start after a warm-up and
 end before the job's final evaluation and checkpoint.
 
-The models (registered here, so a config can name them): ``bench_vit_s16`` is ViT-S/16 at
+The models (registered while the benchmark runs, see ``bench_entries``, so a config can name them): ``bench_vit_s16`` is ViT-S/16 at
 224x224 px (22.1M parameters, 152 tensors), fed 32x32 images upsampled on the device so the
 host-to-device copy stays small; ``bench_stack`` is a stack of Linear(4096, 4096) + LayerNorm
 blocks (24 of them: 403M parameters, about 100 tensors) on which the optimizer's bytes
 dominate its launches. The data set ``bench_images`` holds random 3x32x32 images of 1000
 labels.
 """
+import contextlib
 import os
 import statistics
 import tempfile
@@ -75,30 +76,28 @@ class LinearStack(nn.Module):
         return self.head(self.blocks(self.stem(images.flatten(1).float().div_(255.0))))
 
 
-@MODELS.register(name="bench_vit_s16")
 def build_bench_vit(model_cfg: CfgNode) -> nn.Module:
     """ViT-S/16 at 224 px on upsampled 32x32 images."""
     return UpsampledViT(model_cfg.NUM_CLASSES)
 
 
-@MODELS.register(name="bench_stack")
 def build_bench_stack(model_cfg: CfgNode) -> nn.Module:
     """24 x Linear(4096, 4096) + LayerNorm: 403M parameters."""
     return LinearStack(model_cfg.NUM_CLASSES)
 
 
-@MODELS.register(name="bench_vit_tiny")
 def build_bench_vit_tiny(model_cfg: CfgNode) -> nn.Module:
     """The ViT's code on 32 px, 2 blocks of width 32 (--quick)."""
     return UpsampledViT(model_cfg.NUM_CLASSES, image_size=32, patch_size=8, dim=32, depth=2, num_heads=2)
 
 
-@MODELS.register(name="bench_stack_tiny")
 def build_bench_stack_tiny(model_cfg: CfgNode) -> nn.Module:
     """The stack's code at width 64, 2 blocks (--quick)."""
     return LinearStack(model_cfg.NUM_CLASSES, width=64, depth=2)
 
 
+BENCH_MODELS = {"bench_vit_s16": build_bench_vit, "bench_stack": build_bench_stack,
+                "bench_vit_tiny": build_bench_vit_tiny, "bench_stack_tiny": build_bench_stack_tiny}
 # --quick's model for each: the same code paths, tiny.
 QUICK_MODELS = {"bench_vit_s16": "bench_vit_tiny", "bench_stack": "bench_stack_tiny"}
 
@@ -111,8 +110,21 @@ def _bench_images(data: CfgNode):
     return ImageSplit(levels[test:], labels[test:]), ImageSplit(levels[:test], labels[:test])
 
 
-DATASETS.register(DatasetInfo(num_images=BENCH_IMAGES, load=_bench_images, num_labels=BENCH_CLASSES),
-                  name="bench_images")
+@contextlib.contextmanager
+def bench_entries():
+    """The benchmark's models and its data set ``bench_images`` registered (MODELS, DATASETS)
+    while inside, so a config can name them; removed on the way out, so nothing stays behind
+    in the registries that validation and the tools read."""
+    for name, build in BENCH_MODELS.items():
+        MODELS.register(build, name=name)
+    DATASETS.register(DatasetInfo(num_images=BENCH_IMAGES, load=_bench_images, num_labels=BENCH_CLASSES),
+                      name="bench_images")
+    try:
+        yield
+    finally:
+        for name in BENCH_MODELS:
+            MODELS.unregister(name)
+        DATASETS.unregister("bench_images")
 
 ADAMW = ["SOLVER.OPTIMIZER.TYPE", "ADAMW", "SOLVER.OPTIMIZER.BASE_LR", "0.001",
          "SOLVER.OPTIMIZER.WEIGHT_DECAY", "0.05"]
@@ -237,7 +249,7 @@ def time_device_case(model: str, keys: List[str], device: torch.device, rounds: 
     """Median ms per iteration of train_net's loop and the bare loop of one case, interleaved."""
     iterations = warmup + rounds * steps + 2  # the rounds never reach the last iteration
     cfg = case_cfg(model, keys, iterations, device, batch_size)
-    with tempfile.TemporaryDirectory() as output_dir, open(os.devnull, "w") as null:
+    with tempfile.TemporaryDirectory() as output_dir, open(os.devnull, "w") as null, bench_entries():
         try:
             solver = SolverSteps(cfg, output_dir, null, device)
             bare = BareDeviceLoop(cfg, device)

@@ -16,8 +16,10 @@ STEP_TARGETS = [
     ("solver + value", "ADAMW", 1.8), ("solver + value", "SGD", 1.8),
 ]
 MIN_SPEEDUP_OVER_BASELINE = 3.0
-# Where the solver's step already moves its bytes at this fraction of the copy bandwidth, the
-# speed-up over the baseline is capped by the baseline's own speed, not by the solver.
+# Where the solver's step already moves its least bytes at this fraction of the copy bandwidth,
+# the speed-up over the baseline is capped by the baseline's own speed, not by the solver (on
+# the CPU torch's per-tensor SGD moves about 44 bytes per parameter against the fused
+# kernel's 20: at equal bandwidth 2.2x is all there is to win).
 AT_BANDWIDTH = 0.8
 MAX_LOOP_OVERHEAD = 0.03
 BUSY_WARNING = 0.1  # cores used by other processes above which figures are suspect
@@ -53,13 +55,13 @@ def targets(result: Dict, reference: str, baseline: str) -> List[Dict]:
             rows = model["steps"][optimizer_type]["rows"]
             solver = _row(rows, "solver")
             speedup = _row(rows, baseline)["ms"] / solver["ms"]
-            # The speed-up a step at the copy bandwidth would reach: the physical bound.
-            bound = speedup / max(solver["of_copy"], 1e-9)
-            limit = min(MIN_SPEEDUP_OVER_BASELINE, AT_BANDWIDTH * bound)
+            # A solver step that already moves its bytes at the copy bandwidth cannot get faster:
+            # the speed-up is then bounded by how slow the baseline is, not by the solver.
+            at_bound = solver["of_copy"] >= AT_BANDWIDTH
             checks.append(dict(model=model_name, what=f"{optimizer_type} speed-up over {baseline}",
-                               value=speedup, met=speedup >= limit,
-                               limit=f">= {limit:.2f}: {MIN_SPEEDUP_OVER_BASELINE}, or {AT_BANDWIDTH:.0%} "
-                                     f"of the bytes bound {bound:.2f}"))
+                               value=speedup, met=speedup >= MIN_SPEEDUP_OVER_BASELINE or at_bound,
+                               limit=f">= {MIN_SPEEDUP_OVER_BASELINE}, or the bytes bound: the solver's "
+                                     f"step at {solver['of_copy']:.0%} of copy bandwidth"))
     for bare, overhead in result.get("training_loop", {}).get("overhead", {}).items():
         checks.append(dict(model="job of --cfg", what=f"training loop overhead over {bare}",
                            value=overhead, limit=f"<= {MAX_LOOP_OVERHEAD}",

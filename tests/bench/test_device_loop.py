@@ -6,11 +6,13 @@ import pytest
 import torch
 
 from pet.bench.device_loop import (
-    ADAMW, DEVICE_CASES, FULL_MODEL, SGD, BareDeviceLoop, SolverSteps, amp, case_cfg,
+    ADAMW, DEVICE_CASES, FULL_MODEL, SGD, BareDeviceLoop, SolverSteps, amp, bench_entries, case_cfg,
     device_loop_section, device_loop_targets, format_device_loop,
 )
+from pet.data import DATASETS
 from pet.engine.hooks import MetricsWriter
 from pet.engine.logger import close_logging
+from pet.models import MODELS
 
 CPU = torch.device("cpu")
 
@@ -32,7 +34,7 @@ EXACT, AMP_CLIPPED = dict(rtol=1e-4, atol=1e-6), dict(rtol=1e-3, atol=1e-4)
 def test_the_bare_loop_ends_with_the_weights_of_train_nets_loop(tmp_path, keys, tolerance):
     cfg = case_cfg("bench_stack_tiny", keys + ["NUM_THREADS", "1"], iterations=12, device=CPU, batch_size=8)
     threads = torch.get_num_threads()
-    with open(os.devnull, "w") as null:
+    with open(os.devnull, "w") as null, bench_entries():
         try:
             solver = SolverSteps(cfg, str(tmp_path / "out"), null, CPU)
             bare = BareDeviceLoop(cfg, CPU)
@@ -59,5 +61,6 @@ def test_a_quick_section_on_the_cpu_gives_every_case():
         assert case["solver_ms"] > 0 and case["bare_ms"] > 0
         assert len(case["runs"]["solver"]) == len(case["runs"]["bare"]) == 2
     assert len(device_loop_targets(section)) == len(section)
+    assert "bench_images" not in DATASETS and "bench_vit_tiny" not in MODELS  # nothing stays behind
     text = "\n".join(format_device_loop(section, CPU))
     assert all(name in text for name in section)

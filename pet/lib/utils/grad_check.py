@@ -59,12 +59,17 @@ class GradientCheck:
 
     def raise_if_nonfinite(self, flag: torch.Tensor, losses: List[torch.Tensor] = ()) -> torch.Tensor:
         """Raise ``flag`` (a 0-dim float32 tensor at 0) to 1 when an element of a gradient, or
-        of ``losses`` (tensors on the flag's device), is inf or NaN; return it. Reads nothing."""
-        for (device, _), params in self.params_by_device_and_dtype():
-            grads = [p.grad for p in params if p.grad is not None]
-            if grads:
-                self._check(grads, flag, device)
-        for loss in losses:
+        of ``losses`` (detached, on the flag's device), is inf or NaN; return it. Reads nothing.
+        A loss of the gradients' device and dtype joins their pass (one kernel, not two)."""
+        unchecked = list(losses)
+        for (device, dtype), params in self.params_by_device_and_dtype():
+            tensors = [p.grad for p in params if p.grad is not None]
+            joining = [loss for loss in unchecked if loss.device == device and loss.dtype == dtype]
+            if joining:  # (compared by identity: == on tensors would read their values)
+                unchecked = [loss for loss in unchecked if all(loss is not j for j in joining)]
+            if tensors or joining:
+                self._check(tensors + joining, flag, device)
+        for loss in unchecked:
             self._check([loss], flag, flag.device)
         return flag
 

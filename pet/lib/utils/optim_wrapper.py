@@ -21,8 +21,6 @@ Clipping is not done here: Pet's clipped optimizers clip inside ``optimizer.step
 combination stays correct without an unscale pass of the wrapper's own.
 """
 import contextlib
-import math
-from dataclasses import dataclass
 from typing import Any, ContextManager, Dict, List, Optional
 
 import torch
@@ -30,22 +28,11 @@ import torch.distributed as dist
 from torch import nn
 from yacs.config import CfgNode
 
-from pet.lib.utils.grad_check import FlagSlots, GradientCheck, host_floats
+from pet.lib.utils.grad_check import FlagSlots, GradientCheck
+from pet.lib.utils.step_record import PendingStep, StepRecord
 
 # One instance serves every step: entering it allocates nothing.
 _NULL_CONTEXT = contextlib.nullcontext()
-
-
-@dataclass
-class PendingStep:
-    """A step whose device-held values are not read yet: its iteration (for messages), its
-    loss (None for a bare ``step()``), its measured gradient norm, and its non-finite flag
-    (1.0 when the step was skipped or must be; the scaler's found_inf under loss scaling)."""
-
-    iteration: Optional[int]
-    loss: Optional[torch.Tensor]
-    grad_norm: Optional[torch.Tensor]
-    nonfinite: Optional[torch.Tensor] = None
 
 
 class OptimWrapper:
@@ -81,22 +68,11 @@ class OptimWrapper:
         self.device_type = device_type
         # Micro-batches whose gradients are accumulated and wait for the next step (0 .. k-1).
         self.micro_batches = 0
-        # Steps the scaler skipped because the gradients held inf or nan.
-        self._skipped_steps = 0
         self.skip_nonfinite = int(skip_nonfinite)
-        # Steps skipped for a non-finite loss or gradients (SOLVER.SKIP_NONFINITE), and how
-        # many of the last steps were in a row (as of the last read_back).
-        self._nonfinite_steps = 0
-        self._nonfinite_in_a_row = 0
-        # The total 2-norm of the last step's (unscaled) gradients as last read back, when
-        # that step measured it (``update_params``'s measure_grad_norm); else None.
-        self._last_grad_norm: Optional[float] = None
-        # The scaler's scale as last read back.
-        self._last_scale: Optional[float] = None
         # The cycle's divided losses so far, added on the device when the cycle steps.
         self._cycle_losses: List[torch.Tensor] = []
-        # The steps since the last read_back, with their device-held values.
-        self._pending: List[PendingStep] = []
+        # The steps since the last read_back, with their device-held values, and the counts.
+        self._record = StepRecord(self.skip_nonfinite, scaled=self.scaler is not None)
         self._gradient_check = GradientCheck(optimizer)
         self._flags: Optional[FlagSlots] = None  # the steps' non-finite flags (no scaler)
         # Whether a fused SGD with momentum may still allocate its buffers on a skipped step.
@@ -171,7 +147,7 @@ class OptimWrapper:
         step_loss = losses[0] if len(losses) == 1 else torch.stack([l.float() for l in losses]).sum()
         grad_norm = self._grad_norm() if measure_grad_norm else None
         step = PendingStep(iteration, step_loss, grad_norm)
-        self._pending.append(step)
+        self._record.pending.append(step)
         if self.scaler is not None:
             step.nonfinite = self._scaled_step()
         else:
@@ -266,7 +242,7 @@ class OptimWrapper:
             self.micro_batches = 0
             self.optimizer.step()
             return
-        self._pending.append(PendingStep(None, None, None, self._scaled_step()))
+        self._record.pending.append(PendingStep(None, None, None, self._scaled_step()))
 
     def read_back(self) -> Dict[str, float]:
         """The one host read of the step seam: the device-held values of the steps since the
@@ -280,59 +256,16 @@ class OptimWrapper:
         The trainer calls it on logged iterations; ``state_dict`` calls it, so no checkpoint is
         taken from a run that had to stop.
         """
-        if not self._pending:
-            return self._metrics()
-        pending, self._pending = self._pending, []
-        scale = self.scaler._get_scale_async() if self.scaler is not None else None
-        tensors = [t for step in pending for t in (step.nonfinite, step.loss, step.grad_norm)
-                   if t is not None]
-        if scale is not None:
-            tensors.append(scale)
-        values = iter(host_floats(tensors))
-        read = [[None if t is None else next(values) for t in (step.nonfinite, step.loss, step.grad_norm)]
-                for step in pending]
-        if scale is not None:
-            self._last_scale = next(values)
-        if self._flags is not None:
-            self._flags.reset()
-        for step, (nonfinite, loss, norm) in zip(pending, read):
-            self._last_grad_norm = norm
-            if not nonfinite:
-                self._nonfinite_in_a_row = 0
-            elif self.scaler is not None:
-                self._skipped_steps += 1
-            else:
-                self._count_nonfinite(step.iteration, loss, norm)
-        return self._metrics()
-
-    def _count_nonfinite(self, iteration: Optional[int], loss: Optional[float],
-                         norm: Optional[float]) -> None:
-        """Count a skipped non-finite step, or raise when no more may be skipped in a row."""
-        self._nonfinite_in_a_row += 1
-        if self._nonfinite_in_a_row <= self.skip_nonfinite:
-            self._nonfinite_steps += 1
-            return
-        where = "" if iteration is None else f" at iteration {iteration}"
-        if loss is not None and not math.isfinite(loss):
-            what = f"loss became {loss}"
-        else:
-            what = "gradients became non-finite" + ("" if norm is None else f" (norm {norm})")
-        if self.skip_nonfinite:
-            what += f" for {self._nonfinite_in_a_row} steps in a row (SOLVER.SKIP_NONFINITE {self.skip_nonfinite})"
-        self._nonfinite_in_a_row = 0
-        raise FloatingPointError(f"{what}{where}; lower SOLVER.OPTIMIZER.BASE_LR, enable "
-                                 f"SOLVER.OPTIMIZER.CLIP_GRADIENTS or skip such steps with "
-                                 f"SOLVER.SKIP_NONFINITE")
-
-    def _metrics(self) -> Dict[str, float]:
-        metrics: Dict[str, float] = {}
-        if self._last_grad_norm is not None:
-            metrics["grad_norm"] = self._last_grad_norm
-        if self.skip_nonfinite:
-            metrics["nonfinite_steps"] = self._nonfinite_steps
+        if self._record.pending:
+            scale = self.scaler._get_scale_async() if self.scaler is not None else None
+            try:
+                self._record.read_back(scale)
+            finally:
+                if self._flags is not None:
+                    self._flags.reset()
+        metrics = self._record.metrics()
         if self.scaler is not None:
             metrics["loss_scale"] = self.loss_scale
-            metrics["skipped_steps"] = self._skipped_steps
         return metrics
 
     @property
@@ -340,28 +273,28 @@ class OptimWrapper:
         """The total 2-norm of the last step's unscaled gradients when that step measured it,
         else None (reads back)."""
         self.read_back()
-        return self._last_grad_norm
+        return self._record.last_grad_norm
 
     @property
     def skipped_steps(self) -> int:
         """Steps the scaler skipped because the gradients held inf or nan (reads back)."""
         self.read_back()
-        return self._skipped_steps
+        return self._record.skipped_steps
 
     @property
     def nonfinite_steps(self) -> int:
         """Steps skipped for a non-finite loss or gradients, SOLVER.SKIP_NONFINITE (reads back)."""
         self.read_back()
-        return self._nonfinite_steps
+        return self._record.nonfinite_steps
 
     @property
     def loss_scale(self) -> Optional[float]:
         """The scaler's scale after the last step (as last read back), None without one."""
         if self.scaler is None:
             return None
-        if self._last_scale is None:
-            self._last_scale = self.scaler.get_scale()
-        return self._last_scale
+        if self._record.last_scale is None:
+            self._record.last_scale = self.scaler.get_scale()
+        return self._record.last_scale
 
     def zero_grad(self) -> None:
         """Drop the gradients (set them to None: the next backward writes instead of adding)."""
@@ -378,10 +311,7 @@ class OptimWrapper:
         the micro-batch counter, the skipped steps (by the scaler, and for non-finite values)
         and the scaler's state when there is one."""
         self.read_back()  # raises when the run had to stop: no checkpoint of it
-        state: Dict[str, Any] = {"micro_batches": self.micro_batches,
-                                 "skipped_steps": self._skipped_steps,
-                                 "nonfinite_steps": self._nonfinite_steps,
-                                 "nonfinite_in_a_row": self._nonfinite_in_a_row}
+        state: Dict[str, Any] = {"micro_batches": self.micro_batches, **self._record.state_dict()}
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         return state
@@ -394,12 +324,9 @@ class OptimWrapper:
             KeyError naming the missing entry.
         """
         self.micro_batches = int(state_dict["micro_batches"])
-        self._skipped_steps = int(state_dict["skipped_steps"])
-        self._nonfinite_steps = int(state_dict["nonfinite_steps"])
-        self._nonfinite_in_a_row = int(state_dict["nonfinite_in_a_row"])
+        self._record.load_state_dict(state_dict)
         if self.scaler is not None and "scaler" in state_dict:
             self.scaler.load_state_dict(state_dict["scaler"])
-        self._last_scale = None
 
 
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
