@@ -192,6 +192,9 @@ class Checkpointer:
     """
 
     RESERVED_NAMES = ("iteration", "rng", "config")
+    # Entries a checkpoint written before they were saved still resumes without: name -> the
+    # entry derived from the checkpoint (the scheduler's progress is its iteration).
+    DERIVED_ENTRIES = {"scheduler": lambda checkpoint: {"iteration": int(checkpoint["iteration"])}}
 
     def __init__(self, save_dir: str, resume: bool = False, weights: str = "",
                  process: ProcessInfo = ProcessInfo(), keep_checkpoints: int = 0,
@@ -271,9 +274,11 @@ class Checkpointer:
         if "model" not in self.checkpointables:
             raise ValueError("Checkpointer.load: no checkpointable named 'model'")
         start_iter = self.start_iter
-        saved = {name: self._entry(name) for name in names}
+        saved = {name: self._entry_or_derived(name) for name in names}
         for name in names:
             self._check(name, self.checkpointables[name], saved[name])
+            if self.resuming:
+                self._check_progress(name, saved[name], start_iter)
         for name in names:
             checkpointable = self.checkpointables[name]
             if isinstance(checkpointable, torch.optim.Optimizer):
@@ -293,6 +298,28 @@ class Checkpointer:
         else:
             logger.info("Loaded model weights from %s", self.source)
         return start_iter
+
+    def _entry_or_derived(self, name: str) -> Any:
+        if name in self.checkpoint or name not in self.DERIVED_ENTRIES or not self.resuming:
+            return self._entry(name)
+        derived = self.DERIVED_ENTRIES[name](self.checkpoint)
+        logger.info("Checkpoint %s has no %r entry (written before Pet saved it): derived %s from "
+                    "its iteration", self.source, name, derived)
+        return derived
+
+    def _check_progress(self, name: str, saved: Any, iteration: int) -> None:
+        """An entry that records the iteration it was saved at (the scheduler's step) must be
+        at the checkpoint's: a file where they differ is damaged, and neither may be chosen."""
+        if not isinstance(saved, dict) or "iteration" not in saved:
+            return
+        try:
+            at = int(saved["iteration"])
+        except (TypeError, ValueError):
+            at = saved["iteration"]
+        if at != iteration:
+            raise CheckpointError(f"checkpoint {self.source}: entry {name!r} is at iteration {at!r} "
+                                  f"but the checkpoint at iteration {iteration}; the file is damaged: "
+                                  f"resume from another checkpoint or start a new run")
 
     def _check(self, name: str, checkpointable: Any, saved: Any) -> None:
         if isinstance(checkpointable, nn.Module):

@@ -85,6 +85,7 @@ def build_training_run(cfg: CfgNode, process: ProcessInfo, device: torch.device,
     # The checkpoint's iteration is the whole progress of the schedule.
     scheduler = LearningRateScheduler(optimizer, cfg.SOLVER, start_iter=checkpointer.start_iter,
                                       iter_per_epoch=iter_per_epoch)
+    checkpointer.add_checkpointable("scheduler", scheduler)
     ema = build_ema(cfg, model)
     if ema is not None:
         checkpointer.add_checkpointable("ema", ema)

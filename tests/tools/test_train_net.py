@@ -14,7 +14,8 @@ import torch
 import yaml
 
 from pet.lib.config import load_cfg
-from pet.lib.utils.lr_scheduler import build_schedule
+from pet.lib.config.loader import merge_from_list
+from pet.lib.utils.lr_scheduler import LearningRateScheduler, build_schedule
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_NET = REPO / "tools" / "train_net.py"
@@ -125,10 +126,11 @@ def test_metrics_show_the_scheduled_lr_loss_and_evaluations(tiny_run):
 def test_checkpoints_hold_each_state_once(tiny_run):
     _, output_dir, _ = tiny_run
     checkpoint = load(output_dir / "model_0000040.pth")  # weights_only=True must work
-    # The progress is the iteration alone: the schedule and the data position follow from it.
-    assert set(checkpoint) == {"model", "optimizer", "optim_wrapper", "eval_hook", "metrics",
-                               "iteration", "rng", "config"}
-    assert checkpoint["iteration"] == 40
+    # The progress is the iteration: the schedule and the data position follow from it. The
+    # scheduler's own entry (Pet's layout: optimizer and scheduler) holds it too, checked on resume.
+    assert set(checkpoint) == {"model", "optimizer", "scheduler", "optim_wrapper", "eval_hook",
+                               "metrics", "iteration", "rng", "config"}
+    assert checkpoint["iteration"] == 40 == checkpoint["scheduler"]["iteration"]
     assert checkpoint["optim_wrapper"] == {"micro_batches": 0, "skipped_steps": 0,
                                            "nonfinite_steps": 0, "nonfinite_in_a_row": 0}
     # The losses behind loss_smoothed (the last 100 steps), as metrics.json logged them.
@@ -257,6 +259,47 @@ def copy_of_finished_run(tiny_run, tmp_path: Path) -> Path:
     _, output_dir, _ = tiny_run
     shutil.copytree(output_dir, tmp_path / "out")
     return write_cfg(tmp_path, dict(TINY_JOB, OUTPUT_DIR="out"))
+
+
+def test_a_pets_own_loop_resumes_its_scheduler_from_the_checkpoint(tiny_run):
+    """Pet's solver description: the checkpoint holds the optimizer and the scheduler."""
+    _, output_dir, _ = tiny_run
+    checkpoint = load(output_dir / "model_0000040.pth")
+    cfg = load_cfg(str(REPO / "cfgs" / "digits_cnn_sgd_step.yaml"), [])
+    merge_from_list(cfg, ["SOLVER.SCHEDULER.TOTAL_EPOCHS", "None", "SOLVER.SCHEDULER.TOTAL_ITERS", "60",
+                          "SOLVER.SCHEDULER.STEPS", "(30, 45)", "SOLVER.SCHEDULER.WARM_UP_EPOCHS", "None",
+                          "SOLVER.SCHEDULER.WARM_UP_ITERS", "10", "SOLVER.OPTIMIZER.BASE_LR", "0.05"])
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    scheduler = LearningRateScheduler(optimizer, cfg.SOLVER)
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    assert scheduler.iteration == 40
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.005)  # 0.05 after the step at 30
+
+
+def test_a_checkpoint_without_a_scheduler_entry_resumes_from_its_iteration(tiny_run, tmp_path):
+    """Checkpoints written before the scheduler was saved: derived from the iteration."""
+    cfg_file = copy_of_finished_run(tiny_run, tmp_path)
+    checkpoint = load(tmp_path / "out" / "model_final.pth")
+    del checkpoint["scheduler"]
+    torch.save(checkpoint, tmp_path / "out" / "model_final.pth")
+    result = train(tmp_path, cfg_file, "--resume", "SOLVER.SCHEDULER.TOTAL_ITERS", "62")
+    assert result.returncode == 0, result.stderr
+    assert "has no 'scheduler' entry (written before Pet saved it): derived {'iteration': 60}" in result.stdout
+    assert [r["iteration"] for r in read_metrics(tmp_path / "out")] == list(range(62))
+    assert load(tmp_path / "out" / "model_final.pth")["scheduler"]["iteration"] == 62
+
+
+def test_a_scheduler_entry_at_another_iteration_is_a_damaged_file(tiny_run, tmp_path):
+    cfg_file = copy_of_finished_run(tiny_run, tmp_path)
+    checkpoint = load(tmp_path / "out" / "model_final.pth")
+    checkpoint["scheduler"]["iteration"] = 45
+    torch.save(checkpoint, tmp_path / "out" / "model_final.pth")
+    before = snapshot_dir(tmp_path / "out")
+    result = train(tmp_path, cfg_file, "--resume")
+    assert_bad_input(result, "model_final.pth: entry 'scheduler' is at iteration 45 but the checkpoint "
+                             "at iteration 60; the file is damaged")
+    assert snapshot_dir(tmp_path / "out") == before
 
 
 def test_resume_takes_hyperparameters_from_the_config_and_logs_them(tiny_run, tmp_path):
