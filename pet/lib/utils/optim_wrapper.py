@@ -138,7 +138,7 @@ class OptimWrapper:
         device and read back as ``grad_norm`` (the trainer measures on logged iterations only).
         """
         divided = loss / self.accumulation_steps if self.accumulation_steps > 1 else loss
-        (divided if self.scaler is None else self.scaler.scale(divided)).backward()
+        self.backward(divided)
         self.micro_batches += 1
         self._cycle_losses.append(divided.detach())
         if self.micro_batches < self.accumulation_steps:
@@ -296,6 +296,27 @@ class OptimWrapper:
             self._record.last_scale = self.scaler.get_scale()
         return self._record.last_scale
 
+    def backward(self, loss: torch.Tensor, **kwargs) -> None:
+        """``loss.backward(**kwargs)``, the loss multiplied by the scaler's scale first when
+        there is one (MMEngine's ``backward``; ``update_params`` divides by k before)."""
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward(**kwargs)
+
+    @property
+    def param_groups(self) -> List[Dict[str, Any]]:
+        """The optimizer's param groups."""
+        return self.optimizer.param_groups
+
+    def get_lr(self) -> Dict[str, List[float]]:
+        """``{'lr': [the lr of each param group]}``, as MMEngine's wrapper returns it."""
+        return {"lr": [group["lr"] for group in self.optimizer.param_groups]}
+
+    def get_momentum(self) -> Dict[str, List[float]]:
+        """``{'momentum': [...]}`` with each group's ``momentum`` (SGD, RMSprop), an Adam-family
+        group's ``betas[0]``, else 0, as MMEngine's wrapper returns it."""
+        return {"momentum": [group["momentum"] if "momentum" in group
+                             else group["betas"][0] if "betas" in group else 0
+                             for group in self.optimizer.param_groups]}
+
     def zero_grad(self) -> None:
         """Drop the gradients (set them to None: the next backward writes instead of adding)."""
         if type(self.optimizer).zero_grad is not torch.optim.Optimizer.zero_grad:
@@ -342,3 +363,7 @@ def build_optim_wrapper(optimizer: torch.optim.Optimizer, solver: CfgNode,
     return OptimWrapper(optimizer, accumulation_steps=solver.ACCUMULATION_STEPS, scaler=scaler,
                         autocast_dtype=autocast_dtype, device_type=device_type,
                         skip_nonfinite=solver.SKIP_NONFINITE)
+
+
+# MMEngine's container of several wrappers, importable beside OptimWrapper.
+from pet.lib.utils.optim_wrapper_dict import OptimWrapperDict  # noqa: E402,F401
