@@ -8,12 +8,13 @@ The lrs come from stepping the training LearningRateScheduler on the real model'
 (no data is loaded, nothing is trained). Groups with identical curves are drawn once, labeled by
 their rules (default, bias, norm, embed, each possibly +backbone). The warm-up's end and the
 milestones (of the policies that have them) are marked; ``--log`` draws the lr on a log scale;
-a schedule that cycles the momentum (ONE_CYCLE, CYCLIC) gets a second panel with it.
+a schedule that cycles the momentum (ONE_CYCLE, CYCLIC) gets a panel with it below, and each
+hyper-parameter of SOLVER.SCHEDULER.PARAMS (e.g. weight_decay) one more.
 
 CSV columns: ``iteration``; ``epoch`` (iteration / iterations per epoch); then one column per
 distinct curve, named ``lr:`` and its rules joined by "/" (e.g. ``lr:default/norm``,
-``lr:bias+backbone``). Row i holds the lr that iteration i trains with; the last row,
-i = max_iter, is where the schedule ends.
+``lr:bias+backbone``); then ``momentum`` and each scheduled key, when there are. Row i holds the
+values iteration i trains with; the last row, i = max_iter, is where the schedule ends.
 """
 import csv
 import os
@@ -37,28 +38,31 @@ from pet.lib.config.cli import add_iter_per_epoch_argument  # noqa: E402
 from pet.models import build_model  # noqa: E402
 
 
-def write_csv(path, curves, iter_per_epoch):
-    """One row per iteration 0..max_iter: iteration, epoch, one lr per curve."""
-    header = ["iteration", "epoch"] + [f"lr:{c.label}" for c in curves]
+def write_csv(path, curves, iter_per_epoch, others):
+    """One row per iteration 0..max_iter: iteration, epoch, one lr per curve, then ``others``."""
+    header = ["iteration", "epoch"] + [f"lr:{c.label}" for c in curves] + list(others)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
-        for iteration, lrs in enumerate(zip(*(c.lrs for c in curves))):
-            writer.writerow([iteration, repr(iteration / iter_per_epoch)] + [repr(lr) for lr in lrs])
+        columns = [c.lrs for c in curves] + list(others.values())
+        for iteration, values in enumerate(zip(*columns)):
+            writer.writerow([iteration, repr(iteration / iter_per_epoch)] + [repr(v) for v in values])
 
 
-def draw(path, curves, scheduler, iter_per_epoch, title, log_scale=False, momenta=None):
-    """Save the curves as a PNG, with the warm-up end and the milestones marked; ``momenta``
-    (when the schedule cycles the momentum) in a panel below."""
-    # A fixed size in pixels (constrained layout, no tight bbox): the same PNG size for any config.
-    if momenta is None:
-        fig, ax = plt.subplots(figsize=(8, 5), dpi=100, layout="constrained")
-    else:
-        fig, (ax, momentum_ax) = plt.subplots(2, 1, figsize=(8, 5), dpi=100, layout="constrained",
-                                              sharex=True, height_ratios=(3, 1))
-        momentum_ax.plot(range(scheduler.max_iter + 1), momenta, color="tab:purple", linewidth=1.5)
-        momentum_ax.set_ylabel("momentum")
-        momentum_ax.grid(alpha=0.3)
+def draw(path, curves, scheduler, iter_per_epoch, title, log_scale=False, others=None):
+    """Save the curves as a PNG, with the warm-up end and the milestones marked; each of
+    ``others`` (the cycled momentum, the scheduled hyper-parameters) in a panel below."""
+    others = others or {}
+    # A fixed size in pixels (constrained layout, no tight bbox): the same PNG size for any config
+    # with as many panels.
+    fig, axes = plt.subplots(1 + len(others), 1, figsize=(8, 5 + len(others) // 2), dpi=100,
+                             layout="constrained", sharex=True, height_ratios=(3, *[1] * len(others)),
+                             squeeze=False)
+    ax, panels = axes[0][0], [row[0] for row in axes[1:]]
+    for panel, (name, values), color in zip(panels, others.items(), ("tab:purple", "tab:brown", "tab:olive")):
+        panel.plot(range(scheduler.max_iter + 1), values, color=color, linewidth=1.5)
+        panel.set_ylabel(name)
+        panel.grid(alpha=0.3)
     if log_scale:
         ax.set_yscale("log")
     iterations = range(scheduler.max_iter + 1)
@@ -72,7 +76,7 @@ def draw(path, curves, scheduler, iter_per_epoch, title, log_scale=False, moment
         ax.axvline(milestone, color="black", linestyle=":", linewidth=1,
                    label="milestones" if index == 0 else None)
     ax.set_xlim(0, scheduler.max_iter)
-    (ax if momenta is None else momentum_ax).set_xlabel("iteration")
+    (panels[-1] if panels else ax).set_xlabel("iteration")
     ax.set_ylabel("learning rate")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
@@ -97,15 +101,15 @@ def main(argv=None):
         iter_per_epoch = validate_job(cfg, args.iter_per_epoch)
         model = build_model(cfg)
         optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
-        scheduler, lrs, momenta = record_curves(optimizer, cfg.SOLVER, iter_per_epoch)
+        scheduler, lrs, others = record_curves(optimizer, cfg.SOLVER, iter_per_epoch)
     rules = group_rules(optimizer.param_groups, explain_params(model, grouping_spec(cfg.SOLVER.OPTIMIZER)))
     curves = distinct_curves(lrs, rules)
     title = (f"{os.path.basename(args.cfg_file)}: {scheduler.schedule.policy}, "
              f"{type(optimizer).__name__}, {scheduler.max_iter} iterations")
-    draw(args.out, curves, scheduler, iter_per_epoch, title, args.log, momenta)
+    draw(args.out, curves, scheduler, iter_per_epoch, title, args.log, others)
     print(f"wrote {args.out}: {len(curves)} lr curve(s) over iterations 0..{scheduler.max_iter}")
     if args.csv:
-        write_csv(args.csv, curves, iter_per_epoch)
+        write_csv(args.csv, curves, iter_per_epoch, others)
         print(f"wrote {args.csv}")
 
 

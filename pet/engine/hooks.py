@@ -124,8 +124,9 @@ class IterationTimer(HookBase):
 
 @HOOKS.register()
 class LRScheduler(HookBase):
-    """Records the lr of the largest param group (the one with most parameters), then steps
-    the scheduler: one scheduler step per optimizer step."""
+    """Records the lr of the largest param group (the one with most parameters), and the
+    hyper-parameters the scheduler schedules beside it, then steps the scheduler: one
+    scheduler step per optimizer step."""
 
     priority = PRIORITIES["HIGH"]
 
@@ -143,6 +144,10 @@ class LRScheduler(HookBase):
             for index, group_lr in enumerate(lrs):
                 if group_lr not in lrs[:index]:
                     storage.put_scalar(f"lr_group{index}", group_lr, smoothing_hint=False)
+        # The hyper-parameters scheduled beside the lr (SOLVER.SCHEDULER.PARAMS), in that group.
+        for schedule in getattr(self.scheduler, "param_schedules", ()):
+            value = self.optimizer.param_groups[self._best_param_group_id][schedule.param]
+            storage.put_scalar(schedule.param, value, smoothing_hint=False)
         self.scheduler.step()
 
 

@@ -5,7 +5,7 @@ from a second implementation of the formulas, so a plot of them cannot disagree 
 """
 import warnings
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 from yacs.config import CfgNode
@@ -35,22 +35,26 @@ def record_lrs(optimizer: torch.optim.Optimizer, solver: CfgNode,
 
 
 def record_curves(optimizer: torch.optim.Optimizer, solver: CfgNode, iter_per_epoch: int = -1
-                  ) -> Tuple[LearningRateScheduler, List[List[float]], Optional[List[float]]]:
-    """``record_lrs`` and the momentum at every iteration (one value for every group), or None
-    when the schedule does not cycle the momentum."""
+                  ) -> Tuple[LearningRateScheduler, List[List[float]], Dict[str, List[float]]]:
+    """``record_lrs`` and the other scheduled hyper-parameters at every iteration, by name:
+    ``momentum`` when the schedule cycles it (one value for every group), and each key of
+    SOLVER.SCHEDULER.PARAMS (its value in a group built with START); empty when none."""
     with warnings.catch_warnings():
         # Nothing is trained here, so torch's "scheduler.step() before optimizer.step()" is moot.
         warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
         scheduler = LearningRateScheduler(optimizer, solver, iter_per_epoch=iter_per_epoch)
         lrs = [[group["lr"]] for group in optimizer.param_groups]
-        momenta = [scheduler.momentum] if scheduler.cycles_momentum else None
         for _ in range(scheduler.max_iter):
             scheduler.step()
             for curve, group in zip(lrs, optimizer.param_groups):
                 curve.append(group["lr"])
-            if momenta is not None:
-                momenta.append(scheduler.momentum)
-    return scheduler, lrs, momenta
+    iterations = range(scheduler.max_iter + 1)
+    others: Dict[str, List[float]] = {}
+    if scheduler.cycles_momentum:
+        others["momentum"] = [scheduler.schedule.momentum(i) for i in iterations]
+    for schedule in scheduler.param_schedules:
+        others[schedule.param] = [schedule.value(i) for i in iterations]
+    return scheduler, lrs, others
 
 
 def distinct_curves(lrs: Sequence[Sequence[float]], rules: Sequence[Tuple[str, ...]]) -> List[LrCurve]:

@@ -97,7 +97,8 @@ def test_plot_lr_writes_png_and_csv_per_distinct_curve(tmp_path):
 
 def test_plot_lr_csv_equals_the_lrs_of_a_real_training_run(tmp_path):
     """train_net logs (LOG_PERIOD 1) the lr of its largest param group at every iteration: the
-    CSV column of the curve holding that group must equal it exactly."""
+    CSV column of the curve holding that group must equal it exactly; so must the weight decay
+    scheduled beside it (SOLVER.SCHEDULER.PARAMS), logged and drawn alike."""
     job = {
         "OUTPUT_DIR": str(tmp_path / "run"),
         "LOG_PERIOD": 1,
@@ -105,7 +106,8 @@ def test_plot_lr_csv_equals_the_lrs_of_a_real_training_run(tmp_path):
         "MODEL": {"TYPE": "cnn", "CNN": {"CHANNELS": [4, 8, 8], "HIDDEN_DIM": 16}},
         "SOLVER": {
             "OPTIMIZER": {"BASE_LR": 0.05, "BIAS_LR_FACTOR": 2.0, "BACKBONE_LR_FACTOR": 0.5},
-            "SCHEDULER": {"POLICY": "STEP_COSINE", "TOTAL_ITERS": 24, "STEPS": [8, 16], "WARM_UP_ITERS": 4},
+            "SCHEDULER": {"POLICY": "STEP_COSINE", "TOTAL_ITERS": 24, "STEPS": [8, 16], "WARM_UP_ITERS": 4,
+                          "PARAMS": [{"PARAM": "weight_decay", "START": 0.0001, "END": 0.001}]},
         },
     }
     cfg_file = write_cfg(tmp_path, job)
@@ -113,7 +115,8 @@ def test_plot_lr_csv_equals_the_lrs_of_a_real_training_run(tmp_path):
                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr
     with open(tmp_path / "run" / "metrics.json") as f:
-        trained_lrs = {record["iteration"]: record["lr"] for record in map(json.loads, f)}
+        records = [json.loads(line) for line in f]
+    trained_lrs = {record["iteration"]: record["lr"] for record in records}
     assert sorted(trained_lrs) == list(range(24))
 
     result = run_tool("plot_lr", "--cfg", cfg_file, "--csv", "lr.csv", cwd=tmp_path)
@@ -130,6 +133,10 @@ def test_plot_lr_csv_equals_the_lrs_of_a_real_training_run(tmp_path):
     assert header[column].startswith("lr:")
     assert len(set(header)) == len(header) > 3  # several distinct curves, so the choice matters
     assert [rows[i][column] for i in range(24)] == [trained_lrs[i] for i in range(24)]
+    # The weight decay of the largest group (built with WEIGHT_DECAY 0.0001 = START): cosine up.
+    decay = header.index("weight_decay")
+    assert [rows[i][decay] for i in range(24)] == [r["weight_decay"] for r in records]
+    assert records[0]["weight_decay"] == pytest.approx(0.0001) and rows[24][decay] == pytest.approx(0.001)
 
 
 def test_plot_lr_takes_iterations_per_epoch_explicitly(tmp_path):

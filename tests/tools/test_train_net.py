@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pet.lib.config import load_cfg
 from pet.lib.config.loader import merge_from_list
@@ -99,10 +100,17 @@ def test_overrides_reach_the_merged_config(tiny_run):
 
 def test_run_writes_config_log_metrics_checkpoints(tiny_run):
     _, output_dir, _ = tiny_run
-    assert sorted(p.name for p in output_dir.iterdir()) == [
+    events = [p.name for p in output_dir.glob("events.out.tfevents.*")]
+    assert sorted(p.name for p in output_dir.iterdir() if p.name not in events) == [
         "config.yaml", "last_checkpoint", "log.txt", "metrics.json",
         "model_0000020.pth", "model_0000040.pth", "model_best.pth", "model_final.pth",
     ]
+    # TensorBoard by default (WRITERS): tensorboard --logdir OUTPUT_DIR shows every logged loss.
+    assert len(events) == 1
+    accumulator = EventAccumulator(str(output_dir))
+    accumulator.Reload()
+    losses = [(e.step, e.value) for e in accumulator.Scalars("loss")]
+    assert losses == [(r["iterations_done"], pytest.approx(r["loss"], rel=1e-6)) for r in read_metrics(output_dir)]
     assert (output_dir / "last_checkpoint").read_text() == "model_final.pth"
     log = (output_dir / "log.txt").read_text()
     assert "Evaluation after iteration 30" in log and "Done: held-out accuracy" in log
@@ -372,6 +380,10 @@ def test_eval_only_reports_accuracy_and_writes_nothing(tiny_run, tmp_path):
     ("job.yaml", ["MODEL.TYPE", "resnet"], ["MODEL.TYPE: unknown value 'resnet'; allowed: cnn, transformer"]),
     ("job.yaml", ["DATA.BATCH_SIZE", "0"], ["DATA.BATCH_SIZE: expected an integer >= 1, got 0"]),
     ("job.yaml", ["--resume"], ["--resume:", "last_checkpoint does not exist"]),
+    ("job.yaml", ["SOLVER.OPTIMIZER.TYPE", "ADAMW", "SOLVER.SCHEDULER.PARAMS",
+                  "({'PARAM': 'momentum', 'START': 0.9, 'END': 0.99},)"],
+     ["SOLVER.SCHEDULER.PARAMS[0].PARAM: AdamW has no param-group key 'momentum'; its keys:"]),
+    ("job.yaml", ["TF32", "yes"], ["TF32: expected True or False, got 'yes'"]),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, cfg_name, overrides, fragments):
     write_cfg(tmp_path, TINY_JOB, "job.yaml")

@@ -24,9 +24,10 @@ _C.OUTPUT_DIR = "ckpts/default"
 # of the same priority runs after them. E.g. [{TYPE: MyHook, PRIORITY: LOW, EVERY: 10}].
 _C.CUSTOM_HOOKS = ()
 # Where the metrics of every logged iteration go (pet.engine.writers): "json" (metrics.json,
-# JSON lines; also what --resume trims), "csv" (metrics.csv: iteration,epoch,name,value rows)
-# and "tensorboard" (event files in OUTPUT_DIR: tensorboard --logdir OUTPUT_DIR).
-_C.WRITERS = ("json",)
+# JSON lines; also what --resume trims), "tensorboard" (event files in OUTPUT_DIR:
+# tensorboard --logdir OUTPUT_DIR just works, as with detectron2's default writers) and "csv"
+# (metrics.csv: iteration,epoch,name,value rows; opt-in).
+_C.WRITERS = ("json", "tensorboard")
 _C.SEED = train.SEED
 _C.NUM_THREADS = train.NUM_THREADS
 _C.LOG_PERIOD = train.LOG_PERIOD

@@ -270,6 +270,17 @@ SOLVER.SCHEDULER.WSD.DECAY_SHAPE = "LINEAR"
 # where the previous phase ended (1 for the first). E.g.
 # [{POLICY: LINEAR, LENGTH: 100, START_FACTOR: 0.01, END_FACTOR: 1.0}, {POLICY: COSINE}].
 SOLVER.SCHEDULER.PHASES = ()
+# Hyper-parameters scheduled beside the lr (MMEngine's param schedulers of any param_name): a
+# list of {PARAM: a numeric param-group key (weight_decay, momentum, eps, ...), START: its value
+# at the top of the schedule, END: its value at the end, POLICY: an LR_POLICIES name (default
+# COSINE), and optionally TOTAL_ITERS/TOTAL_EPOCHS (default this schedule's), STEPS, GAMMA,
+# LR_POW, WARM_UP_ITERS/WARM_UP_EPOCHS, WARM_UP_FACTOR, WARM_UP_METHOD (default: no warm-up)}.
+# The value follows the policy's factor curve f mapped linearly so that f = 1 is START and the
+# curve's end is END: END + (START - END) * (f - f_end) / (1 - f_end); COSINE is DINO's cosine
+# schedule. Each param group keeps its ratio to START (a group with weight decay 0 keeps 0).
+# Logged in metrics.json (the value of the largest group) and drawn by tools/plot_lr.py. E.g.
+# DINO's weight decay: [{PARAM: weight_decay, START: 0.04, END: 0.4}] with WEIGHT_DECAY 0.04.
+SOLVER.SCHEDULER.PARAMS = ()
 
 # ---------------------------------------------------------------------------------------------
 # Checkpointing.
@@ -302,9 +313,11 @@ SOLVER.AMP.ENABLED = False
 # counted in the metrics as skipped_steps).
 SOLVER.AMP.DTYPE = "bfloat16"
 
-# A step whose gradients (or, in one process, loss) are inf or nan is never taken: with 0 the
-# run stops there with one line naming the iteration and the last good checkpoint; with N > 0
-# such steps are skipped (the schedule still advances), counted in the metrics as
-# nonfinite_steps, and the run stops at the (N + 1)-th in a row. Under float16 AMP the
-# GradScaler skips steps with inf/nan gradients itself (skipped_steps); this guards the loss.
+# A step whose gradients (or, in one process, loss) are inf or nan is never taken (skipped on
+# the device by the fused kernels, which read nothing back): with 0 the run stops at the next
+# logged iteration (LOG_PERIOD, an evaluation, the last) or checkpoint, whichever comes first,
+# with one line naming the step's iteration and the last good checkpoint; with N > 0 such
+# steps are skipped (the schedule still advances), counted in the metrics as nonfinite_steps,
+# and the run stops likewise at the (N + 1)-th in a row. Under float16 AMP the GradScaler skips
+# steps with inf/nan gradients itself (skipped_steps); this guards the loss.
 SOLVER.SKIP_NONFINITE = 0

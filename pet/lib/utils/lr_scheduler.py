@@ -20,10 +20,16 @@ from pet.lib.config.validate_schedule import (
 from pet.lib.utils import lr_policies_torch  # noqa: F401  isort: skip
 from pet.lib.utils import lr_phases  # noqa: E402  isort: skip
 from pet.lib.utils.lr_schedules import LR_POLICIES, Schedule
+from pet.lib.utils.param_schedules import (
+    ParamSchedule,
+    build_param_schedules,
+    check_params_in_groups,
+    write_params,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LR_POLICIES", "LearningRateScheduler", "Schedule", "build_schedule"]
+__all__ = ["LR_POLICIES", "LearningRateScheduler", "Schedule", "build_param_curves", "build_schedule"]
 
 _SCHED = "SOLVER.SCHEDULER"
 ToIters = Callable[[float], int]
@@ -76,6 +82,17 @@ def build_schedule(scheduler: CfgNode, iter_per_epoch: Optional[int] = None) -> 
     else:  # STEP, COSINE, ...: their keys are SOLVER.SCHEDULER's, checked by validate_scheduler
         options = None
     return dataclasses.replace(schedule, options=options)
+
+
+def build_param_curves(scheduler: CfgNode, iter_per_epoch: Optional[int] = None) -> List[ParamSchedule]:
+    """The schedules of SOLVER.SCHEDULER.PARAMS (see pet.lib.utils.param_schedules), each curve
+    built and validated as the lr's, its errors naming the entry's keys."""
+    def build_curve(node: CfgNode, iters: Optional[int], prefix: str) -> Schedule:
+        try:
+            return build_schedule(node, iters)
+        except ConfigError as e:
+            raise ConfigError(str(e).replace(f"{_SCHED}.", f"{prefix}.", 1)) from None
+    return build_param_schedules(scheduler, iter_per_epoch, build_curve)
 
 
 def policy_options(policy: str, keys: Mapping[str, Any], prefix: str, run_iters: int,
@@ -183,6 +200,9 @@ class LearningRateScheduler(lr_scheduler._LRScheduler):
             lr = group["lr"]
             group.setdefault("initial_lr", lr.clone() if isinstance(lr, torch.Tensor) else lr)
         self.group_schedules = self._floor_per_group(optimizer, solver.SCHEDULER.MIN_LR)
+        # Hyper-parameters scheduled beside the lr (SOLVER.SCHEDULER.PARAMS).
+        self.param_schedules = build_param_curves(solver.SCHEDULER, iter_per_epoch)
+        check_params_in_groups(self.param_schedules, optimizer)
         start = start_iter if last_epoch == -1 else last_epoch + 1
         # torch's constructor takes one step from last_epoch, landing on `start`.
         super().__init__(optimizer, last_epoch=start - 1)
@@ -223,6 +243,8 @@ class LearningRateScheduler(lr_scheduler._LRScheduler):
         super()._update_lr(epoch)
         if self.cycles_momentum:
             self._write_momentum(self.schedule.momentum(self.last_epoch))
+        if self.param_schedules:
+            write_params(self.param_schedules, self.optimizer.param_groups, self.last_epoch)
 
     def _write_momentum(self, momentum: float) -> None:
         """SGD/RMSprop's ``momentum`` or Adam's ``betas[0]``, in every group (as torch's

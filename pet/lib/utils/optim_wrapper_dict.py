@@ -19,9 +19,9 @@ class OptimWrapperDict:
     """
 
     def __init__(self, **optim_wrappers: Any) -> None:
-        from pet.lib.utils.optim_wrapper import OptimWrapper  # the module that exports this one
         for name, wrapper in optim_wrappers.items():
-            if not isinstance(wrapper, OptimWrapper):
+            # OptimWrapper's interface (its module imports this one: no isinstance here).
+            if not all(callable(getattr(wrapper, m, None)) for m in ("update_params", "read_back", "get_lr")):
                 raise TypeError(f"OptimWrapperDict only accepts OptimWrapper values, got "
                                 f"{type(wrapper).__name__} for {name!r}")
         self.optim_wrappers = dict(optim_wrappers)
