@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from pet.engine.checkpoint_state import CheckpointError
+from pet.lib.config.errors import first_line
 
 logger = logging.getLogger("pet.engine.checkpointer")
 
@@ -31,14 +32,6 @@ def periodic_name(iterations: int) -> str:
     """The name (without .pth) of the checkpoint after ``iterations`` iterations: what
     PERIODIC_NAME matches, zero-padded so the names sort by iteration."""
     return f"model_{iterations:07d}"
-
-
-def first_line(error: BaseException, limit: int = 160) -> str:
-    """The first line of ``error``'s message (its type's name when it has none), cut to
-    ``limit`` characters; torch's ``[enforce fail at FILE:LINE] .`` prefix is dropped."""
-    text = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", str(error).strip())
-    line = text.splitlines()[0] if text else type(error).__name__
-    return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
 class UnreadableCheckpoint(CheckpointError):

@@ -24,11 +24,11 @@ from yacs.config import CfgNode
 
 from pet.engine.distributed import ProcessInfo, all_gather_objects
 from pet.engine.seed import seed_everything
+from pet.lib.config.errors import first_line
 from pet.engine.checkpoint_files import (  # noqa: F401  (re-exported: the checkpointer's API)
     LAST_CHECKPOINT,
     PERIODIC_NAME,
     choose_resume_checkpoint,
-    first_line,
     last_checkpoint_path,
     periodic_name,
     read_checkpoint,
@@ -274,6 +274,8 @@ class Checkpointer:
         if "model" not in self.checkpointables:
             raise ValueError("Checkpointer.load: no checkpointable named 'model'")
         start_iter = self.start_iter
+        if self.resuming:
+            self._check_rng()
         saved = {name: self._entry_or_derived(name) for name in names}
         for name in names:
             self._check(name, self.checkpointables[name], saved[name])
@@ -298,6 +300,26 @@ class Checkpointer:
         else:
             logger.info("Loaded model weights from %s", self.source)
         return start_iter
+
+    def _check_rng(self) -> None:
+        """The saved RNG states of this process restore (tried, then this process's own put
+        back), so ``load_rng`` cannot fail after OUTPUT_DIR was written to."""
+        if "rng" not in self.checkpoint:
+            return
+        saved = self.checkpoint["rng"]
+        saved = saved if isinstance(saved, list) else [saved]
+        if len(saved) != self.process.world_size:
+            return  # another layout: load_rng reseeds instead of restoring
+        current = rng_state()
+        try:
+            set_rng_state(saved[self.process.rank])
+        except Exception as e:  # noqa: BLE001  (any malformed state is one line)
+            raise CheckpointError(f"checkpoint {self.source}: entry 'rng' cannot be restored "
+                                  f"({type(e).__name__}: {first_line(e)}); the file is damaged or was "
+                                  f"written by another program: resume from another checkpoint or "
+                                  f"start a new run") from None
+        finally:
+            set_rng_state(current)
 
     def _entry_or_derived(self, name: str) -> Any:
         if name in self.checkpoint or name not in self.DERIVED_ENTRIES or not self.resuming:

@@ -298,15 +298,34 @@ def test_a_checkpoint_without_a_scheduler_entry_resumes_from_its_iteration(tiny_
     assert load(tmp_path / "out" / "model_final.pth")["scheduler"]["iteration"] == 62
 
 
-def test_a_scheduler_entry_at_another_iteration_is_a_damaged_file(tiny_run, tmp_path):
+def _scheduler_at_45(checkpoint):
+    checkpoint["scheduler"]["iteration"] = 45
+
+
+def _rng_without_numpy(checkpoint):
+    del checkpoint["rng"][0]["numpy"]  # one state per process
+
+
+def _rng_python_state_cut(checkpoint):
+    python = checkpoint["rng"][0]["python"]
+    python["internal"] = python["internal"][:5]
+
+
+@pytest.mark.parametrize("damage, fragments", [
+    (_scheduler_at_45, ["model_final.pth: entry 'scheduler' is at iteration 45 but the checkpoint "
+                        "at iteration 60; the file is damaged"]),
+    (_rng_without_numpy, ["model_final.pth: entry 'rng' cannot be restored (KeyError: 'numpy')"]),
+    (_rng_python_state_cut, ["model_final.pth: entry 'rng' cannot be restored (ValueError: state vector"]),
+], ids=["scheduler-at-another-iteration", "rng-without-numpy", "rng-python-state-cut"])
+def test_a_readable_checkpoint_with_a_damaged_entry_is_one_line_before_anything_is_written(
+        tiny_run, tmp_path, damage, fragments):
     cfg_file = copy_of_finished_run(tiny_run, tmp_path)
     checkpoint = load(tmp_path / "out" / "model_final.pth")
-    checkpoint["scheduler"]["iteration"] = 45
+    damage(checkpoint)
     torch.save(checkpoint, tmp_path / "out" / "model_final.pth")
     before = snapshot_dir(tmp_path / "out")
-    result = train(tmp_path, cfg_file, "--resume")
-    assert_bad_input(result, "model_final.pth: entry 'scheduler' is at iteration 45 but the checkpoint "
-                             "at iteration 60; the file is damaged")
+    result = train(tmp_path, cfg_file, "--resume", "SOLVER.SCHEDULER.TOTAL_ITERS", "62")
+    assert_bad_input(result, *fragments)
     assert snapshot_dir(tmp_path / "out") == before
 
 

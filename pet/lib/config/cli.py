@@ -9,7 +9,7 @@ from typing import Iterator, List, Optional, Sequence
 
 from yacs.config import CfgNode
 
-from pet.lib.config.errors import ConfigError
+from pet.lib.config.errors import ConfigError, first_line
 from pet.lib.config.loader import CONFIG_KEY_PATTERN, load_cfg, split_overrides
 
 EXIT_BAD_CONFIG = 2
@@ -89,9 +89,8 @@ def import_custom_modules(cfg: CfgNode) -> None:
         try:
             importlib.import_module(name)
         except Exception as e:  # noqa: BLE001  (any failure of the user's module is one line)
-            first_line = (str(e).splitlines() or [""])[0]
             raise ConfigError(f"CUSTOM_IMPORTS: cannot import {name!r} ({type(e).__name__}: "
-                              f"{first_line}); allowed: modules importable from sys.path "
+                              f"{first_line(e)}); allowed: modules importable from sys.path "
                               f"(set PYTHONPATH)") from None
 
 

@@ -5,7 +5,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import yaml
 
-from pet.lib.config.errors import ConfigError
+from pet.lib.config.errors import ConfigError, first_line
 
 # A config is a few KiB of a few levels: the limits refuse hostile files (billion laughs,
 # deep nesting, huge values) before they cost time or memory.
@@ -104,8 +104,7 @@ def read_yaml(cfg_file: str, label: Optional[str] = None) -> dict:
     try:
         loaded = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:
-        first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(f"{label}: not valid YAML ({first_line})") from None
+        raise ConfigError(f"{label}: not valid YAML ({first_line(e)})") from None
     except RecursionError:
         raise ConfigError(f"{label}: nested deeper than {MAX_DEPTH} levels") from None
     if loaded is None:

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 from yacs.config import CfgNode
 
-from pet.lib.config.errors import ConfigError
+from pet.lib.config.errors import ConfigError, first_line
 from pet.lib.config.validate import validate_optimizer
 from pet.lib.utils.grad_clip import CLIP_TYPES, ClipSpec
 from pet.lib.utils.optimizers_torch import (  # noqa: F401  (re-exported)
@@ -219,7 +219,7 @@ def build_optimizer(model: nn.Module, spec: OptimizerSpec) -> torch.optim.Optimi
     except ValueError as e:
         shown = ", ".join(f"{k}={v!r}" for k, v in spec.options.items())
         raise ConfigError(f"{_OPT}: {info.cls.__name__}({shown}) refused its arguments: "
-                          f"{str(e).splitlines()[0]}") from None
+                          f"{first_line(e)}") from None
 
 
 class Optimizer:
