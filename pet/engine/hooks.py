@@ -130,24 +130,27 @@ class LRScheduler(HookBase):
 
     priority = PRIORITIES["HIGH"]
 
-    def __init__(self, optimizer: torch.optim.Optimizer, scheduler) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, scheduler, prefix: str = "") -> None:
         self.optimizer = optimizer
         self.scheduler = scheduler
+        # Before each metric's name: "<name>." for one optimizer of several (SOLVER.OPTIMIZERS).
+        self.prefix = prefix
         sizes = [sum(p.numel() for p in group["params"]) for group in optimizer.param_groups]
         self._best_param_group_id = max(range(len(sizes)), key=sizes.__getitem__)
 
     def after_step(self, storage: MetricsStorage) -> None:
+        prefix = self.prefix
         lr = self.optimizer.param_groups[self._best_param_group_id]["lr"]
-        storage.put_scalar("lr", lr, smoothing_hint=False)
+        storage.put_scalar(f"{prefix}lr", lr, smoothing_hint=False)
         lrs = [group["lr"] for group in self.optimizer.param_groups]
         if len(set(lrs)) > 1:  # one curve per distinct lr: groups that only differ in decay share one
             for index, group_lr in enumerate(lrs):
                 if group_lr not in lrs[:index]:
-                    storage.put_scalar(f"lr_group{index}", group_lr, smoothing_hint=False)
+                    storage.put_scalar(f"{prefix}lr_group{index}", group_lr, smoothing_hint=False)
         # The hyper-parameters scheduled beside the lr (SOLVER.SCHEDULER.PARAMS), in that group.
         for schedule in getattr(self.scheduler, "param_schedules", ()):
             value = self.optimizer.param_groups[self._best_param_group_id][schedule.param]
-            storage.put_scalar(schedule.param, value, smoothing_hint=False)
+            storage.put_scalar(f"{prefix}{schedule.param}", value, smoothing_hint=False)
         self.scheduler.step()
 
 
@@ -275,6 +278,13 @@ class BestCheckpointer(HookBase):
         logger.debug("Saved %s (accuracy %.2f%%, iteration %d)", path, state["accuracy"], iteration)
 
 
+def shown_lr(metrics: Dict[str, float]) -> float:
+    """The lr a console line shows: ``lr``, or with several optimizers the first one's."""
+    if "lr" in metrics:
+        return metrics["lr"]
+    return next((value for name, value in metrics.items() if name.endswith(".lr")), math.nan)
+
+
 @HOOKS.register()
 class MetricsWriter(HookBase):
     """Hands one record per logged iteration (every ``period`` iterations, at every evaluation
@@ -344,7 +354,7 @@ class MetricsWriter(HookBase):
         images = f" ({format_rate(record['images_per_s'])} images/s)" if "images_per_s" in record else ""
         accuracy = f"  accuracy {record['accuracy']:.2f}%" if "accuracy" in record else ""
         return (f"ep {record['epoch']}  iter {record['iterations_done']}/{self.max_iter}  "
-                f"lr {record.get('lr', float('nan')):.6g}  loss {record['loss']:.4f} "
+                f"lr {shown_lr(record):.6g}  loss {record['loss']:.4f} "
                 f"(median {storage.median('loss', self.period):.4f})  {format_rate(speed)} it/s"
                 f"{images}  eta {format_seconds(record['eta_seconds'])}{accuracy}")
 
@@ -352,7 +362,7 @@ class MetricsWriter(HookBase):
         it = storage.iter
         speed = 1.0 / max(self.timer.seconds_per_iter(), 1e-9)
         text = (f"ep {self.epoch(it + 1)} iter {it + 1}/{self.max_iter} "
-                f"lr {latest.get('lr', float('nan')):.3g} loss {storage.median('loss', 20):.4f} "
+                f"lr {shown_lr(latest):.3g} loss {storage.median('loss', 20):.4f} "
                 f"{format_rate(speed)} it/s eta {format_seconds(eta)}")
         return fit_status(text, (it + 1) / self.max_iter, self.progress_bar.width())
 

@@ -2,7 +2,7 @@
 import functools
 import logging
 import os
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,7 @@ from pet.engine.hook_config import build_custom_hooks, describe_hooks, order_hoo
 from pet.engine.writers import build_writers
 from pet.engine.distributed import ProcessInfo, mean_over_processes
 from pet.engine.logger import ProgressBar
-from pet.lib.utils.optim_wrapper import OptimWrapper
+from pet.lib.utils.optim_wrapper import OptimWrapper, OptimWrapperDict
 
 logger = logging.getLogger(__name__)
 
@@ -105,12 +105,10 @@ class Trainer:
         ``OptimWrapper.update_params``)."""
         wrapper = self.optim_wrapper
         read_back = self.is_read_iteration(iteration)
-        micro_batches = self.data_loader.micro_batches(
-            iteration, self.process.rank, self.process.world_size, wrapper.accumulation_steps)
-        for levels, labels, weight in micro_batches:
-            if self.device.type != "cpu":  # the loader's batches are on the CPU
-                levels = levels.to(self.device, non_blocking=True)
-                labels = labels.to(self.device, non_blocking=True)
+        if isinstance(wrapper, OptimWrapperDict):
+            self._run_train_step(iteration, read_back)
+            return
+        for levels, labels, weight in self._micro_batches(iteration, wrapper.accumulation_steps):
             with wrapper.optim_context(self.model):
                 loss = self.loss_fn(self.model(levels), labels)
             if weight != 1.0:  # a part of an uneven last batch (DATA.DROP_LAST False)
@@ -120,6 +118,37 @@ class Trainer:
         self.storage.put_scalar("loss", step_loss, per_process=self.process.distributed)
         if read_back:
             for name, value in wrapper.read_back().items():
+                self.storage.put_scalar(name, value, smoothing_hint=False)
+
+    def _micro_batches(self, iteration: int, accumulation_steps: int):
+        """This process's micro-batches of ``iteration`` on the run's device."""
+        micro_batches = self.data_loader.micro_batches(
+            iteration, self.process.rank, self.process.world_size, accumulation_steps)
+        for levels, labels, weight in micro_batches:
+            if self.device.type != "cpu":  # the loader's batches are on the CPU
+                levels = levels.to(self.device, non_blocking=True)
+                labels = labels.to(self.device, non_blocking=True)
+            yield levels, labels, weight
+
+    def _run_train_step(self, iteration: int, read_back: bool) -> None:
+        """MMEngine's protocol for several optimizers: the model's ``train_step(batch,
+        optim_wrappers)`` updates its parameters through the wrappers it chooses and returns
+        its losses by name; each is logged (the mean over the micro-batches, on the device
+        until shown), and ``loss`` is their sum unless the model returns one."""
+        wrappers = self.optim_wrapper
+        k = wrappers.accumulation_steps
+        totals: Dict[str, torch.Tensor] = {}
+        for levels, labels, weight in self._micro_batches(iteration, k):
+            losses = self.model.train_step((levels, labels), wrappers)
+            for name, value in losses.items():
+                value = value.detach() * (weight / k)
+                totals[name] = totals[name] + value if name in totals else value
+        if "loss" not in totals:
+            totals["loss"] = torch.stack(list(totals.values())).sum()
+        for name, value in totals.items():
+            self.storage.put_scalar(name, value, per_process=self.process.distributed)
+        if read_back:
+            for name, value in wrappers.read_back().items():
                 self.storage.put_scalar(name, value, smoothing_hint=False)
 
     def is_read_iteration(self, iteration: int) -> bool:
@@ -171,24 +200,27 @@ def build_ema(cfg: CfgNode, model: nn.Module) -> Optional[ModelEMA]:
     return ModelEMA(model, cfg.MODEL.EMA.DECAY, warmup=cfg.MODEL.EMA.WARMUP)
 
 
-def build_train_hooks(cfg: CfgNode, optimizer: torch.optim.Optimizer, scheduler,
+def build_train_hooks(cfg: CfgNode, optimizers: Dict[str, torch.optim.Optimizer], schedulers: Dict,
                       checkpointer: Checkpointer, eval_hook: EvalHook, iter_per_epoch: int,
                       start_iter: int, progress_bar: Optional[ProgressBar] = None,
                       main_process: bool = True, model: Optional[nn.Module] = None,
                       ema: Optional[ModelEMA] = None, distributed: bool = False) -> List[HookBase]:
-    """The hooks of a training run, in the order their ``after_step`` must run: timer, lr
-    (record, then step the scheduler), ``eval_hook``, with ``distributed`` the per-process
+    """The hooks of a training run (``optimizers`` and ``schedulers`` by name, ``{"": ...}`` for
+    one optimizer), in the order their ``after_step`` must run: timer, lr of each optimizer
+    (record, then step its scheduler), ``eval_hook``, with ``distributed`` the per-process
     metrics averaged on logged iterations, metrics (rank 0 only: it writes for the job), then
     the checkpoints (of the checkpointer's checkpointables, with the config; every process
     checkpoints, as each hands in its RNG states): the metrics line of an iteration is written
     before its checkpoint, so none is lost to a kill in between. Then the EMA update (with
     ``ema``, of ``model``) and CUSTOM_HOOKS; all sorted by priority (EMAHook ABOVE_NORMAL runs
     before the evaluation)."""
+    scheduler = next(iter(schedulers.values()))  # every one runs SOLVER.SCHEDULER's length
     max_iter = scheduler.max_iter
-    timer = IterationTimer(max_iter, scheduler.warmup_iters, ignore_warmup_time=True)
+    timer = IterationTimer(max_iter, max(s.warmup_iters for s in schedulers.values()), ignore_warmup_time=True)
     hooks = [
         timer,
-        LRScheduler(optimizer, scheduler),
+        *[LRScheduler(optimizers[name], schedulers[name], prefix=f"{name}." if name else "")
+          for name in schedulers],
         eval_hook,
         *([AverageOverProcesses(cfg.LOG_PERIOD, max_iter)] if distributed else []),
         PeriodicCheckpointer(

@@ -6,8 +6,9 @@ The path of a run: config -> model -> Optimizer -> LearningRateScheduler -> step
 up to the loaded checkpoint (it writes nothing); the caller then prepares OUTPUT_DIR and calls
 ``build_trainer``, which adds the hooks, DDP and the RNG states of the checkpoint.
 """
+import copy
 from dataclasses import dataclass
-from typing import Optional
+from typing import Dict, List, Optional, Union
 
 import torch
 from torch import nn
@@ -34,7 +35,9 @@ from pet.engine.trainer import (
     snapshot_period,
 )
 from pet.lib.utils.lr_scheduler import LearningRateScheduler
-from pet.lib.utils.optim_wrapper import OptimWrapper, build_optim_wrapper
+from pet.lib.config.errors import ConfigError
+from pet.lib.utils.multi_optimizer import build_optimizers, optimizer_solvers
+from pet.lib.utils.optim_wrapper import OptimWrapper, OptimWrapperDict, build_optim_wrapper
 from pet.lib.utils.optimizer import Optimizer
 from pet.models import build_model
 
@@ -50,14 +53,25 @@ class TrainingRun:
     train_split: ImageSplit
     test_split: ImageSplit
     model: nn.Module
-    optimizer: torch.optim.Optimizer
-    optim_wrapper: OptimWrapper
+    # By name: {"": the one} for SOLVER.OPTIMIZER, {submodule: ...} for SOLVER.OPTIMIZERS.
+    optimizers: Dict[str, torch.optim.Optimizer]
+    optim_wrapper: Union[OptimWrapper, OptimWrapperDict]
     checkpointer: Checkpointer
-    scheduler: LearningRateScheduler
+    schedulers: Dict[str, LearningRateScheduler]
     ema: Optional[ModelEMA]
     eval_hook: EvalHook
     storage: MetricsStorage
     start_iter: int
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The first (with one optimizer, the) optimizer."""
+        return next(iter(self.optimizers.values()))
+
+    @property
+    def scheduler(self) -> LearningRateScheduler:
+        """The first (with one optimizer, the) scheduler: every one runs the run's length."""
+        return next(iter(self.schedulers.values()))
 
 
 def checkpoint_size_estimate(model: nn.Module) -> int:
@@ -76,20 +90,36 @@ def build_training_run(cfg: CfgNode, process: ProcessInfo, device: torch.device,
     seed_everything(cfg.SEED, cfg.NUM_THREADS)
     train_split, test_split = build_datasets(cfg)
     model = build_model(cfg).to(device)
-    optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
-    optim_wrapper = build_optim_wrapper(optimizer, cfg.SOLVER, device.type)
+    if cfg.SOLVER.OPTIMIZERS:  # several optimizers, each over a top-level submodule
+        if not callable(getattr(model, "train_step", None)):
+            raise ConfigError(f"SOLVER.OPTIMIZERS: {type(model).__name__} (MODEL.TYPE {cfg.MODEL.TYPE}) "
+                              f"has no train_step(batch, optim_wrappers); a model trained with several "
+                              f"optimizers steps them itself (MMEngine's protocol)")
+        optimizers = build_optimizers(model, cfg.SOLVER)
+        solvers = optimizer_solvers(cfg.SOLVER)
+        optim_wrapper = OptimWrapperDict(**{name: build_optim_wrapper(optimizer, solvers[name], device.type)
+                                            for name, optimizer in optimizers.items()})
+    else:
+        optimizers = {"": Optimizer(model, cfg.SOLVER.OPTIMIZER).build()}
+        solvers = {"": cfg.SOLVER}
+        optim_wrapper = build_optim_wrapper(optimizers[""], cfg.SOLVER, device.type)
     check_free_space(cfg.OUTPUT_DIR, checkpoint_size_estimate(model))
     checkpointer = Checkpointer(cfg.OUTPUT_DIR, resume=resume, weights=cfg.MODEL.WEIGHTS,
                                 process=process, keep_checkpoints=cfg.SOLVER.KEEP_CHECKPOINTS,
-                                model=model, optimizer=optimizer, optim_wrapper=optim_wrapper)
-    # The checkpoint's iteration is the whole progress of the schedule.
-    scheduler = LearningRateScheduler(optimizer, cfg.SOLVER, start_iter=checkpointer.start_iter,
-                                      iter_per_epoch=iter_per_epoch)
-    checkpointer.add_checkpointable("scheduler", scheduler)
+                                model=model, optim_wrapper=optim_wrapper)
+    schedulers = {}
+    for name, optimizer in optimizers.items():
+        # The checkpoint's iteration is the whole progress of each schedule.
+        schedulers[name] = LearningRateScheduler(optimizer, solvers[name], start_iter=checkpointer.start_iter,
+                                                 iter_per_epoch=iter_per_epoch)
+        suffix = f".{name}" if name else ""  # optimizer and scheduler, or optimizer.<name>, ...
+        checkpointer.add_checkpointable(f"optimizer{suffix}", optimizer)
+        checkpointer.add_checkpointable(f"scheduler{suffix}", schedulers[name])
     ema = build_ema(cfg, model)
     if ema is not None:
         checkpointer.add_checkpointable("ema", ema)
-    eval_hook = build_eval_hook(cfg, model, test_split, scheduler.max_iter, iter_per_epoch, ema)
+    max_iter = next(iter(schedulers.values())).max_iter
+    eval_hook = build_eval_hook(cfg, model, test_split, max_iter, iter_per_epoch, ema)
     checkpointer.add_checkpointable("eval_hook", eval_hook)
     storage = build_metrics_storage(process, device)  # its history survives resume
     checkpointer.add_checkpointable("metrics", storage)
@@ -97,8 +127,20 @@ def build_training_run(cfg: CfgNode, process: ProcessInfo, device: torch.device,
     if ema is not None and not checkpointer.resuming:  # the average starts at MODEL.WEIGHTS
         ema.load_state_dict(model.state_dict())
     return TrainingRun(cfg, process, device, iter_per_epoch, train_split, test_split, model,
-                       optimizer, optim_wrapper, checkpointer, scheduler, ema, eval_hook, storage,
+                       optimizers, optim_wrapper, checkpointer, schedulers, ema, eval_hook, storage,
                        start_iter)
+
+
+def separate_ddp(model: nn.Module, names: List[str], device_ids: Optional[List[int]]) -> nn.Module:
+    """A view of ``model`` whose submodules ``names`` are each their own DistributedDataParallel
+    (MMEngine's separate DDP, for several optimizers): its ``train_step`` calls them, and each
+    backward all-reduces the gradients of the submodules it reached. The view shares every
+    parameter with ``model``, which stays unwrapped for checkpoints, evaluation and the EMA."""
+    view = copy.copy(model)
+    view._modules = dict(model._modules)  # its own table of submodules, the same submodules
+    for name in names:
+        view._modules[name] = DistributedDataParallel(model._modules[name], device_ids=device_ids)
+    return view
 
 
 def build_trainer(run: TrainingRun, progress_bar: ProgressBar, stop_request: StopRequest) -> Trainer:
@@ -108,14 +150,17 @@ def build_trainer(run: TrainingRun, progress_bar: ProgressBar, stop_request: Sto
     OUTPUT_DIR is prepared: the metrics writers open their files."""
     cfg, process, device = run.cfg, run.process, run.device
     data_loader = build_train_loader(cfg, run.train_split)
-    hooks = build_train_hooks(cfg, run.optimizer, run.scheduler, run.checkpointer, run.eval_hook,
+    hooks = build_train_hooks(cfg, run.optimizers, run.schedulers, run.checkpointer, run.eval_hook,
                               run.iter_per_epoch, run.start_iter, progress_bar,
                               main_process=process.is_main, model=run.model, ema=run.ema,
                               distributed=process.distributed)
     trained_model = run.model
     if process.distributed:
-        trained_model = DistributedDataParallel(
-            run.model, device_ids=[device.index] if device.type == "cuda" else None)
+        device_ids = [device.index] if device.type == "cuda" else None
+        if isinstance(run.optim_wrapper, OptimWrapperDict):
+            trained_model = separate_ddp(run.model, list(run.optimizers), device_ids)
+        else:
+            trained_model = DistributedDataParallel(run.model, device_ids=device_ids)
     hooks.append(StopOnSignal(stop_request, run.checkpointer, snapshot_period(cfg, run.iter_per_epoch),
                               run.scheduler.max_iter, device, extra={"config": cfg}))
     run.checkpointer.load_rng(cfg.SEED)

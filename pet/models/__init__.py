@@ -4,6 +4,7 @@ from yacs.config import CfgNode
 
 from pet.lib.utils.registry import Registry
 from pet.models.cnn import DigitsCNN
+from pet.models.gan import DigitsGAN
 from pet.models.transformer import DigitsTransformer
 
 # name -> build(MODEL config) -> nn.Module; ``@MODELS.register(name="x")`` adds one.
@@ -36,6 +37,13 @@ def build_transformer(model_cfg: CfgNode) -> nn.Module:
     )
 
 
+@MODELS.register(name="digits_gan")
+def build_digits_gan(model_cfg: CfgNode) -> nn.Module:
+    """An AC-GAN (generator + discriminator with a class head) for SOLVER.OPTIMIZERS; it is
+    evaluated by its discriminator's classifier."""
+    return DigitsGAN(num_classes=model_cfg.NUM_CLASSES)
+
+
 def build_model(cfg: CfgNode) -> nn.Module:
     """The network named by ``cfg.MODEL.TYPE``.
 
@@ -46,4 +54,4 @@ def build_model(cfg: CfgNode) -> nn.Module:
     return MODELS.get(name)(cfg.MODEL)
 
 
-__all__ = ["MODELS", "DigitsCNN", "DigitsTransformer", "build_model"]
+__all__ = ["MODELS", "DigitsCNN", "DigitsGAN", "DigitsTransformer", "build_model"]

@@ -124,6 +124,12 @@ RENAMED_KEYS = {
 }
 
 
+def set_key(cfg: CfgNode, full_key: str, value: Any, source: str) -> None:
+    """Set ``full_key`` of ``cfg`` to ``value`` coerced to its default's type, as a YAML file or
+    an override sets it (ConfigError naming the key and ``source``)."""
+    _set(cfg, full_key, value, source)
+
+
 def _set(cfg: CfgNode, full_key: str, value: Any, source: str) -> None:
     if full_key.upper() in RENAMED_KEYS:
         raise ConfigError(f"{full_key} ({source}): was replaced by {RENAMED_KEYS[full_key.upper()]}")
@@ -131,6 +137,9 @@ def _set(cfg: CfgNode, full_key: str, value: Any, source: str) -> None:
     parts = full_key.split(".")
     leaf = parts[-1]
     for depth, part in enumerate(parts[:-1]):
+        if isinstance(node, CfgNode) and part not in node and node.is_new_allowed():
+            # An open section (SOLVER.OPTIMIZERS) takes new sub-sections too; its owner checks them.
+            node[part] = CfgNode(new_allowed=True)
         if not isinstance(node, CfgNode) or part not in node:
             raise ConfigError(_unknown_key_message(cfg, full_key, source))
         node = node[part]

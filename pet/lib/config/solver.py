@@ -283,6 +283,20 @@ SOLVER.SCHEDULER.PHASES = ()
 SOLVER.SCHEDULER.PARAMS = ()
 
 # ---------------------------------------------------------------------------------------------
+# Several optimizers (MMEngine's MultiOptimWrapperConstructor: a GAN's generator and
+# discriminator). A mapping from a top-level submodule name of the model to an optimizer node:
+# any SOLVER.OPTIMIZER key (TYPE, BASE_LR, BETAS, the rules, CLIP_GRADIENTS, ...; the keys not
+# given are SOLVER.OPTIMIZER's) and SCHEDULER, a node of SOLVER.SCHEDULER keys for this
+# optimizer's own schedule (the keys not given are SOLVER.SCHEDULER's; the run's length stays
+# SOLVER.SCHEDULER's). Every trainable parameter must belong to exactly one of the submodules
+# named. The model must define train_step(batch, optim_wrappers) -> {name: loss}, which calls
+# update_params on the wrapper of each optimizer it steps (MMEngine's protocol); the trainer
+# hands it an OptimWrapperDict and logs what it returns. Empty: one optimizer, SOLVER.OPTIMIZER.
+# E.g. {generator: {TYPE: ADAM, BASE_LR: 0.0002, BETAS: [0.5, 0.999]},
+#       discriminator: {TYPE: ADAM, BASE_LR: 0.0001, SCHEDULER: {POLICY: COSINE}}}.
+SOLVER.OPTIMIZERS = CN(new_allowed=True)
+
+# ---------------------------------------------------------------------------------------------
 # Checkpointing.
 # ---------------------------------------------------------------------------------------------
 # Save a checkpoint every this many iterations (0 disables periodic checkpoints; the final

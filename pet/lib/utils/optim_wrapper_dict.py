@@ -26,6 +26,15 @@ class OptimWrapperDict:
                                 f"{type(wrapper).__name__} for {name!r}")
         self.optim_wrappers = dict(optim_wrappers)
 
+    @property
+    def accumulation_steps(self) -> int:
+        """The micro-batches per step of the wrappers (SOLVER.ACCUMULATION_STEPS, the same for
+        all); 1 without wrappers."""
+        counts = {wrapper.accumulation_steps for wrapper in self.optim_wrappers.values()} or {1}
+        if len(counts) > 1:
+            raise ValueError(f"the wrappers accumulate different numbers of micro-batches: {sorted(counts)}")
+        return counts.pop()
+
     def _not_here(self, what: str):
         names = ", ".join(f"optim_wrappers[{name!r}].{what}" for name in self.optim_wrappers)
         raise NotImplementedError(f"OptimWrapperDict.{what} would update every optimizer at once; "
