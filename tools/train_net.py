@@ -14,13 +14,30 @@ checkpoints to OUTPUT_DIR. Bad input (file, key, type, value, an OUTPUT_DIR that
 run, a checkpoint that does not fit) exits with status 2 and one line on stderr, before anything
 is written.
 """
-import io
 import os
-import shlex
-import sys
-import time
+import signal
 
-import torch
+
+def _stopped_while_importing(signum, frame):
+    """Ctrl-C or SIGTERM while the modules load (a second or two; nothing is written yet): one
+    line and the shell's status, not a traceback out of whichever import it hit."""
+    name = "interrupted" if signum == signal.SIGINT else "terminated"
+    os.write(2, f"{name} before training started\n".encode())
+    os._exit(130 if signum == signal.SIGINT else 143)
+
+
+# Only where the signals have their defaults: a background job starts with SIGINT ignored.
+_IMPORT_HANDLERS = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+for _sig, _handler in _IMPORT_HANDLERS.items():
+    if _handler in (signal.default_int_handler, signal.SIG_DFL):
+        signal.signal(_sig, _stopped_while_importing)
+
+import io  # noqa: E402
+import shlex  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -207,9 +224,31 @@ def eval_only(cfg, args, device) -> int:
     return 0
 
 
+class Terminated(Exception):
+    """SIGTERM outside the training loop (whose own handler checkpoints and stops)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def install_startup_handlers() -> None:
+    """From here until the loop's own handlers take over (and again after them): Ctrl-C is
+    KeyboardInterrupt and SIGTERM raises Terminated, both ending the run with one line, the
+    files written so far complete (every write is atomic) and the lock released."""
+    for sig, before in _IMPORT_HANDLERS.items():
+        if before in (signal.default_int_handler, signal.SIG_DFL):
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else _terminate)
+
+
 if __name__ == "__main__":
+    install_startup_handlers()
     try:
         sys.exit(main())
     except KeyboardInterrupt:  # Ctrl-C before the loop started: nothing was trained
         print("interrupted before training started", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
+    except Terminated:
+        print("terminated by SIGTERM outside the training loop; the last checkpoint, if any, "
+              "is complete", file=sys.stderr)
+        sys.exit(EXIT_TERMINATED)

@@ -9,6 +9,7 @@ flooding. Either way log.txt gets each line once.
 Records are buffered until the run's OUTPUT_DIR may be written (after every check passed), then
 flushed into ``log.txt``; a run refused for bad input writes nothing.
 """
+import errno
 import logging
 import logging.handlers
 import os
@@ -98,9 +99,8 @@ class ProgressBar:
         if not force and now - self._last_draw < self.min_interval:
             return
         self._last_draw = now
-        self.stream.write("\r\033[K" + text())
-        self.stream.flush()
-        self._visible = True
+        self._write("\r\033[K" + text())
+        self._visible = self.enabled
 
     def width(self) -> int:
         """Columns the status line may take: the terminal's, at most MAX_STATUS_WIDTH."""
@@ -113,20 +113,49 @@ class ProgressBar:
     def clear(self) -> None:
         """Erase the line, so that a log message starts on a clean line."""
         if self._visible:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
+            self._write("\r\033[K")
             self._visible = False
 
     def close(self) -> None:
         """Leave the last status on screen and move to the next line."""
         if self._visible:
-            self.stream.write("\n")
-            self.stream.flush()
+            self._write("\n")
             self._visible = False
+
+    def _write(self, text: str) -> None:
+        """Write and flush; a console whose reader went away ends the bar, silently."""
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except OSError as e:
+            if not is_closed_pipe(e):
+                raise
+            self.enabled = False
+            silence_closed_stream(self.stream)
+
+
+def silence_closed_stream(stream: TextIO) -> None:
+    """Point a stream whose reader went away (``| head``) at /dev/null, so every later write
+    (and the interpreter's last flush) succeeds silently instead of raising BrokenPipeError."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a file (a StringIO): nothing to redirect
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def is_closed_pipe(error: BaseException) -> bool:
+    """Whether ``error`` says the reader of a pipe went away."""
+    return isinstance(error, BrokenPipeError) or (isinstance(error, OSError) and error.errno == errno.EPIPE)
 
 
 class _ConsoleHandler(logging.StreamHandler):
-    """Clears the progress bar before each message."""
+    """Clears the progress bar before each message. A console whose reader went away (a
+    closed pipe) is silenced: the run goes on writing its files, log.txt included."""
 
     def __init__(self, stream: TextIO, progress_bar: ProgressBar) -> None:
         super().__init__(stream)
@@ -136,21 +165,43 @@ class _ConsoleHandler(logging.StreamHandler):
         self.progress_bar.clear()
         super().emit(record)
 
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if error is not None and is_closed_pipe(error):
+            silence_closed_stream(self.stream)
+            return
+        super().handleError(record)
+
+
+class _BelowWarning(logging.Filter):
+    """Lets through what is less than a warning (those go to standard error)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING
+
 
 def setup_logging(progress_bar: Optional[ProgressBar] = None,
                   console_stream: TextIO = None, main_process: bool = True) -> logging.Logger:
-    """Configure the ``pet`` logger: INFO to ``console_stream`` (stdout by default), and every
-    record kept in memory for ``log.txt`` until ``attach_log_file``. Returns the ``pet`` logger.
+    """Configure the ``pet`` logger: INFO to ``console_stream`` (by default stdout, and warnings
+    and errors to stderr), and every record kept in memory for ``log.txt`` until
+    ``attach_log_file``. Returns the ``pet`` logger.
 
     The other processes of a torchrun job (``main_process`` False) show warnings only and keep
     nothing for a log file: rank 0 speaks for the job."""
     logger = close_logging()
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
-    console = _ConsoleHandler(console_stream or sys.stdout, progress_bar or ProgressBar())
+    progress_bar = progress_bar or ProgressBar()
+    console = _ConsoleHandler(console_stream or sys.stdout, progress_bar)
     console.setLevel(logging.INFO if main_process else logging.WARNING)
     console.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(console)
+    if console_stream is None:  # warnings and errors belong on standard error
+        console.addFilter(_BelowWarning())
+        warnings_handler = _ConsoleHandler(sys.stderr, progress_bar)
+        warnings_handler.setLevel(logging.WARNING)
+        warnings_handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(warnings_handler)
     if not main_process:
         return logger
     # A MemoryHandler without a target never writes: nothing reaches the disk before

@@ -224,9 +224,11 @@ def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous_one(short_ru
     out = copy_run(short_run, tmp_path)
     damage_file(out / "model_final.pth", damage)
     result = train(tmp_path, tmp_path / "job.yaml", "OUTPUT_DIR", "out", "--resume")
-    assert result.returncode == 0 and not result.stderr, result.stderr
-    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: ")]
-    assert len(warnings) == 1 and f"skipped model_final.pth: {reason}" in warnings[0], result.stdout
+    assert result.returncode == 0, result.stderr
+    # Warnings belong on standard error, as every other one-line message of the tools.
+    assert not [line for line in result.stdout.splitlines() if line.startswith("warning: ")]
+    warnings = result.stderr.strip().splitlines()
+    assert len(warnings) == 1 and f"skipped model_final.pth: {reason}" in warnings[0], result.stderr
     assert "resuming from out/model_0000002.pth (iteration 2)" in warnings[0]
     assert_same_final_state(out, short_run[0] / "out")
 
@@ -269,10 +271,11 @@ def test_retention_keeps_the_newest_checkpoints_and_resume_falls_back_among_them
     damage_file(out / "model_final.pth", "truncated")
     damage_file(out / "model_0000004.pth", "garbage")
     result = train(tmp_path, cfg_file, "OUTPUT_DIR", "out", "--resume")
-    assert result.returncode == 0 and not result.stderr, result.stderr
-    assert "skipped model_final.pth: cannot be loaded (damaged or truncated: " in result.stdout
-    assert "; model_0000004.pth: cannot be loaded (" in result.stdout
-    assert "resuming from out/model_0000003.pth (iteration 3)" in result.stdout
+    assert result.returncode == 0, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1  # the warning, on standard error
+    assert "skipped model_final.pth: cannot be loaded (damaged or truncated: " in result.stderr
+    assert "; model_0000004.pth: cannot be loaded (" in result.stderr
+    assert "resuming from out/model_0000003.pth (iteration 3)" in result.stderr
     assert_same_final_state(out, tmp_path / "reference")
     assert sorted(p.name for p in out.glob("*.pth")) == [
         "model_0000003.pth", "model_0000004.pth", "model_best.pth", "model_final.pth"]
