@@ -44,7 +44,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
+from pet.lib.config.cli import (  # noqa: E402
+    build_parser, check_output_file, exit_on_config_error, output_file_errors, parse_cfg,
+)
 from pet.lib.config.loader import merge_from_list  # noqa: E402
 from pet.engine.job import validate_job  # noqa: E402
 from pet.engine.device import resolve_device  # noqa: E402
@@ -285,12 +287,14 @@ def main(argv=None):
     with exit_on_config_error():
         validate_job(cfg)
         device = benchmark_device(args.device)
+        if args.json:
+            check_output_file(args.json, "--json")
     result = run(cfg, args.quick, device, args.step_paths, args.build_cost)
     print(format_report(result))
     if "build_cost" in result:
         print("\n" + format_build_cost(result["build_cost"]))
     if args.json:
-        with open(args.json, "w") as f:
+        with exit_on_config_error(), output_file_errors(args.json, "--json"), open(args.json, "w") as f:
             json.dump(result, f, indent=2)
 
 

@@ -14,7 +14,10 @@ hyper-parameter of SOLVER.SCHEDULER.PARAMS (e.g. weight_decay) one more.
 CSV columns: ``iteration``; ``epoch`` (iteration / iterations per epoch); then one column per
 distinct curve, named ``lr:`` and its rules joined by "/" (e.g. ``lr:default/norm``,
 ``lr:bias+backbone``); then ``momentum`` and each scheduled key, when there are. Row i holds the
-values iteration i trains with; the last row, i = max_iter, is where the schedule ends.
+values iteration i trains with; the last row, i = max_iter, is where the schedule ends. A
+schedule of more than MAX_POINTS (20,001) iterations is drawn, and written, at that many evenly
+spread iterations plus its warm-up end and milestones (said in the title and the output line).
+An output path that cannot be written is one line and exit 2, before anything is computed.
 """
 import csv
 import os
@@ -30,29 +33,30 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
 from pet.engine.job import validate_job  # noqa: E402
-from pet.reports.lr_curve import distinct_curves, record_curves  # noqa: E402
+from pet.reports.lr_curve import MAX_POINTS, distinct_curves, record_curves  # noqa: E402
 from pet.lib.utils.optimizer import Optimizer  # noqa: E402
 from pet.lib.utils.param_groups import explain_params, grouping_spec  # noqa: E402
 from pet.reports.param_report import group_rules  # noqa: E402
-from pet.lib.config.cli import add_iter_per_epoch_argument  # noqa: E402
+from pet.lib.config.cli import add_iter_per_epoch_argument, check_output_file, output_file_errors  # noqa: E402
 from pet.models import build_model  # noqa: E402
 
 
-def write_csv(path, curves, iter_per_epoch, others):
-    """One row per iteration 0..max_iter: iteration, epoch, one lr per curve, then ``others``."""
+def write_csv(path, curves, iter_per_epoch, others, iterations):
+    """One row per iteration recorded: iteration, epoch, one lr per curve, then ``others``."""
     header = ["iteration", "epoch"] + [f"lr:{c.label}" for c in curves] + list(others)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         columns = [c.lrs for c in curves] + list(others.values())
-        for iteration, values in enumerate(zip(*columns)):
+        for iteration, values in zip(iterations, zip(*columns)):
             writer.writerow([iteration, repr(iteration / iter_per_epoch)] + [repr(v) for v in values])
 
 
-def draw(path, curves, scheduler, iter_per_epoch, title, log_scale=False, others=None):
+def draw(path, curves, scheduler, iter_per_epoch, title, log_scale=False, others=None, iterations=None):
     """Save the curves as a PNG, with the warm-up end and the milestones marked; each of
     ``others`` (the cycled momentum, the scheduled hyper-parameters) in a panel below."""
     others = others or {}
+    iterations = iterations if iterations is not None else range(scheduler.max_iter + 1)
     # A fixed size in pixels (constrained layout, no tight bbox): the same PNG size for any config
     # with as many panels.
     fig, axes = plt.subplots(1 + len(others), 1, figsize=(8, 5 + len(others) // 2), dpi=100,
@@ -60,12 +64,11 @@ def draw(path, curves, scheduler, iter_per_epoch, title, log_scale=False, others
                              squeeze=False)
     ax, panels = axes[0][0], [row[0] for row in axes[1:]]
     for panel, (name, values), color in zip(panels, others.items(), ("tab:purple", "tab:brown", "tab:olive")):
-        panel.plot(range(scheduler.max_iter + 1), values, color=color, linewidth=1.5)
+        panel.plot(iterations, values, color=color, linewidth=1.5)
         panel.set_ylabel(name)
         panel.grid(alpha=0.3)
     if log_scale:
         ax.set_yscale("log")
-    iterations = range(scheduler.max_iter + 1)
     for curve in curves:
         label = f"{curve.label.replace('/', ', ')} (max {max(curve.lrs):.3g})"
         ax.plot(iterations, curve.lrs, label=textwrap.fill(label, 60), linewidth=1.5)
@@ -98,19 +101,27 @@ def main(argv=None):
     add_iter_per_epoch_argument(parser)
     args, cfg = parse_cfg(parser, argv)
     with exit_on_config_error():
+        check_output_file(args.out, "--out")
+        if args.csv:
+            check_output_file(args.csv, "--csv")
         iter_per_epoch = validate_job(cfg, args.iter_per_epoch)
         model = build_model(cfg)
         optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
-        scheduler, lrs, others = record_curves(optimizer, cfg.SOLVER, iter_per_epoch)
-    rules = group_rules(optimizer.param_groups, explain_params(model, grouping_spec(cfg.SOLVER.OPTIMIZER)))
-    curves = distinct_curves(lrs, rules)
-    title = (f"{os.path.basename(args.cfg_file)}: {scheduler.schedule.policy}, "
-             f"{type(optimizer).__name__}, {scheduler.max_iter} iterations")
-    draw(args.out, curves, scheduler, iter_per_epoch, title, args.log, others)
-    print(f"wrote {args.out}: {len(curves)} lr curve(s) over iterations 0..{scheduler.max_iter}")
-    if args.csv:
-        write_csv(args.csv, curves, iter_per_epoch, others)
-        print(f"wrote {args.csv}")
+        scheduler, iterations, lrs, others = record_curves(optimizer, cfg.SOLVER, iter_per_epoch, MAX_POINTS)
+        rules = group_rules(optimizer.param_groups, explain_params(model, grouping_spec(cfg.SOLVER.OPTIMIZER)))
+        curves = distinct_curves(lrs, rules)
+        sampled = len(iterations) < scheduler.max_iter + 1
+        title = (f"{os.path.basename(args.cfg_file)}: {scheduler.schedule.policy}, "
+                 f"{type(optimizer).__name__}, {scheduler.max_iter} iterations"
+                 + (f" (drawn from {len(iterations)} sampled ones)" if sampled else ""))
+        with output_file_errors(args.out, "--out"):
+            draw(args.out, curves, scheduler, iter_per_epoch, title, args.log, others, iterations)
+        print(f"wrote {args.out}: {len(curves)} lr curve(s) over iterations 0..{scheduler.max_iter}"
+              + (f", {len(iterations)} of them sampled" if sampled else ""))
+        if args.csv:
+            with output_file_errors(args.csv, "--csv"):
+                write_csv(args.csv, curves, iter_per_epoch, others, iterations)
+            print(f"wrote {args.csv}")
 
 
 if __name__ == "__main__":

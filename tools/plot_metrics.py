@@ -12,10 +12,15 @@ import json
 import os
 import sys
 
-import matplotlib
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")  # files only: no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
+
+from pet.lib.config.cli import check_output_file, output_file_errors  # noqa: E402
+from pet.lib.config.errors import ConfigError  # noqa: E402
 
 EXIT_BAD_INPUT = 2
 METRICS_FILE = "metrics.json"  # pet.engine.writers.JSON_FILE (read without importing torch)
@@ -75,6 +80,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     runs = {}
     try:
+        check_output_file(args.out, "--out")
         for output_dir in args.output_dirs:
             label = os.path.basename(os.path.normpath(output_dir)) or output_dir
             while label in runs:  # two runs of the same name from different places
@@ -83,7 +89,12 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    plot_runs(runs, args.out)
+    try:
+        with output_file_errors(args.out, "--out"):
+            plot_runs(runs, args.out)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(f"wrote {args.out} ({len(runs)} run(s))")
     return 0
 

@@ -5,7 +5,7 @@ from a second implementation of the formulas, so a plot of them cannot disagree 
 """
 import warnings
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from yacs.config import CfgNode
@@ -30,31 +30,60 @@ def record_lrs(optimizer: torch.optim.Optimizer, solver: CfgNode,
     entry is the lr at max_iter, where the schedule ends. The groups' lrs are left at max_iter.
     Raises ConfigError on a bad SCHEDULER config.
     """
-    scheduler, lrs, _ = record_curves(optimizer, solver, iter_per_epoch)
+    scheduler, _, lrs, _ = record_curves(optimizer, solver, iter_per_epoch)
     return scheduler, lrs
 
 
-def record_curves(optimizer: torch.optim.Optimizer, solver: CfgNode, iter_per_epoch: int = -1
-                  ) -> Tuple[LearningRateScheduler, List[List[float]], Dict[str, List[float]]]:
-    """``record_lrs`` and the other scheduled hyper-parameters at every iteration, by name:
-    ``momentum`` when the schedule cycles it (one value for every group), and each key of
-    SOLVER.SCHEDULER.PARAMS (its value in a group built with START); empty when none."""
+# A schedule longer than this many iterations is drawn from as many, evenly spread, with its
+# warm-up end and milestones (each with the iteration before it): stepping a schedule of 440
+# million iterations one by one would take hours.
+MAX_POINTS = 20_001
+
+
+def sampled_iterations(scheduler: LearningRateScheduler, max_points: int) -> List[int]:
+    """Iterations 0..max_iter to record: all of them, or ``max_points`` evenly spread plus the
+    warm-up end and the milestones with the iteration before each (where the curve jumps)."""
+    max_iter = scheduler.max_iter
+    if max_iter + 1 <= max_points:
+        return list(range(max_iter + 1))
+    marks = {scheduler.warmup_iters, *scheduler.milestones}
+    spread = {round(k * max_iter / (max_points - 1)) for k in range(max_points)}
+    jumps = {i for mark in marks for i in (mark - 1, mark)}
+    return sorted(i for i in spread | jumps if 0 <= i <= max_iter)
+
+
+def record_curves(optimizer: torch.optim.Optimizer, solver: CfgNode, iter_per_epoch: int = -1,
+                  max_points: Optional[int] = None
+                  ) -> Tuple[LearningRateScheduler, List[int], List[List[float]], Dict[str, List[float]]]:
+    """(the scheduler, the iterations recorded, ``lrs[g][k]`` group g's lr at the k-th of them,
+    the other scheduled hyper-parameters by name: ``momentum`` when the schedule cycles it, and
+    each key of SOLVER.SCHEDULER.PARAMS, its value in a group built with START).
+
+    Every iteration 0..max_iter is recorded, or, past ``max_points``, a sample of them
+    (``sampled_iterations``), each set by the scheduler's own ``load_state_dict`` (the way a
+    resumed run jumps to its iteration).
+    """
     with warnings.catch_warnings():
         # Nothing is trained here, so torch's "scheduler.step() before optimizer.step()" is moot.
         warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
         scheduler = LearningRateScheduler(optimizer, solver, iter_per_epoch=iter_per_epoch)
-        lrs = [[group["lr"]] for group in optimizer.param_groups]
-        for _ in range(scheduler.max_iter):
-            scheduler.step()
+        iterations = sampled_iterations(scheduler, max_points or scheduler.max_iter + 1)
+        every = len(iterations) == scheduler.max_iter + 1
+        lrs: List[List[float]] = [[] for _ in optimizer.param_groups]
+        for iteration in iterations:
+            if iteration > 0:
+                if every:
+                    scheduler.step()
+                else:
+                    scheduler.load_state_dict({"iteration": iteration})
             for curve, group in zip(lrs, optimizer.param_groups):
                 curve.append(group["lr"])
-    iterations = range(scheduler.max_iter + 1)
     others: Dict[str, List[float]] = {}
     if scheduler.cycles_momentum:
         others["momentum"] = [scheduler.schedule.momentum(i) for i in iterations]
     for schedule in scheduler.param_schedules:
         others[schedule.param] = [schedule.value(i) for i in iterations]
-    return scheduler, lrs, others
+    return scheduler, iterations, lrs, others
 
 
 def distinct_curves(lrs: Sequence[Sequence[float]], rules: Sequence[Tuple[str, ...]]) -> List[LrCurve]:

@@ -5,6 +5,7 @@ import json
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -292,3 +293,39 @@ def test_plot_lr_log_scale_and_momentum_panel(tmp_path):
                       "ONE_CYCLE", "SOLVER.SCHEDULER.WARM_UP_EPOCHS", "None", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert read_png_size(tmp_path / "lr_curve.png") == (800, 500)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output paths and valid-but-huge values: a result or one line, within seconds
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("tool, args, fragment", [
+    ("plot_lr", ["--cfg", "job.yaml", "--out", "missing/lr.png"], "--out missing/lr.png: no such directory"),
+    ("plot_lr", ["--cfg", "job.yaml", "--csv", "."], "--csv .: is a directory; give a file path"),
+    ("plot_metrics", ["--out", "missing/m.png", "."], "--out missing/m.png: no such directory"),
+    ("benchmark_solver", ["--cfg", "job.yaml", "--quick", "--json", "."], "--json .: is a directory"),
+], ids=["plot_lr-out", "plot_lr-csv", "plot_metrics-out", "benchmark_solver-json"])
+def test_an_output_path_that_cannot_be_written_is_one_line_before_any_work(tmp_path, tool, args, fragment):
+    write_cfg(tmp_path, EPOCH_CFG)
+    result = run_tool(tool, *args, cwd=tmp_path)
+    assert_one_line_error(result, fragment)
+    assert "Traceback" not in result.stderr
+
+
+def test_plot_lr_draws_a_huge_schedule_from_samples_within_seconds(tmp_path):
+    """440 million iterations: the curve is drawn from 20,001 evenly spread iterations plus the
+    warm-up end and the milestones, each with the iteration before it."""
+    cfg = write_cfg(tmp_path, EPOCH_CFG)
+    started = time.monotonic()
+    result = run_tool("plot_lr", "--cfg", cfg, "--csv", "lr.csv", "--iter-per-epoch", "44",
+                      "SOLVER.SCHEDULER.TOTAL_EPOCHS", "10000000", "SOLVER.SCHEDULER.STEPS", "(5000000, 9000000)",
+                      cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 60
+    header, rows = read_csv(tmp_path / "lr.csv")
+    # 20,001 spread (the milestones fall on them) and 43, 44, 219,999,999 and 395,999,999.
+    assert len(rows) == 20_005 and "over iterations 0..440000000, 20005 of them sampled" in result.stdout
+    iterations = [int(row[0]) for row in rows]
+    assert iterations[0] == 0 and iterations[-1] == 440_000_000 and iterations == sorted(set(iterations))
+    lr = {int(row[0]): row[header.index(next(h for h in header if h.startswith("lr:")))] for row in rows}
+    # Around the first milestone (epoch 5,000,000 = iteration 220,000,000): the step is exact.
+    assert lr[219_999_999] == pytest.approx(10 * lr[220_000_000])

@@ -105,6 +105,29 @@ def positive_int(text: str) -> int:
     return value
 
 
+def check_output_file(path: str, flag: str) -> None:
+    """ConfigError (one line, exit 2 in the tools) when ``path``, given with ``flag``, cannot be
+    written as a file: it is a directory, its directory does not exist or is not writable.
+    Tools check their output paths before they compute anything."""
+    if os.path.isdir(path):
+        raise ConfigError(f"{flag} {path}: is a directory; give a file path")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ConfigError(f"{flag} {path}: no such directory {directory}")
+    if not os.access(directory, os.W_OK):
+        raise ConfigError(f"{flag} {path}: the directory {directory} is not writable")
+
+
+@contextlib.contextmanager
+def output_file_errors(path: str, flag: str):
+    """Around a tool's write of ``path``: an OSError (a full disk, a file made unwritable
+    meanwhile) becomes one ConfigError line naming the flag and the file."""
+    try:
+        yield
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot be written ({first_line(e)})") from None
+
+
 def add_iter_per_epoch_argument(parser: argparse.ArgumentParser) -> None:
     """Add ``--iter-per-epoch N``, which replaces the data set's count when epoch-based keys
     are converted to iterations (a what-if for another data set size or batch size)."""
