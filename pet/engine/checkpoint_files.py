@@ -103,6 +103,15 @@ def read_checkpoint(path: str, resume: bool = False) -> Dict[str, Any]:
     return checkpoint
 
 
+# The final checkpoint's file (train_net's FINAL_NAME).
+FINAL_FILE = "model_final.pth"
+
+
+def periodic_iterations(path: str) -> int:
+    """The iterations in a periodic checkpoint's name (model_<iterations>.pth)."""
+    return int(PERIODIC_NAME.match(os.path.basename(path)).group(1))
+
+
 def periodic_checkpoints(save_dir: str) -> List[str]:
     """The names of the periodic checkpoints (``model_<iterations>.pth``) in ``save_dir``,
     newest (most iterations) first; none when the directory cannot be listed."""
@@ -127,7 +136,8 @@ class ResumeChoice:
 
 def choose_resume_checkpoint(save_dir: str) -> ResumeChoice:
     """The checkpoint to resume from: the one ``last_checkpoint`` names, or, when that cannot
-    be read (or the pointer is missing), the newest readable periodic checkpoint.
+    be read (or the pointer is missing), the newest readable periodic checkpoint or
+    model_final.pth (placed by its iterations among them).
 
     The choice depends on the directory's files alone, so every process of a job that reads
     the same directory makes the same one. Raises CheckpointError when the pointer is hostile
@@ -136,16 +146,27 @@ def choose_resume_checkpoint(save_dir: str) -> ResumeChoice:
     pointer = os.path.join(save_dir, LAST_CHECKPOINT)
     named = last_checkpoint_path(save_dir)
     candidates = [os.path.join(save_dir, name) for name in periodic_checkpoints(save_dir)]
-    if named is None and not candidates:
+    final = os.path.join(save_dir, FINAL_FILE)
+    has_final = os.path.isfile(final) and not os.path.islink(final) and final != named
+    if named is None and not candidates and not has_final:
         raise CheckpointError(f"--resume: {pointer} does not exist, nothing to resume; drop "
                               f"--resume to start a new run")
     skipped = [] if named is not None else [f"{LAST_CHECKPOINT}: missing or empty"]
+    readable = {}
+    if has_final:  # a kill between model_final.pth and its pointer: it is a candidate too
+        try:
+            readable[final] = read_checkpoint(final, resume=True)
+        except UnreadableCheckpoint as e:
+            skipped.append(f"{FINAL_FILE}: {e.reason}")
+        else:  # in its place by iterations among the periodic ones
+            iterations = int(readable[final]["iteration"])
+            candidates.insert(sum(1 for p in candidates if periodic_iterations(p) > iterations), final)
     for path in ([named] if named else []) + [p for p in candidates if p != named]:
         if os.path.islink(path):  # as for the pointer: nothing outside save_dir is loaded
             skipped.append(f"{os.path.basename(path)}: a symbolic link, not followed")
             continue
         try:
-            return ResumeChoice(path, read_checkpoint(path, resume=True), skipped)
+            return ResumeChoice(path, readable.get(path) or read_checkpoint(path, resume=True), skipped)
         except UnreadableCheckpoint as e:
             skipped.append(f"{os.path.basename(path)}: {e.reason}")
     raise CheckpointError(f"--resume: no readable checkpoint in {save_dir}; tried "

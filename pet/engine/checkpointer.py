@@ -26,6 +26,7 @@ from pet.engine.distributed import ProcessInfo, all_gather_objects
 from pet.engine.seed import seed_everything
 from pet.lib.config.errors import first_line
 from pet.engine.checkpoint_files import (  # noqa: F401  (re-exported: the checkpointer's API)
+    FINAL_FILE,
     LAST_CHECKPOINT,
     PERIODIC_NAME,
     choose_resume_checkpoint,
@@ -47,7 +48,7 @@ from pet.engine.checkpoint_state import (  # noqa: F401  (re-exported: the check
 
 logger = logging.getLogger(__name__)
 
-FINAL_NAME = "model_final"
+FINAL_NAME = os.path.splitext(FINAL_FILE)[0]  # model_final
 TMP_SUFFIX = ".tmp"
 
 

@@ -233,6 +233,22 @@ def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous_one(short_ru
     assert_same_final_state(out, short_run[0] / "out")
 
 
+def test_a_kill_between_the_final_checkpoint_and_its_pointer_resumes_from_the_final_one(tmp_path):
+    """SNAPSHOT_ITERS 0: model_final.pth is the first checkpoint; a kill before last_checkpoint
+    names it left nothing to resume. Now the final file is a candidate too, placed by its
+    iterations among the periodic ones."""
+    job = {**SHORT_JOB, "SOLVER": {**SHORT_JOB["SOLVER"], "SNAPSHOT_ITERS": 0}}
+    cfg_file = write_cfg(tmp_path, job)
+    assert train(tmp_path, cfg_file, "OUTPUT_DIR", "out").returncode == 0
+    (tmp_path / "out" / "last_checkpoint").unlink()
+    result = train(tmp_path, cfg_file, "OUTPUT_DIR", "out", "--resume", "SOLVER.SCHEDULER.TOTAL_ITERS", "6")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "warning: --resume: skipped last_checkpoint: missing or empty; resuming from out/model_final.pth "
+        "(iteration 4), the newest readable checkpoint"]
+    assert [r["iteration"] for r in read_metrics(tmp_path / "out")] == list(range(6))
+
+
 @pytest.mark.parametrize("damage, overrides, fragment", [
     ("none", ["SOLVER.OPTIMIZER.TYPE", "ADAMW"], "model_final.pth was saved by another optimizer type"),
     ("none", ["MODEL.CNN.HIDDEN_DIM", "32"], "model_final.pth was saved from a different model"),
