@@ -25,7 +25,7 @@ def test_shipped_config_builds_its_solver(cfg_file):
 
 def test_shipped_configs_cover_models_policies_and_units():
     cfgs = [load_cfg(str(path)) for path in CFGS]
-    assert {c.MODEL.TYPE for c in cfgs} == {"cnn", "transformer"}
+    assert {c.MODEL.TYPE for c in cfgs} == {"cnn", "transformer", "digits_gan"}
     assert {c.SOLVER.SCHEDULER.POLICY for c in cfgs} == {"STEP", "COSINE", "POLY", "STEP_COSINE"}
     assert {c.SOLVER.SCHEDULER.TOTAL_EPOCHS is None for c in cfgs} == {True, False}
     combos = {(c.MODEL.TYPE, c.SOLVER.OPTIMIZER.TYPE, c.SOLVER.SCHEDULER.POLICY) for c in cfgs}
