@@ -57,10 +57,11 @@ def build_optimizers(model: nn.Module, solver: CfgNode) -> Dict[str, torch.optim
         if name not in children:
             raise ConfigError(f"{_KEY}.{name}: {type(model).__name__} has no top-level submodule "
                               f"{name!r}; its submodules: {', '.join(children) or 'none'}")
-        for param in children[name].parameters():
+        for param_name, param in children[name].named_parameters():
             if id(param) in owner:
-                raise ConfigError(f"{_KEY}: a parameter of {name!r} is also one of {owner[id(param)]!r} "
-                                  f"(shared between them): each parameter belongs to one optimizer")
+                raise ConfigError(f"{_KEY}: parameter '{name}.{param_name}' is also one of "
+                                  f"{owner[id(param)]!r} (shared between them): each parameter "
+                                  f"belongs to one optimizer")
             owner[id(param)] = name
     for param_name, param in model.named_parameters():
         if param.requires_grad and id(param) not in owner:
