@@ -14,7 +14,6 @@ the current config decides the hyper-parameters (lr, weight decay, momentum, sch
 import contextlib
 import logging
 import os
-import random
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -23,7 +22,7 @@ from torch import nn
 from yacs.config import CfgNode
 
 from pet.engine.distributed import ProcessInfo, all_gather_objects
-from pet.engine.seed import seed_everything
+from pet.engine.seed import rng_state, seed_everything, set_rng_state  # noqa: F401  (re-exported)
 from pet.lib.config.errors import first_line
 from pet.engine.checkpoint_files import (  # noqa: F401  (re-exported: the checkpointer's API)
     FINAL_FILE,
@@ -122,46 +121,6 @@ def cfg_to_dict(cfg: CfgNode) -> Dict[str, Any]:
     """A CfgNode as nested plain dicts (what ``weights_only`` loading accepts)."""
     return {key: cfg_to_dict(value) if isinstance(value, CfgNode) else value
             for key, value in cfg.items()}
-
-
-# ---------------------------------------------------------------------------------------------
-# RNG states as plain containers
-# ---------------------------------------------------------------------------------------------
-def rng_state() -> Dict[str, Any]:
-    """The torch (CPU and, once used, CUDA), numpy and python global RNG states, as tensors,
-    lists and numbers."""
-    bit_generator, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": cuda,
-        "numpy": {
-            "bit_generator": bit_generator,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached_gaussian),
-        },
-        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
-    }
-
-
-def set_rng_state(state: Dict[str, Any]) -> None:
-    """Restore the states saved by ``rng_state``."""
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    saved = state["numpy"]
-    np.random.set_state((
-        saved["bit_generator"],
-        saved["keys"].numpy().astype(np.uint32),
-        saved["pos"],
-        saved["has_gauss"],
-        saved["cached_gaussian"],
-    ))
-    saved = state["python"]
-    random.setstate((saved["version"], tuple(saved["internal"]), saved["gauss_next"]))
 
 
 class Checkpointer:
