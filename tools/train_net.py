@@ -67,7 +67,13 @@ from pet.engine.distributed import (  # noqa: E402
     init_process_group,
     process_info,
 )
-from pet.engine.logger import ProgressBar, format_seconds, run_header, setup_logging  # noqa: E402
+from pet.engine.logger import (  # noqa: E402
+    OutputWriteError,
+    ProgressBar,
+    format_seconds,
+    run_header,
+    setup_logging,
+)
 from pet.engine.seed import seed_everything  # noqa: E402
 from pet.models import build_model  # noqa: E402
 
@@ -156,6 +162,10 @@ def train(cfg, args, process, device, iter_per_epoch, progress_bar, logger) -> i
         return stopped(progress_bar, process, f"error: {e}{hint}", EXIT_DIVERGED)
     except CheckpointWriteError as e:
         return stopped(progress_bar, process, f"error: {e}", EXIT_DIVERGED)
+    except OutputWriteError as e:  # log.txt, metrics.json, the CSV, the TensorBoard events
+        last = last_checkpoint_path(cfg.OUTPUT_DIR)
+        return stopped(progress_bar, process, f"error: {e}; last good checkpoint: {last or 'none'}",
+                       EXIT_DIVERGED)
     except KeyboardInterrupt:
         return stopped(progress_bar, process, interrupted_message(cfg.OUTPUT_DIR), EXIT_INTERRUPTED)
     finally:
@@ -266,6 +276,9 @@ def run_main() -> int:
         print("terminated by SIGTERM outside the training loop; the last checkpoint, if any, "
               "is complete", file=sys.stderr)
         return EXIT_TERMINATED
+    except OutputWriteError as e:  # log.txt before the loop (the config's, the header)
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
     except SystemExit as e:  # a refusal (exit 2): its line is printed already
         if e.code is None or isinstance(e.code, int):
             return e.code or 0

@@ -18,7 +18,7 @@ import torch
 
 from pet.engine.checkpointer import FINAL_NAME, Checkpointer, atomic_write, periodic_name, write_on_main
 from pet.engine.events import MetricsStorage
-from pet.engine.logger import ProgressBar, fit_status, format_rate, format_seconds
+from pet.engine.logger import ProgressBar, fit_status, format_rate, format_seconds, output_write_error
 from pet.engine.writers import JSONWriter, MetricsFileWriter, truncate_metrics  # noqa: F401
 from pet.lib.config.runtime import PRIORITIES
 from pet.lib.utils.registry import Registry
@@ -338,7 +338,10 @@ class MetricsWriter(HookBase):
         if write:
             record = self.record(storage, storage.latest(), eta)
             for writer in self.writers:
-                writer.write(record)
+                try:
+                    writer.write(record)
+                except OSError as e:  # a full disk, a read-only directory: one line naming the file
+                    raise output_write_error(writer.path, e) from None
             # One line per logged iteration, to log.txt (DEBUG); off a terminal, at INFO every
             # few seconds (the bar's line_due), so the console also shows some: still one record.
             to_console = self.progress_bar.line_due(final=it + 1 == self.max_iter)
@@ -369,4 +372,7 @@ class MetricsWriter(HookBase):
     def after_train(self, storage: MetricsStorage) -> None:
         self.progress_bar.close()
         for writer in self.writers:
-            writer.close()
+            try:
+                writer.close()
+            except OSError as e:
+                raise output_write_error(writer.path, e) from None

@@ -134,6 +134,31 @@ class ProgressBar:
             silence_closed_stream(self.stream)
 
 
+class OutputWriteError(Exception):
+    """A file of the run's output (log.txt, metrics.json, the CSV, the TensorBoard events)
+    could not be written (a full disk, a read-only directory): the message names the file."""
+
+
+def output_write_error(path: str, error: OSError) -> OutputWriteError:
+    """The one line of a failed write of ``path``."""
+    return OutputWriteError(f"cannot write {path} ({error.strerror or type(error).__name__})")
+
+
+class _LogFileHandler(logging.FileHandler):
+    """log.txt: a record that cannot be written stops the run with one line naming the file
+    (logging's default prints a traceback per record and goes on)."""
+
+    def __init__(self, path: str, mode: str) -> None:
+        super().__init__(path, mode=mode)
+        self.path = path  # as OUTPUT_DIR names it (baseFilename is absolute)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            raise output_write_error(self.path, error) from None
+        super().handleError(record)
+
+
 def silence_closed_stream(stream: TextIO) -> None:
     """Point a stream whose reader went away (``| head``) at /dev/null, so every later write
     (and the interpreter's last flush) succeeds silently instead of raising BrokenPipeError."""
@@ -224,7 +249,7 @@ def close_logging() -> logging.Logger:
 def attach_log_file(path: str, append: bool) -> None:
     """Write every ``pet`` record (the buffered ones first) to ``path`` from now on."""
     logger = logging.getLogger("pet")
-    file_handler = logging.FileHandler(path, mode="a" if append else "w")
+    file_handler = _LogFileHandler(path, mode="a" if append else "w")
     file_handler.setLevel(logging.DEBUG)
     file_handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
     for handler in list(logger.handlers):

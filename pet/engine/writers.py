@@ -36,6 +36,7 @@ import csv
 import json
 import math
 import os
+import threading
 from typing import Dict, List
 
 from pet.engine.checkpointer import atomic_write
@@ -51,9 +52,11 @@ _POSITION_FIELDS = ("iteration", "iterations_done", "epoch")
 
 class MetricsFileWriter:
     """A writer takes one record per logged iteration (``write``) and closes its file once.
-    ``FILE`` is the name of its file in OUTPUT_DIR ("": OUTPUT_DIR itself)."""
+    ``FILE`` is the name of its file in OUTPUT_DIR ("": OUTPUT_DIR itself); ``path`` where it
+    writes."""
 
     FILE = ""
+    path = ""
 
     def write(self, record: Dict[str, float]) -> None:
         raise NotImplementedError
@@ -146,6 +149,8 @@ class TensorBoardWriter(MetricsFileWriter):
     def __init__(self, output_dir: str, start_iter: int = 0) -> None:
         from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: seconds
 
+        _quiet_tensorboard_thread_errors()
+        self.path = os.path.join(output_dir, "events.out.tfevents.*")  # for messages
         self._writer = SummaryWriter(output_dir, purge_step=start_iter + 1 if start_iter else None,
                                      flush_secs=FLUSH_SECONDS)
 
@@ -161,6 +166,23 @@ class TensorBoardWriter(MetricsFileWriter):
 
     def close(self) -> None:
         self._writer.close()
+
+
+def _quiet_tensorboard_thread_errors() -> None:
+    """TensorBoard's writer thread re-raises a failed write (a full disk) and the next write of
+    the training thread raises it again, where MetricsWriter turns it into one line: the thread's
+    own traceback (threading.excepthook) is dropped. Other threads' errors are printed as ever."""
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    previous = threading.excepthook
+    if getattr(previous, "quiets_tensorboard", False):
+        return
+
+    def hook(args):
+        if not (isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError)):
+            previous(args)
+    hook.quiets_tensorboard = True
+    threading.excepthook = hook
 
 
 def build_writers(names, output_dir: str, start_iter: int = 0) -> List[MetricsFileWriter]:

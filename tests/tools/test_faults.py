@@ -347,6 +347,28 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path):
     assert not (tmp_path / "out" / "model_0000002.pth").exists()
 
 
+@pytest.mark.parametrize("writers, file", [
+    (["json"], "out/metrics.json"), ([], "out/log.txt"), (["tensorboard"], "out/events.out.tfevents.*"),
+], ids=["metrics.json", "log.txt", "tensorboard"])
+def test_a_full_disk_hitting_a_metrics_or_log_file_is_one_line_and_the_run_resumes(tmp_path, writers, file):
+    """metrics.json, log.txt or the TensorBoard events fill the disk before a checkpoint does:
+    one line naming the file and the last good checkpoint, exit 1; the run then resumes."""
+    job = {**SHORT_JOB, "WRITERS": writers,
+           "SOLVER": {**SHORT_JOB["SOLVER"], "SNAPSHOT_ITERS": 20,
+                      "SCHEDULER": {**SHORT_JOB["SOLVER"]["SCHEDULER"], "TOTAL_ITERS": 3000}}}
+    cfg_file = write_cfg(tmp_path, job)
+    result = subprocess.run(train_command(cfg_file, "OUTPUT_DIR", "out"), cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120,
+                            preexec_fn=limit_file_size(60_000))
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith(f"error: cannot write {file} (File too large); last good checkpoint: out/model_")
+    done = load(tmp_path / "out" / (tmp_path / "out" / "last_checkpoint").read_text())["iteration"]
+    result = train(tmp_path, cfg_file, "OUTPUT_DIR", "out", "--resume", "SOLVER.SCHEDULER.TOTAL_ITERS", str(done + 5))
+    assert result.returncode == 0, result.stderr
+
+
 # ---------------------------------------------------------------------------------------------
 # Signals and concurrent runs
 # ---------------------------------------------------------------------------------------------
