@@ -51,7 +51,7 @@ from pet.engine.output_dir import (  # noqa: E402
     prepare_output_dir,
 )
 from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
-from pet.lib.config.errors import ConfigError  # noqa: E402
+from pet.lib.config.errors import ConfigError, first_line  # noqa: E402
 from pet.engine.job import validate_job  # noqa: E402
 from pet.engine.checkpointer import (  # noqa: E402
     Checkpointer,
@@ -62,6 +62,7 @@ from pet.engine.preemption import StopRequest, TrainingStopped  # noqa: E402
 from pet.engine.device import configure_numerics, resolve_device  # noqa: E402
 from pet.engine.distributed import (  # noqa: E402
     all_gather_objects,
+    lost_a_peer,
     barrier,
     destroy_process_group,
     init_process_group,
@@ -166,6 +167,13 @@ def train(cfg, args, process, device, iter_per_epoch, progress_bar, logger) -> i
         last = last_checkpoint_path(cfg.OUTPUT_DIR)
         return stopped(progress_bar, process, f"error: {e}; last good checkpoint: {last or 'none'}",
                        EXIT_DIVERGED)
+    except RuntimeError as e:
+        if not lost_a_peer(e):
+            raise
+        # Another process ended (rank 0 on a full disk, a killed worker): its line says why;
+        # this one leaves at once, without a traceback (torchrun reports every exit status).
+        return stopped(progress_bar, process, "error: another process of this torchrun job ended "
+                       f"({first_line(e)}); see its own line above", EXIT_DIVERGED)
     except KeyboardInterrupt:
         return stopped(progress_bar, process, interrupted_message(cfg.OUTPUT_DIR), EXIT_INTERRUPTED)
     finally:

@@ -2,6 +2,7 @@
 collectives the loop needs. A plain ``python`` run is a job of one process, with no group."""
 import datetime
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, List
 
@@ -77,3 +78,14 @@ def mean_over_processes(values: List[float], device: torch.device) -> List[float
     summed = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(summed)
     return (summed / dist.get_world_size()).tolist()
+
+
+# What gloo and NCCL say when another process of the job went away mid-collective.
+_PEER_LOSS = re.compile(r"connection (reset|closed) by peer|broken pipe|socket timeout|remote worker|"
+                        r"communicator was aborted|connection refused", re.IGNORECASE)
+
+
+def lost_a_peer(error: BaseException) -> bool:
+    """Whether ``error`` is a collective that failed because another process of the job ended
+    (its own line says why): such a process stops quietly rather than with a traceback."""
+    return dist.is_available() and dist.is_initialized() and bool(_PEER_LOSS.search(str(error)))

@@ -102,6 +102,24 @@ def test_a_failed_write_on_rank_0_ends_every_process_with_one_line(tmp_path, key
     assert not (tmp_path / "out" / failed_file).exists()
 
 
+def test_a_full_disk_hitting_metrics_json_on_rank_0_ends_every_process_without_a_traceback(tmp_path):
+    """Rank 0 alone writes metrics.json; when it cannot, rank 0 stops with one line and the
+    other process, whose next collective then fails, leaves quietly instead of a traceback."""
+    job = {**DDP_JOB, "WRITERS": ["json"],
+           "SOLVER": {**DDP_JOB["SOLVER"], "SNAPSHOT_ITERS": 0,
+                      "SCHEDULER": {**DDP_JOB["SOLVER"]["SCHEDULER"], "TOTAL_ITERS": 3000}}}
+    cfg_file = write_cfg(tmp_path, job)
+    started = time.monotonic()
+    result = subprocess.run(torchrun_command(cfg_file, "OUTPUT_DIR", "out"), cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300,
+                            preexec_fn=limit_file_size(40_000))
+    assert time.monotonic() - started < 120
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: cannot write out/metrics.json (File too large); last good checkpoint: none"]
+    assert 'train_net.py", line' not in result.stderr and "[rank1]" not in result.stderr
+
+
 def test_float16_sigkill_inside_checkpoint_writes_resumes_bit_identical(tmp_path):
     job = {**SHORT_JOB, "SOLVER": {**SHORT_JOB["SOLVER"], "SNAPSHOT_ITERS": 1,
                                    "AMP": {"ENABLED": True, "DTYPE": "float16"},
