@@ -121,12 +121,16 @@ def prepare_output_dir(cfg: CfgNode, resume: bool) -> None:
     Raises ConfigError when another run holds the directory or it cannot be written.
     """
     lock_output_dir(cfg.OUTPUT_DIR)
+    path = cfg.OUTPUT_DIR
     try:
         removed = remove_leftovers(cfg.OUTPUT_DIR)
-        atomic_write(os.path.join(cfg.OUTPUT_DIR, CONFIG_FILE), lambda f: f.write(cfg.dump().encode()))
-        attach_log_file(os.path.join(cfg.OUTPUT_DIR, LOG_FILE), append=resume)
-    except OSError as e:
-        raise ConfigError(f"OUTPUT_DIR {cfg.OUTPUT_DIR}: cannot be written ({e.strerror or e})") from None
+        path = os.path.join(cfg.OUTPUT_DIR, CONFIG_FILE)
+        atomic_write(path, lambda f: f.write(cfg.dump().encode()))
+        path = os.path.join(cfg.OUTPUT_DIR, LOG_FILE)
+        attach_log_file(path, append=resume)
+    except OSError as e:  # a refusal before training: every process of a job ends alike (exit 2)
+        reason = str(e) if e.strerror is None else f"cannot write {path} ({e.strerror})"
+        raise ConfigError(f"OUTPUT_DIR {cfg.OUTPUT_DIR}: {reason}") from None
     if removed:
         logger.info("Removed %d temporary file(s) of an interrupted write: %s", len(removed),
                     ", ".join(removed))
