@@ -15,7 +15,8 @@
    machine's copy bandwidth.
 4. The scheduler's step() cost, and the whole training loop of the job of ``--cfg`` built as
    tools/train_net.py builds it against bare PyTorch loops doing the same job, run in
-   lock-step with it (see pet.bench.loop_benchmark).
+   lock-step with it (see pet.bench.loop_benchmark); a job of more than MAX_LOOP_ITERATIONS
+   (5000) is cut to that many, so a valid but huge schedule still gives a result.
 5. On an accelerator (``--device cuda``): train_net's step against a bare hand-written loop on
    ViT-S/16 at 224 px, batch 128 (AdamW + bfloat16 + full_model, AdamW + float16 + GradScaler +
    full_model, SGD + bfloat16, float32) and on a 403M-parameter stack whose step is bytes-bound,
@@ -54,7 +55,7 @@ from pet.lib.config.errors import ConfigError  # noqa: E402
 from pet.bench.models import ResNet, VisionTransformer  # noqa: E402
 from pet.bench.report import format_report, machine_info, targets  # noqa: E402
 from pet.bench.loop_benchmark import SOLVER_LOOP, job_iterations, time_job  # noqa: E402
-from pet.bench.step_paths import step_paths_section  # noqa: E402
+from pet.bench.step_paths import short_job, step_paths_section  # noqa: E402
 from pet.bench.device_loop import device_loop_section  # noqa: E402
 from pet.bench.build_benchmark import build_cost_section, format_build_cost  # noqa: E402
 from pet.lib.utils.lr_scheduler import LearningRateScheduler  # noqa: E402
@@ -71,6 +72,9 @@ BENCH_OVERRIDES = dict(BACKBONE_LR_FACTOR=0.1, BIAS_LR_FACTOR=2.0, MOMENTUM=0.9)
 CLIP_VALUE = 1.0  # bites on standard-normal gradients for every clip type
 REFERENCE = "torch fused, 1 group"
 BASELINE = "1 group/tensor, torch default"
+# The training-loop section times the job of --cfg up to this many iterations (a longer one is
+# cut to this length, with its warm-up, a step and evaluations: see step_paths.short_job).
+MAX_LOOP_ITERATIONS = 5000
 # --quick's job: 30 iterations, with an lr step, a warm-up, evaluations and checkpoints.
 QUICK_JOB = ["SOLVER.SCHEDULER.TOTAL_EPOCHS", "None", "SOLVER.SCHEDULER.TOTAL_ITERS", "30",
              "SOLVER.SCHEDULER.STEPS", "(20,)", "SOLVER.SCHEDULER.WARM_UP_EPOCHS", "None",
@@ -217,6 +221,17 @@ def loop_section(cfg, repeats):
                 overhead_over_training_alone=overhead_over_training)
 
 
+def loop_job(cfg, quick):
+    """The job the training-loop section times: --quick's, or ``cfg``'s cut to
+    MAX_LOOP_ITERATIONS (a valid schedule of days still gives a result in minutes)."""
+    job = cfg.clone()
+    if quick:
+        merge_from_list(job, QUICK_JOB)
+    elif job_iterations(job) > MAX_LOOP_ITERATIONS:
+        merge_from_list(job, short_job(MAX_LOOP_ITERATIONS))
+    return job
+
+
 def run(cfg, quick, device, step_paths=False, build_cost=False):
     """Every measurement of the benchmark, as one JSON-able dict."""
     warmup, repeats = (1, 3) if quick else (3, 21)
@@ -239,9 +254,7 @@ def run(cfg, quick, device, step_paths=False, build_cost=False):
                                                           200 if quick else 2000)
     result["background_cores"] = load.cores
     if device.type == "cpu":
-        job = cfg.clone()
-        if quick:
-            merge_from_list(job, QUICK_JOB)
+        job = loop_job(cfg, quick)
         with BackgroundLoad() as load:
             result["training_loop"] = loop_section(job, 1 if quick else 5)
         result["training_loop"]["background_cores"] = load.cores

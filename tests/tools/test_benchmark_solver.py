@@ -108,3 +108,17 @@ def test_build_cost_is_an_opt_in_section_that_runs_without_mmengine(tmp_path):
     else:
         assert all(row["same_hyperparameters"] for row in section["rows"])
     assert "optimizer build time" in done.stdout and "tensors" in done.stdout
+
+
+def test_a_huge_job_is_timed_over_its_first_iterations_only():
+    """A valid schedule of 440 million iterations would take days: the loop section cuts it."""
+    spec = importlib.util.spec_from_file_location("benchmark_solver", TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    from pet.bench.loop_benchmark import job_iterations
+    from pet.lib.config import load_cfg
+
+    huge = load_cfg(JOB, ["SOLVER.SCHEDULER.TOTAL_EPOCHS", "10000000", "SOLVER.SCHEDULER.STEPS", "(5000000, 9000000)"])
+    assert job_iterations(tool.loop_job(huge, quick=False)) == tool.MAX_LOOP_ITERATIONS
+    default = load_cfg(JOB)
+    assert job_iterations(tool.loop_job(default, quick=False)) == job_iterations(default) == 1320
