@@ -132,6 +132,8 @@ class ResumeChoice:
     path: str
     checkpoint: Dict[str, Any]
     skipped: List[str] = field(default_factory=list)
+    # The periodic checkpoints passed over because they could not be read (damaged files).
+    damaged: List[str] = field(default_factory=list)
 
 
 def choose_resume_checkpoint(save_dir: str) -> ResumeChoice:
@@ -152,6 +154,7 @@ def choose_resume_checkpoint(save_dir: str) -> ResumeChoice:
         raise CheckpointError(f"--resume: {pointer} does not exist, nothing to resume; drop "
                               f"--resume to start a new run")
     skipped = [] if named is not None else [f"{LAST_CHECKPOINT}: missing or empty"]
+    damaged: List[str] = []
     readable = {}
     if has_final:  # a kill between model_final.pth and its pointer: it is a candidate too
         try:
@@ -166,9 +169,11 @@ def choose_resume_checkpoint(save_dir: str) -> ResumeChoice:
             skipped.append(f"{os.path.basename(path)}: a symbolic link, not followed")
             continue
         try:
-            return ResumeChoice(path, readable.get(path) or read_checkpoint(path, resume=True), skipped)
+            return ResumeChoice(path, readable.get(path) or read_checkpoint(path, resume=True), skipped, damaged)
         except UnreadableCheckpoint as e:
             skipped.append(f"{os.path.basename(path)}: {e.reason}")
+            if PERIODIC_NAME.match(os.path.basename(path)):
+                damaged.append(path)
     raise CheckpointError(f"--resume: no readable checkpoint in {save_dir}; tried "
                           f"{'; '.join(skipped)}; start a new run in another OUTPUT_DIR")
 

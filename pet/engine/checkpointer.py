@@ -168,6 +168,7 @@ class Checkpointer:
         self.checkpointables: Dict[str, Any] = {}
         for name, checkpointable in checkpointables.items():
             self.add_checkpointable(name, checkpointable)
+        self._damaged: List[str] = []  # unreadable periodic checkpoints that --resume skipped
         if resume:
             self.source, self.checkpoint = self._choose_resume_checkpoint()
         elif weights:
@@ -197,6 +198,7 @@ class Checkpointer:
             logger.warning("warning: --resume: skipped %s; resuming from %s (iteration %d), the "
                            "newest readable checkpoint", "; ".join(choice.skipped), choice.path,
                            choice.checkpoint["iteration"])
+        self._damaged = choice.damaged
         return choice.path, choice.checkpoint
 
     def add_checkpointable(self, name: str, checkpointable: Any) -> None:
@@ -376,5 +378,16 @@ class Checkpointer:
         # The pointer moves only once the file it names is complete on disk.
         atomic_write(os.path.join(self.save_dir, LAST_CHECKPOINT), lambda f: f.write(filename.encode()))
         logger.debug("Saved checkpoint %s (iteration %d)", path, state["iteration"])
+        # The damaged checkpoints --resume passed over go once a newer good one is on disk:
+        # kept, they would count toward KEEP_CHECKPOINTS and push out good ones.
+        for damaged in self._damaged:
+            if os.path.abspath(damaged) == os.path.abspath(path):
+                continue  # rewritten whole just now
+            try:
+                os.remove(damaged)
+            except OSError:  # gone already, or not ours to delete: retention is never fatal
+                continue
+            logger.info("Removed %s, which --resume skipped as unreadable", damaged)
+        self._damaged = []
         if self.keep_checkpoints and PERIODIC_NAME.match(filename):
             remove_old_checkpoints(self.save_dir, self.keep_checkpoints, filename)

@@ -233,6 +233,26 @@ def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous_one(short_ru
     assert_same_final_state(out, short_run[0] / "out")
 
 
+def test_a_damaged_checkpoint_that_resume_skipped_no_longer_counts_toward_retention(tmp_path):
+    """A damaged newest periodic checkpoint that the resumed run does not rewrite (another
+    SNAPSHOT_ITERS) is removed once a newer good one is on disk, so KEEP_CHECKPOINTS keeps
+    good ones only."""
+    job = {**SHORT_JOB, "SOLVER": {**SHORT_JOB["SOLVER"], "SNAPSHOT_ITERS": 2, "KEEP_CHECKPOINTS": 2,
+                                   "SCHEDULER": {**SHORT_JOB["SOLVER"]["SCHEDULER"], "TOTAL_ITERS": 9}}}
+    cfg_file = write_cfg(tmp_path, job)
+    assert train(tmp_path, cfg_file, "OUTPUT_DIR", "out", "SOLVER.SCHEDULER.TOTAL_ITERS", "7").returncode == 0
+    out = tmp_path / "out"
+    (out / "model_final.pth").unlink()
+    (out / "last_checkpoint").unlink()
+    damage_file(out / "model_0000006.pth", "garbage")  # resumes from model_0000004.pth
+    result = train(tmp_path, cfg_file, "OUTPUT_DIR", "out", "--resume", "SOLVER.SNAPSHOT_ITERS", "4")
+    assert result.returncode == 0, result.stderr
+    assert "resuming from out/model_0000004.pth (iteration 4)" in result.stderr
+    # The resumed run writes model_0000008.pth: the damaged 6 goes, the newest two good ones stay.
+    assert sorted(p.name for p in out.glob("model_0*.pth")) == ["model_0000004.pth", "model_0000008.pth"]
+    assert "Removed out/model_0000006.pth, which --resume skipped as unreadable" in (out / "log.txt").read_text()
+
+
 def test_a_kill_between_the_final_checkpoint_and_its_pointer_resumes_from_the_final_one(tmp_path):
     """SNAPSHOT_ITERS 0: model_final.pth is the first checkpoint; a kill before last_checkpoint
     names it left nothing to resume. Now the final file is a candidate too, placed by its
