@@ -33,12 +33,17 @@ def read_records(output_dir: str) -> list:
     if not os.path.isfile(path):
         raise ValueError(f"{output_dir}: no {METRICS_FILE} (not the OUTPUT_DIR of a training run?)")
     records = []
-    with open(path) as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short by a kill
-                continue
+    try:
+        with open(path, errors="replace") as f:  # undecodable bytes: a damaged line, skipped
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by a kill
+                    continue
+                if isinstance(record, dict) and "iteration" in record:
+                    records.append(record)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot be read ({e.strerror or type(e).__name__})") from None
     if not records:
         raise ValueError(f"{output_dir}: {METRICS_FILE} holds no metrics yet")
     return records

@@ -329,3 +329,11 @@ def test_plot_lr_draws_a_huge_schedule_from_samples_within_seconds(tmp_path):
     lr = {int(row[0]): row[header.index(next(h for h in header if h.startswith("lr:")))] for row in rows}
     # Around the first milestone (epoch 5,000,000 = iteration 220,000,000): the step is exact.
     assert lr[219_999_999] == pytest.approx(10 * lr[220_000_000])
+
+
+def test_plot_metrics_answers_a_garbage_metrics_file_with_one_line(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.json").write_bytes(bytes(range(256)) * 10)  # not UTF-8, not JSON
+    result = run_tool("plot_metrics", "--out", "m.png", "run", cwd=tmp_path)
+    assert_one_line_error(result, "run: metrics.json holds no metrics yet")
+    assert "Traceback" not in result.stderr
