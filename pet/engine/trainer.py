@@ -65,6 +65,8 @@ class Trainer:
         # are those that read the step seam back (see is_read_iteration).
         self.log_period = log_period
         self.eval_period = eval_period
+        # (the hook list, their before_step and after_step methods), made when the list changes.
+        self._hook_calls = None
         # A storage of its own, or the run's (a checkpointable: its history survives resume).
         self.storage = storage if storage is not None else MetricsStorage(start_iter)
         self.storage.iter = start_iter
@@ -83,13 +85,18 @@ class Trainer:
             hook.before_train(self.storage)
 
     def run_iteration(self, iteration: int) -> None:
-        """The step of ``iteration`` with the hooks around it."""
+        """The step of ``iteration`` with the hooks around it (those that define
+        ``before_step`` and ``after_step``: the base class's do nothing)."""
+        hooks = tuple(self.hooks)  # a list a caller may still change
+        if self._hook_calls is None or self._hook_calls[0] != hooks:
+            self._hook_calls = (hooks, _overriding(hooks, "before_step"), _overriding(hooks, "after_step"))
+        _, before, after = self._hook_calls
         self.storage.begin_iteration(iteration)
-        for hook in self.hooks:
-            hook.before_step(self.storage)
+        for before_step in before:
+            before_step(self.storage)
         self.run_step(iteration)
-        for hook in self.hooks:
-            hook.after_step(self.storage)
+        for after_step in after:
+            after_step(self.storage)
 
     def after_train(self) -> MetricsStorage:
         # The hooks' after_train reads the number of iterations done from storage.iter.
@@ -158,6 +165,12 @@ class Trainer:
         keeps queuing work while the device computes; a checkpoint reads back on its own."""
         evaluated = is_eval_step(iteration, self.eval_period, self.max_iter)
         return is_logged_iteration(iteration, self.log_period, self.max_iter, evaluated)
+
+
+def _overriding(hooks, name: str) -> List[Callable]:
+    """The bound ``name`` methods of the hooks that override HookBase's (which does nothing)."""
+    return [getattr(hook, name) for hook in hooks
+            if getattr(type(hook), name, None) is not getattr(HookBase, name)]
 
 
 def build_metrics_storage(process: ProcessInfo, device: torch.device) -> MetricsStorage:

@@ -61,8 +61,20 @@ class GradientCheck:
         """Raise ``flag`` (a 0-dim float32 tensor at 0) to 1 when an element of a gradient, or
         of ``losses`` (detached, on the flag's device), is inf or NaN; return it. Reads nothing.
         A loss of the gradients' device and dtype joins their pass (one kernel, not two)."""
+        groups = self.params_by_device_and_dtype()
+        if len(groups) == 1 and len(losses) <= 1 and not self._sparse:  # the usual step: one pass
+            (device, dtype), params = groups[0]
+            tensors = [p.grad for p in params if p.grad is not None]
+            if losses and losses[0].dtype == dtype and losses[0].device == device:
+                tensors.append(losses[0])
+                losses = ()
+            if tensors:
+                self._check(tensors, flag, device)
+            for loss in losses:
+                self._check([loss], flag, flag.device)
+            return flag
         unchecked = list(losses)
-        for (device, dtype), params in self.params_by_device_and_dtype():
+        for (device, dtype), params in groups:
             tensors = [p.grad for p in params if p.grad is not None]
             joining = [loss for loss in unchecked if loss.device == device and loss.dtype == dtype]
             if joining:  # (compared by identity: == on tensors would read their values)
