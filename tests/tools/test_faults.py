@@ -368,8 +368,9 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path):
 
 
 @pytest.mark.parametrize("writers, file", [
-    (["json"], "out/metrics.json"), ([], "out/log.txt"), (["tensorboard"], "out/events.out.tfevents.*"),
-], ids=["metrics.json", "log.txt", "tensorboard"])
+    (["json"], "out/metrics.json"), (["csv"], "out/metrics.csv"), ([], "out/log.txt"),
+    (["tensorboard"], "out/events.out.tfevents.*"),
+], ids=["metrics.json", "metrics.csv", "log.txt", "tensorboard"])
 def test_a_full_disk_hitting_a_metrics_or_log_file_is_one_line_and_the_run_resumes(tmp_path, writers, file):
     """metrics.json, log.txt or the TensorBoard events fill the disk before a checkpoint does:
     one line naming the file and the last good checkpoint, exit 1; the run then resumes."""
