@@ -354,15 +354,21 @@ def limit_file_size(max_bytes: int):
     return apply
 
 
-def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path):
-    cfg_file = write_cfg(tmp_path, SHORT_JOB)
-    result = subprocess.run(train_command(cfg_file, "OUTPUT_DIR", "out"), cwd=tmp_path,
+def one_line_on_a_full_disk(cwd: Path, cfg_file: Path, max_bytes: int) -> str:
+    """Run ``cfg_file`` into OUTPUT_DIR out with files limited to ``max_bytes`` (writes past it
+    fail as on a full disk); it must end with exit 1 and one line, which is returned."""
+    result = subprocess.run(train_command(cfg_file, "OUTPUT_DIR", "out"), cwd=cwd,
                             capture_output=True, text=True, timeout=120,
-                            preexec_fn=limit_file_size(12_000))
+                            preexec_fn=limit_file_size(max_bytes))
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert "cannot write" in lines[0] and "model_0000002.pth" in lines[0]
+    return lines[0]
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path):
+    line = one_line_on_a_full_disk(tmp_path, write_cfg(tmp_path, SHORT_JOB), 12_000)
+    assert "cannot write" in line and "model_0000002.pth" in line
     assert not list((tmp_path / "out").glob(".*.tmp"))
     assert not (tmp_path / "out" / "model_0000002.pth").exists()
 
@@ -378,13 +384,8 @@ def test_a_full_disk_hitting_a_metrics_or_log_file_is_one_line_and_the_run_resum
            "SOLVER": {**SHORT_JOB["SOLVER"], "SNAPSHOT_ITERS": 20,
                       "SCHEDULER": {**SHORT_JOB["SOLVER"]["SCHEDULER"], "TOTAL_ITERS": 3000}}}
     cfg_file = write_cfg(tmp_path, job)
-    result = subprocess.run(train_command(cfg_file, "OUTPUT_DIR", "out"), cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120,
-                            preexec_fn=limit_file_size(60_000))
-    assert result.returncode == 1, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert lines[0].startswith(f"error: cannot write {file} (File too large); last good checkpoint: out/model_")
+    line = one_line_on_a_full_disk(tmp_path, cfg_file, 60_000)
+    assert line.startswith(f"error: cannot write {file} (File too large); last good checkpoint: out/model_")
     done = load(tmp_path / "out" / (tmp_path / "out" / "last_checkpoint").read_text())["iteration"]
     result = train(tmp_path, cfg_file, "OUTPUT_DIR", "out", "--resume", "SOLVER.SCHEDULER.TOTAL_ITERS", str(done + 5))
     assert result.returncode == 0, result.stderr
