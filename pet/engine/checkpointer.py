@@ -266,15 +266,12 @@ class Checkpointer:
     def _check_rng(self) -> None:
         """The saved RNG states of this process restore (tried, then this process's own put
         back), so ``load_rng`` cannot fail after OUTPUT_DIR was written to."""
-        if "rng" not in self.checkpoint:
+        saved = self._saved_rng_state()
+        if saved is None:
             return
-        saved = self.checkpoint["rng"]
-        saved = saved if isinstance(saved, list) else [saved]
-        if len(saved) != self.process.world_size:
-            return  # another layout: load_rng reseeds instead of restoring
         current = rng_state()
         try:
-            set_rng_state(saved[self.process.rank])
+            set_rng_state(saved)
         except Exception as e:  # noqa: BLE001  (any malformed state is one line)
             raise CheckpointError(f"checkpoint {self.source}: entry 'rng' cannot be restored "
                                   f"({type(e).__name__}: {first_line(e)}); the file is damaged or was "
@@ -282,6 +279,15 @@ class Checkpointer:
                                   f"start a new run") from None
         finally:
             set_rng_state(current)
+
+    def _saved_rng_state(self) -> Optional[Dict[str, Any]]:
+        """This process's RNG states in the checkpoint; None without any, or when it was saved
+        by another number of processes."""
+        if not self.resuming or "rng" not in self.checkpoint:
+            return None
+        saved = self.checkpoint["rng"]
+        saved = saved if isinstance(saved, list) else [saved]  # a checkpoint of one process
+        return saved[self.process.rank] if len(saved) == self.process.world_size else None
 
     def _entry_or_derived(self, name: str) -> Any:
         if name in self.checkpoint or name not in self.DERIVED_ENTRIES or not self.resuming:
@@ -326,15 +332,15 @@ class Checkpointer:
         """
         if not self.resuming or "rng" not in self.checkpoint:
             return
-        saved = self.checkpoint["rng"]
-        saved = saved if isinstance(saved, list) else [saved]  # a checkpoint of one process
-        if len(saved) == self.process.world_size:
-            set_rng_state(saved[self.process.rank])
+        saved = self._saved_rng_state()
+        if saved is not None:
+            set_rng_state(saved)
             return
+        saved_processes = len(self.checkpoint["rng"]) if isinstance(self.checkpoint["rng"], list) else 1
         logger.info("Resuming a run of %d process(es) on %d: the schedule and the batches are the "
                     "same (DATA.BATCH_SIZE is the batch over all processes); the random streams "
                     "(dropout) restart from SEED, the iteration and the rank",
-                    len(saved), self.process.world_size)
+                    saved_processes, self.process.world_size)
         entropy = np.random.SeedSequence([seed, self.start_iter, self.process.rank])
         seed_everything(int(entropy.generate_state(1)[0]))
 

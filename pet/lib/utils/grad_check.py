@@ -61,28 +61,15 @@ class GradientCheck:
         """Raise ``flag`` (a 0-dim float32 tensor at 0) to 1 when an element of a gradient, or
         of ``losses`` (detached, on the flag's device), is inf or NaN; return it. Reads nothing.
         A loss of the gradients' device and dtype joins their pass (one kernel, not two)."""
-        groups = self.params_by_device_and_dtype()
-        if len(groups) == 1 and len(losses) <= 1 and not self._sparse:  # the usual step: one pass
-            (device, dtype), params = groups[0]
-            tensors = [p.grad for p in params if p.grad is not None]
-            if losses and losses[0].dtype == dtype and losses[0].device == device:
-                tensors.append(losses[0])
-                losses = ()
+        by_kind: Dict[Tuple[torch.device, torch.dtype], List[torch.Tensor]] = {}
+        for loss in losses:
+            by_kind.setdefault((loss.device, loss.dtype), []).append(loss)
+        for (device, dtype), params in self.params_by_device_and_dtype():
+            tensors = [p.grad for p in params if p.grad is not None] + by_kind.pop((device, dtype), [])
             if tensors:
                 self._check(tensors, flag, device)
-            for loss in losses:
-                self._check([loss], flag, flag.device)
-            return flag
-        unchecked = list(losses)
-        for (device, dtype), params in groups:
-            tensors = [p.grad for p in params if p.grad is not None]
-            joining = [loss for loss in unchecked if loss.device == device and loss.dtype == dtype]
-            if joining:  # (compared by identity: == on tensors would read their values)
-                unchecked = [loss for loss in unchecked if all(loss is not j for j in joining)]
-            if tensors or joining:
-                self._check(tensors + joining, flag, device)
-        for loss in unchecked:
-            self._check([loss], flag, flag.device)
+        for (device, _), rest in by_kind.items():
+            self._check(rest, flag, device)
         return flag
 
     def _check(self, tensors: List[torch.Tensor], flag: torch.Tensor, device: torch.device) -> None:
