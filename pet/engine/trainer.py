@@ -144,6 +144,8 @@ class Trainer:
         until shown), and ``loss`` is their sum unless the model returns one."""
         wrappers = self.optim_wrapper
         k = wrappers.accumulation_steps
+        for wrapper in wrappers.values():  # the model's update_params calls do not say
+            wrapper.measure_grad_norm = read_back
         totals: Dict[str, torch.Tensor] = {}
         for levels, labels, weight in self._micro_batches(iteration, k):
             losses = self.model.train_step((levels, labels), wrappers)

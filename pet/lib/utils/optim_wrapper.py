@@ -69,6 +69,8 @@ class OptimWrapper:
         # Micro-batches whose gradients are accumulated and wait for the next step (0 .. k-1).
         self.micro_batches = 0
         self.skip_nonfinite = int(skip_nonfinite)
+        # Whether an update_params call that does not say measures the gradients' norm.
+        self.measure_grad_norm = True
         # The cycle's divided losses so far, added on the device when the cycle steps.
         self._cycle_losses: List[torch.Tensor] = []
         # The steps since the last read_back, with their device-held values, and the counts.
@@ -112,7 +114,7 @@ class OptimWrapper:
             yield
 
     def update_params(self, loss: torch.Tensor, iteration: Optional[int] = None,
-                      measure_grad_norm: bool = True) -> Optional[torch.Tensor]:
+                      measure_grad_norm: Optional[bool] = None) -> Optional[torch.Tensor]:
         """Backward of ``loss / k`` (scaled when there is a scaler); every k-th call, the
         optimizer step and ``zero_grad``.
 
@@ -135,7 +137,9 @@ class OptimWrapper:
         counted in ``skipped_steps``.
 
         With ``measure_grad_norm`` the gradients' total 2-norm (unscaled) is computed on the
-        device and read back as ``grad_norm`` (the trainer measures on logged iterations only).
+        device and read back as ``grad_norm``; None: the wrapper's ``measure_grad_norm``
+        (True, unless the trainer set it for a model's own ``train_step``: it measures on
+        logged iterations only).
         """
         divided = loss / self.accumulation_steps if self.accumulation_steps > 1 else loss
         self.backward(divided)
@@ -145,7 +149,8 @@ class OptimWrapper:
             return None
         losses, self._cycle_losses = self._cycle_losses, []
         step_loss = losses[0] if len(losses) == 1 else torch.stack([l.float() for l in losses]).sum()
-        grad_norm = self._grad_norm() if measure_grad_norm else None
+        measure = self.measure_grad_norm if measure_grad_norm is None else measure_grad_norm
+        grad_norm = self._grad_norm() if measure else None
         step = PendingStep(iteration, step_loss, grad_norm)
         self._record.pending.append(step)
         if self.scaler is not None:
