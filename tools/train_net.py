@@ -42,7 +42,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pet.data import build_datasets  # noqa: E402
+from pet.data import DataItemError, build_datasets, build_eval_loader, is_worker_failure  # noqa: E402
 from pet.engine import evaluate  # noqa: E402
 from pet.engine.training_run import build_trainer, build_training_run  # noqa: E402
 from pet.engine.output_dir import (  # noqa: E402
@@ -143,7 +143,7 @@ def train(cfg, args, process, device, iter_per_epoch, progress_bar, logger) -> i
     if refusals:
         with exit_on_config_error():
             raise ConfigError(refusals[0])
-    logger.info("Training %s (%d parameters) on %d images (%d held out), %d iterations per epoch, "
+    logger.info("Training %s (%d parameters) on %d items (%d held out), %d iterations per epoch, "
                 "%d iterations; %s; writing to %s", cfg.MODEL.TYPE,
                 sum(p.numel() for p in run.model.parameters()), len(run.train_split),
                 len(run.test_split), iter_per_epoch, scheduler.max_iter,
@@ -163,11 +163,15 @@ def train(cfg, args, process, device, iter_per_epoch, progress_bar, logger) -> i
         return stopped(progress_bar, process, f"error: {e}{hint}", EXIT_DIVERGED)
     except CheckpointWriteError as e:
         return stopped(progress_bar, process, f"error: {e}", EXIT_DIVERGED)
-    except OutputWriteError as e:  # log.txt, metrics.json, the CSV, the TensorBoard events
+    except (OutputWriteError, DataItemError) as e:  # log.txt, metrics.json, ...; an item
         last = last_checkpoint_path(cfg.OUTPUT_DIR)
         return stopped(progress_bar, process, f"error: {e}; last good checkpoint: {last or 'none'}",
                        EXIT_DIVERGED)
     except RuntimeError as e:
+        if is_worker_failure(e):  # a DataLoader worker killed by the OS (out of memory, a kill)
+            last = last_checkpoint_path(cfg.OUTPUT_DIR)
+            return stopped(progress_bar, process, f"error: {first_line(e).strip()}; last good "
+                           f"checkpoint: {last or 'none'}", EXIT_DIVERGED)
         if not lost_a_peer(e):
             raise
         # Another process ended (rank 0 on a full disk, a killed worker): its line says why;
@@ -178,6 +182,7 @@ def train(cfg, args, process, device, iter_per_epoch, progress_bar, logger) -> i
         return stopped(progress_bar, process, interrupted_message(cfg.OUTPUT_DIR), EXIT_INTERRUPTED)
     finally:
         stop_request.restore()
+        run.test_loader.close()
     logger.info("Done: held-out accuracy %.2f%% (best %.2f%% at epoch %d) after %d iterations in %s; "
                 "final model: %s", eval_hook.accuracy, eval_hook.best_accuracy, eval_hook.best_epoch,
                 scheduler.iteration, format_seconds(time.perf_counter() - started),
@@ -232,14 +237,18 @@ def eval_only(cfg, args, device) -> int:
     if not args.resume and not cfg.MODEL.WEIGHTS:
         raise ConfigError("--eval-only needs MODEL.WEIGHTS (a .pth file) or --resume")
     seed_everything(cfg.SEED, cfg.NUM_THREADS)
-    _, test_split = build_datasets(cfg)
+    _, test_split = build_datasets(cfg.DATA)
     model = build_model(cfg).to(device)
     checkpointer = Checkpointer(cfg.OUTPUT_DIR, resume=args.resume, weights=cfg.MODEL.WEIGHTS,
                                 model=model)
     checkpointer.load()
-    results = evaluate(model, test_split, cfg.TEST.BATCH_SIZE)
+    test_loader = build_eval_loader(cfg, test_split, device)
+    try:
+        results = evaluate(model, test_loader, len(test_split))
+    finally:
+        test_loader.close()
     print(f"{checkpointer.source}: held-out accuracy {results['accuracy']:.2f}% "
-          f"({len(test_split)} images), test loss {results['test_loss']:.4f}")
+          f"({len(test_split)} items), test loss {results['test_loss']:.4f}")
     return 0
 
 

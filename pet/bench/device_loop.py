@@ -27,11 +27,12 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import TensorDataset
 from yacs.config import CfgNode
 
 from pet.bench.loop_benchmark import SolverLoop
 from pet.bench.models import VisionTransformer
-from pet.data import DATASETS, DatasetInfo, ImageSplit, build_datasets, build_train_loader
+from pet.data import DATASETS, build_datasets, build_train_loader
 from pet.engine.job import validate_job
 from pet.engine.logger import close_logging
 from pet.engine.seed import seed_everything
@@ -107,7 +108,7 @@ def _bench_images(data: CfgNode):
     levels = torch.randint(0, 256, (BENCH_IMAGES, 3, 32, 32), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, BENCH_CLASSES, (BENCH_IMAGES,), generator=generator)
     test = BENCH_IMAGES // 16
-    return ImageSplit(levels[test:], labels[test:]), ImageSplit(levels[:test], labels[:test])
+    return TensorDataset(levels[test:], labels[test:]), TensorDataset(levels[:test], labels[:test])
 
 
 @contextlib.contextmanager
@@ -117,8 +118,7 @@ def bench_entries():
     in the registries that validation and the tools read."""
     for name, build in BENCH_MODELS.items():
         MODELS.register(build, name=name)
-    DATASETS.register(DatasetInfo(num_images=BENCH_IMAGES, load=_bench_images, num_labels=BENCH_CLASSES),
-                      name="bench_images")
+    DATASETS.register(_bench_images, name="bench_images")
     try:
         yield
     finally:
@@ -172,7 +172,7 @@ class BareDeviceLoop:
 
     def __init__(self, cfg: CfgNode, device: torch.device) -> None:
         seed_everything(cfg.SEED, cfg.NUM_THREADS)
-        train_split, _ = build_datasets(cfg)
+        train_split, _ = build_datasets(cfg.DATA)
         self.device = device
         self.model = MODELS.get(cfg.MODEL.TYPE)(cfg.MODEL).to(device)
         self.model.train()
@@ -183,7 +183,8 @@ class BareDeviceLoop:
                                   **spec.options, **(dict(fused=True) if info.fused else {}))
         schedule = build_schedule(cfg.SOLVER.SCHEDULER, validate_job(cfg))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule.factor)
-        self.loader = build_train_loader(cfg, train_split)
+        self.loader = build_train_loader(cfg, train_split, device=device)
+        self.batches = self.loader.iterate(0, cfg.SOLVER.SCHEDULER.TOTAL_ITERS)
         self.dtype = AUTOCAST_DTYPES[cfg.SOLVER.AMP.DTYPE] if cfg.SOLVER.AMP.ENABLED else None
         self.scaler = torch.amp.GradScaler(device.type) if self.dtype is torch.float16 else None
         clip = opt.CLIP_GRADIENTS
@@ -192,7 +193,7 @@ class BareDeviceLoop:
         self.iteration = 0
 
     def step(self) -> None:
-        images, labels = self.loader.batch(self.iteration)
+        images, labels, _ = next(self.batches)[0]
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode
 
-from pet.data import build_datasets, build_train_loader
+from pet.data import build_datasets, build_eval_loader, build_train_loader
 from pet.engine.device import configure_numerics
 from pet.engine.distributed import ProcessInfo
 from pet.engine.evaluation import evaluate
@@ -61,7 +61,8 @@ class BareLoop:
 
     def __init__(self, cfg: CfgNode, **implementation) -> None:
         seed_everything(cfg.SEED, cfg.NUM_THREADS)
-        train_split, self.test_split = build_datasets(cfg)
+        train_split, test_split = build_datasets(cfg.DATA)
+        self.test_loader = build_eval_loader(cfg, test_split)
         self.model = build_model(cfg)
         self.model.train()
         opt = cfg.SOLVER.OPTIMIZER
@@ -72,7 +73,7 @@ class BareLoop:
         schedule = job_schedule(cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule.factor)
         self.loader = build_train_loader(cfg, train_split)
-        self.eval_batch_size = cfg.TEST.BATCH_SIZE
+        self._batches = None
         self.eval_period = eval_period(cfg, len(self.loader))
         self.max_iter = schedule.max_iter
         self.iteration = 0
@@ -82,11 +83,22 @@ class BareLoop:
     def train_step(self, iteration: int) -> None:
         """Forward, backward and optimizer step on the batch of ``iteration`` (the part a
         variant of the loop writes differently: autocast, loss scaling, accumulation, DDP)."""
-        levels, labels = self.loader.batch(iteration)
+        levels, labels, _ = self.micro_batches(iteration)[0]
         loss = F.cross_entropy(self.model(levels), labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+
+    def micro_batches(self, iteration: int):
+        """The loader's micro-batches of ``iteration`` (the loop asks for them in order)."""
+        if self._batches is None:
+            self._batches = self.loader.iterate(iteration, self.max_iter)
+        return next(self._batches)
+
+    def close(self) -> None:
+        """Stop the loaders' workers."""
+        self.loader.close()
+        self.test_loader.close()
 
     def step(self) -> None:
         start = time.perf_counter()
@@ -94,7 +106,7 @@ class BareLoop:
         self.scheduler.step()
         if is_eval_step(self.iteration, self.eval_period, self.max_iter):
             eval_start = time.perf_counter()
-            evaluate(self.model, self.test_split, self.eval_batch_size)
+            evaluate(self.model, self.test_loader, len(self.test_loader))
             self.eval_seconds += time.perf_counter() - eval_start
         self.iteration += 1
         self.seconds += time.perf_counter() - start
@@ -125,8 +137,14 @@ class SolverLoop:
         # No signal handler is installed: train_net's stop hook only costs its agreement on a
         # stop request (an all-reduce every few iterations under torch.distributed).
         self.trainer = build_trainer(run, progress_bar, StopRequest())
+        self.test_loader = run.test_loader
         self.iteration = 0
         self.seconds = 0.0
+
+    def close(self) -> None:
+        """Stop the loaders' workers."""
+        self.trainer.data_loader.close()
+        self.test_loader.close()
 
     def step(self) -> None:
         start = time.perf_counter()
@@ -162,12 +180,15 @@ def time_job(cfg: CfgNode) -> Dict[str, Dict[str, float]]:
     {loop name: {"seconds": ..., "eval_seconds": ... (bare loops: their evaluations' part)}}.
     torch's thread count, which the job's NUM_THREADS sets, is restored afterwards."""
     threads = torch.get_num_threads()
+    loops = {}
     with tempfile.TemporaryDirectory() as output_dir, open(os.devnull, "w") as null:
         try:
             solver_loop = SolverLoop(cfg, output_dir, null)
             loops = {SOLVER_LOOP: solver_loop, **bare_loops(cfg)}
             run_in_lock_step(list(loops.values()), solver_loop.trainer.max_iter)
         finally:
+            for loop in loops.values():
+                loop.close()
             close_logging()  # the log file lives in output_dir
             torch.set_num_threads(threads)
     return {name: dict(seconds=loop.seconds, eval_seconds=getattr(loop, "eval_seconds", 0.0))

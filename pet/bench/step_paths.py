@@ -34,6 +34,7 @@ from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel
 from yacs.config import CfgNode
 
+from pet.data import build_train_loader
 from pet.bench.loop_benchmark import SOLVER_LOOP, BareLoop, SolverLoop, run_in_lock_step
 from pet.engine.distributed import ProcessInfo, destroy_process_group, init_process_group
 from pet.engine.logger import close_logging
@@ -56,7 +57,7 @@ class BareAutocastLoop(BareLoop):
         self.dtype = AUTOCAST_DTYPES[cfg.SOLVER.AMP.DTYPE]
 
     def train_step(self, iteration: int) -> None:
-        levels, labels = self.loader.batch(iteration)
+        levels, labels, _ = self.micro_batches(iteration)[0]
         with torch.autocast("cpu", dtype=self.dtype):
             loss = F.cross_entropy(self.model(levels), labels)
         self.optimizer.zero_grad(set_to_none=True)
@@ -76,7 +77,7 @@ class BareScaledClippedLoop(BareAutocastLoop):
         self.params = list(self.model.parameters())
 
     def train_step(self, iteration: int) -> None:
-        levels, labels = self.loader.batch(iteration)
+        levels, labels, _ = self.micro_batches(iteration)[0]
         with torch.autocast("cpu", dtype=self.dtype):
             loss = F.cross_entropy(self.model(levels), labels)
         self.optimizer.zero_grad(set_to_none=True)
@@ -98,10 +99,10 @@ class BareAccumulationLoop(BareLoop):
         self.k = cfg.SOLVER.ACCUMULATION_STEPS
         self.process = process
         self.net = DistributedDataParallel(self.model) if process.distributed else self.model
+        self.loader = build_train_loader(cfg, self.loader.items.dataset, process.rank, process.world_size)
 
     def train_step(self, iteration: int) -> None:
-        micro_batches = self.loader.micro_batches(iteration, self.process.rank,
-                                                  self.process.world_size, self.k)
+        micro_batches = self.micro_batches(iteration)
         self.optimizer.zero_grad(set_to_none=True)
         for index, (levels, labels, _) in enumerate(micro_batches):
             last = index == self.k - 1
@@ -231,11 +232,14 @@ def time_case(cfg: CfgNode, bare_cls) -> Dict[str, float]:
     """Seconds of the job of ``cfg`` through train_net's loop and ``bare_cls``'s, in
     lock-step; torch's thread count is restored afterwards."""
     threads = torch.get_num_threads()
+    loops = {}
     with tempfile.TemporaryDirectory() as output_dir, open(os.devnull, "w") as null:
         try:
             loops = build_loops(cfg, bare_cls, output_dir, null)
             run_in_lock_step(list(loops.values()), loops[SOLVER_LOOP].trainer.max_iter)
         finally:
+            for loop in loops.values():
+                loop.close()
             close_logging()
             torch.set_num_threads(threads)
     return {name: loop.seconds for name, loop in loops.items()}
@@ -252,6 +256,7 @@ def _distributed_worker(rank: int, cfg: CfgNode, port: int, repeats: int, result
         for _ in range(repeats):
             with tempfile.TemporaryDirectory() as output_dir, open(os.devnull, "w") as null, \
                     AllReduceCounter() as counter:
+                loops = {}
                 try:
                     loops = build_loops(cfg, BareAccumulationLoop, output_dir, null, process)
                     loops[SOLVER_LOOP].trainer.model.register_comm_hook(None, counter.hook)
@@ -260,6 +265,8 @@ def _distributed_worker(rank: int, cfg: CfgNode, port: int, repeats: int, result
                     steps = loops[SOLVER_LOOP].trainer.max_iter
                     run_in_lock_step(list(counted.values()), steps)
                 finally:
+                    for loop in loops.values():
+                        loop.close()
                     close_logging()
             runs.append({name: dict(seconds=c.loop.seconds, gradient_all_reduces=c.buckets / steps,
                                     other_all_reduces=c.others / steps)

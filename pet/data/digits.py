@@ -2,33 +2,57 @@
 
 Images are kept as integer intensity levels 0..16 (the data set's own encoding); each model
 decides how to read them (the CNN scales them to [0, 1], the transformer embeds each level).
+Each split is a map-style torch Dataset of ``(levels, label)`` items, the data contract of
+``DATASETS`` (pet/data/registry.py).
 """
 import gzip
 import importlib.util
 import math
 import os
-from dataclasses import dataclass
 from typing import Tuple
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
-# Images in the data set, so that iterations per epoch are known without loading anything.
-NUM_IMAGES = 1797
 # The digits' intensity levels run from 0 to MAX_LEVEL.
 MAX_LEVEL = 16
 IMAGE_SIZE = 8
 
 
-@dataclass(frozen=True)
-class ImageSplit:
-    """One split: ``levels`` (N, 1, 8, 8) uint8 intensity levels, ``labels`` (N,) int64."""
+# Classes of the data set: the labels are 0..9.
+NUM_CLASSES = 10
 
-    levels: torch.Tensor
-    labels: torch.Tensor
+
+class DigitsDataset(Dataset):
+    """One split: item ``i`` is (``levels[i]``, a (1, 8, 8) uint8 tensor of intensity levels,
+    ``labels[i]``, an int), shifted by up to ``max_shift`` pixels in x and y with torch's
+    random numbers (the loader seeds them per item), the border filled with zeros."""
+
+    num_classes = NUM_CLASSES
+
+    def __init__(self, levels: torch.Tensor, labels: np.ndarray, max_shift: int = 0) -> None:
+        self.levels = levels
+        self.labels = labels  # numpy: reading one label is not a read of a tensor
+        self.max_shift = max_shift
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
+        image = self.levels[index]
+        if self.max_shift > 0:
+            dy, dx = np.asarray(torch.randint(-self.max_shift, self.max_shift + 1, (2,)))
+            image = shift_image(image, int(dy), int(dx), self.max_shift)
+        return image, int(self.labels[index])
+
+
+def shift_image(image: torch.Tensor, dy: int, dx: int, max_shift: int) -> torch.Tensor:
+    """``image`` (C, H, W) translated by (dy, dx) pixels, the border filled with zeros."""
+    height, width = image.shape[-2:]
+    padded = torch.nn.functional.pad(image, (max_shift,) * 4)
+    top, left = max_shift - dy, max_shift - dx
+    return padded[:, top:top + height, left:left + width]
 
 
 def num_test_images(num_images: int, test_fraction: float) -> int:
@@ -62,14 +86,19 @@ def load_digits_arrays() -> Tuple[np.ndarray, np.ndarray]:
     return levels, table[:, -1].astype(np.int64)
 
 
-def load_digits_split(test_fraction: float, split_seed: int) -> Tuple[ImageSplit, ImageSplit]:
-    """(train, test) splits of the digits: a permutation seeded by ``split_seed`` holds out its
-    first ceil(fraction * N) images; each split keeps the file order."""
+def split_indices(num_images: int, test_fraction: float, split_seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices: a permutation seeded by ``split_seed`` holds out its first
+    ceil(fraction * N) images; each split keeps the file order."""
+    order = np.random.default_rng(split_seed).permutation(num_images)
+    num_test = num_test_images(num_images, test_fraction)
+    return np.sort(order[num_test:]), np.sort(order[:num_test])
+
+
+def load_digits_split(test_fraction: float, split_seed: int,
+                      max_shift: int = 0) -> Tuple[DigitsDataset, DigitsDataset]:
+    """(train, test) splits of the digits (``split_indices``); the training split shifts its
+    images by up to ``max_shift`` pixels, the held-out one never."""
     levels, labels = load_digits_arrays()
-    order = np.random.default_rng(split_seed).permutation(len(labels))
-    num_test = num_test_images(len(labels), test_fraction)
-    test_index, train_index = np.sort(order[:num_test]), np.sort(order[num_test:])
-    return (
-        ImageSplit(torch.from_numpy(levels[train_index]), torch.from_numpy(labels[train_index])),
-        ImageSplit(torch.from_numpy(levels[test_index]), torch.from_numpy(labels[test_index])),
-    )
+    train_index, test_index = split_indices(len(labels), test_fraction, split_seed)
+    return (DigitsDataset(torch.from_numpy(levels[train_index]), labels[train_index], max_shift),
+            DigitsDataset(torch.from_numpy(levels[test_index]), labels[test_index]))

@@ -1,127 +1,136 @@
-"""Training batches as a pure function of (seed, iteration): exact resume needs no loader state.
+"""torch DataLoaders over a ``BatchPlan``: workers, pinned memory, prefetching, exact resume.
 
-The order of epoch ``e`` is a permutation drawn from a generator seeded with (seed, e), and
-iteration ``i`` reads batch ``i % iter_per_epoch`` of epoch ``i // iter_per_epoch``. A run
-resumed at iteration ``i`` therefore sees exactly the batches the uninterrupted run saw.
+``TrainLoader.iterate(start_iter, max_iter)`` yields, for each iteration, this process's
+micro-batches: the batch of iteration ``i`` is the same for any worker count and any resume
+point (which items: ``BatchPlan``; their augmentation: ``SeededItems``), and a resumed run
+starts at its iteration without reading the epoch up to it.
 """
-import math
-from typing import Iterator, List, NamedTuple, Tuple
+import logging
+import os
+from typing import Any, Iterator, List, NamedTuple, Optional
 
-import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
-from pet.data.digits import ImageSplit
+from pet.data.items import EVAL_EPOCH, BatchFailure, DataItemError, ItemCollator, SeededItems
+from pet.data.sampler import BatchPlan, PlannedBatches
 
-# Separate random streams per purpose, so turning augmentation on never changes the order.
-_ORDER_STREAM = 0
-_SHIFT_STREAM = 1
+logger = logging.getLogger(__name__)
+
+# The most workers DATA.NUM_WORKERS -1 picks per process (detectron2's default count).
+MAX_AUTO_WORKERS = 4
 
 
 class MicroBatch(NamedTuple):
     """One process's part of a step's batch; ``weight`` multiplies its (mean) loss so that
     unequal parts still average to the whole batch's loss (1 for equal parts)."""
 
-    levels: torch.Tensor
-    labels: torch.Tensor
+    inputs: Any
+    labels: Any
     weight: float
 
 
-def epoch_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
-    """A generator that depends only on (seed, epoch, stream)."""
-    return np.random.default_rng([seed, epoch, stream])
+def auto_num_workers(device_type: str = "cpu", processes_per_machine: int = 1) -> int:
+    """Workers per process for DATA.NUM_WORKERS -1, from the CPUs this process may use, shared
+    by the machine's training processes: on a GPU all but one (the training process only feeds
+    the device); on the CPU a quarter (the training's own threads compute on the rest, so 0
+    below 4 CPUs); at most MAX_AUTO_WORKERS."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus //= max(1, processes_per_machine)
+    workers = cpus - 1 if device_type == "cuda" else cpus // 4
+    return max(0, min(MAX_AUTO_WORKERS, workers))
 
 
-def batches_per_epoch(num_images: int, batch_size: int, drop_last: bool) -> int:
-    """Iterations in one epoch of ``num_images`` images."""
-    if drop_last:
-        return num_images // batch_size
-    return math.ceil(num_images / batch_size)
+def is_worker_failure(error: BaseException) -> bool:
+    """Whether ``error`` is torch's report of a DataLoader worker that died (killed by the OS,
+    out of memory)."""
+    return isinstance(error, RuntimeError) and "DataLoader worker" in str(error)
 
 
-def shift_images(levels: torch.Tensor, shifts: np.ndarray, max_shift: int) -> torch.Tensor:
-    """Translate each image by its (dy, dx) in ``shifts``, filling the border with zeros."""
-    size = levels.shape[-1]
-    padded = torch.nn.functional.pad(levels, (max_shift,) * 4)
-    out = torch.empty_like(levels)
-    for k, (dy, dx) in enumerate(shifts):
-        top, left = max_shift - dy, max_shift - dx
-        out[k] = padded[k, :, top:top + size, left:left + size]
-    return out
+def _loader(data_set: SeededItems, batch_sampler, num_workers: int, pin_memory: bool,
+            prefetch_factor: int, num_classes: int, persistent: bool) -> DataLoader:
+    workers = {"prefetch_factor": prefetch_factor, "persistent_workers": persistent} if num_workers else {}
+    # A generator of its own: making the iterator draws its workers' base seed from it, never
+    # from the training process's random state.
+    return DataLoader(data_set, batch_sampler=batch_sampler, num_workers=num_workers,
+                      collate_fn=ItemCollator(num_classes), pin_memory=pin_memory,
+                      generator=torch.Generator().manual_seed(data_set.seed), **workers)
+
+
+def _checked(batch: Any) -> Any:
+    if isinstance(batch, BatchFailure):
+        raise DataItemError(batch.message)
+    return batch
 
 
 class TrainLoader:
-    """Shuffled training batches, addressable by iteration.
+    """The training batches of ``plan`` from ``dataset`` through a torch DataLoader.
 
     Args:
-        split: the training images.
-        batch_size: images per iteration.
-        drop_last: drop each epoch's last, smaller batch.
-        seed: the run's seed; the order of each epoch depends only on (seed, epoch).
-        max_shift: random translation of up to this many pixels (0: none).
+        dataset: the training split (map-style).
+        plan: which items each iteration reads on this process.
+        seed: the run's seed (items' random state: ``SeededItems``).
+        num_workers: DataLoader worker processes (0: read in the training process).
+        pin_memory: batches in pinned memory, for ``non_blocking`` copies to a GPU.
+        prefetch_factor: batches each worker reads ahead.
+        num_classes: labels must be below it (0: not checked).
     """
 
-    def __init__(self, split: ImageSplit, batch_size: int, drop_last: bool, seed: int,
-                 max_shift: int = 0) -> None:
-        self.split = split
-        self.batch_size = batch_size
-        self.seed = seed
-        self.max_shift = max_shift
-        self.iter_per_epoch = batches_per_epoch(len(split), batch_size, drop_last)
-        self._epoch = None
-        self._order = None
-        self._shifts = None
+    def __init__(self, dataset: Dataset, plan: BatchPlan, seed: int, num_workers: int = 0,
+                 pin_memory: bool = False, prefetch_factor: int = 2, num_classes: int = 0) -> None:
+        self.items = SeededItems(dataset, seed)
+        self.plan = plan
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.prefetch_factor = prefetch_factor
+        self.num_classes = num_classes
+        self.iter_per_epoch = plan.iter_per_epoch
+        self._batches: Optional[Iterator] = None
 
     def __len__(self) -> int:
         return self.iter_per_epoch
 
-    def position(self, iteration: int) -> Tuple[int, int]:
-        """(epoch, batch index within the epoch) that ``iteration`` reads, both from 0."""
-        return divmod(iteration, self.iter_per_epoch)
+    def iterate(self, start_iter: int, max_iter: int) -> Iterator[List[MicroBatch]]:
+        """This process's micro-batches of iterations ``start_iter .. max_iter - 1``, one list
+        per iteration. Raises DataItemError for an item that cannot be trained on."""
+        self.close()
+        loader = _loader(self.items, PlannedBatches(self.plan, start_iter, max_iter), self.num_workers,
+                         self.pin_memory, self.prefetch_factor, self.num_classes, persistent=False)
+        self._batches = iter(loader)
+        for iteration in range(start_iter, max_iter):
+            yield [MicroBatch(*_checked(next(self._batches)), weight)
+                   for weight in self.plan.weights(iteration)]
 
-    def _prepare_epoch(self, epoch: int) -> None:
-        if epoch == self._epoch:
-            return
-        order = epoch_rng(self.seed, epoch, _ORDER_STREAM).permutation(len(self.split))
-        self._order = torch.from_numpy(order)
-        if self.max_shift > 0:
-            rng = epoch_rng(self.seed, epoch, _SHIFT_STREAM)
-            self._shifts = rng.integers(-self.max_shift, self.max_shift + 1, size=(len(self.split), 2))
-        self._epoch = epoch
-
-    def batch(self, iteration: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(levels, labels) of ``iteration``: the whole batch of one optimizer step."""
-        return self._read(self._picked(iteration))
-
-    def micro_batches(self, iteration: int, rank: int = 0, world_size: int = 1,
-                      accumulation_steps: int = 1) -> List[MicroBatch]:
-        """The share of process ``rank`` in the batch of ``iteration``: its ``accumulation_steps``
-        micro-batches, each with the weight that makes the mean of the weighted micro-batch
-        losses over every process and micro-batch equal the loss of the whole batch.
-
-        The batch is cut into ``world_size * accumulation_steps`` consecutive parts as evenly as
-        possible; process ``rank`` reads parts ``rank * k .. rank * k + k - 1``. Which images a
-        part holds depends only on (seed, iteration, rank, world_size, k), so a resumed run
-        reads the same ones. With equal parts every weight is 1.
-        """
-        picked = self._picked(iteration)
-        parts = world_size * accumulation_steps
-        shares = torch.tensor_split(picked, parts)[rank * accumulation_steps:(rank + 1) * accumulation_steps]
-        return [MicroBatch(*self._read(share), weight=len(share) * parts / len(picked))
-                for share in shares]
-
-    def _picked(self, iteration: int) -> torch.Tensor:
-        epoch, index = self.position(iteration)
-        self._prepare_epoch(epoch)
-        return self._order[index * self.batch_size:(index + 1) * self.batch_size]
-
-    def _read(self, picked: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        levels = self.split.levels[picked]
-        if self.max_shift > 0:
-            levels = shift_images(levels, self._shifts[picked.numpy()], self.max_shift)
-        return levels, self.split.labels[picked]
+    def close(self) -> None:
+        """Stop the workers (the iterator's own shutdown: they exit and are joined)."""
+        batches, self._batches = self._batches, None
+        shutdown = getattr(batches, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
 
 
-def eval_batches(split: ImageSplit, batch_size: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-    """The held-out images in their fixed order, ``batch_size`` at a time."""
-    for start in range(0, len(split), batch_size):
-        yield split.levels[start:start + batch_size], split.labels[start:start + batch_size]
+class EvalLoader:
+    """The held-out items in their fixed order, ``batch_size`` at a time, each read with the
+    random state of (seed, EVAL_EPOCH, index); the workers persist between evaluations."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int = 0, num_workers: int = 0,
+                 pin_memory: bool = False, num_classes: int = 0) -> None:
+        self.dataset = dataset
+        keys = [(EVAL_EPOCH, index) for index in range(len(dataset))]
+        batches = [keys[start:start + batch_size] for start in range(0, len(keys), batch_size)]
+        self.loader = _loader(SeededItems(dataset, seed), batches, num_workers, pin_memory, 2,
+                              num_classes, persistent=num_workers > 0)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self) -> Iterator:
+        for batch in self.loader:
+            yield _checked(batch)
+
+    def close(self) -> None:
+        """Stop the persistent workers."""
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self.loader._iterator = None

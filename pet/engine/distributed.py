@@ -17,6 +17,8 @@ class ProcessInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    # Processes of the job on this machine (torchrun's LOCAL_WORLD_SIZE): they share its CPUs.
+    local_world_size: int = 1
 
     @property
     def is_main(self) -> bool:
@@ -32,7 +34,8 @@ def process_info() -> ProcessInfo:
     """Read torchrun's environment (a plain run: rank 0 of 1)."""
     return ProcessInfo(rank=int(os.environ.get("RANK", 0)),
                        world_size=int(os.environ.get("WORLD_SIZE", 1)),
-                       local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+                       local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+                       local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
 
 
 def init_process_group(info: ProcessInfo, device: torch.device, timeout_s: float = 600) -> None:

@@ -1,11 +1,12 @@
 """Every check of a training job in one place, run before anything is written to OUTPUT_DIR:
-the value checks of each section (``pet.lib.config``) and the names against the registries
-(models, data sets, optimizers, lr policies, clip types)."""
+the value checks of each section (``pet.lib.config``), the names against the registries
+(models, data sets, optimizers, lr policies, clip types) and the data set, built (once per
+process: the run reuses it) for its length and its classes."""
 from typing import Optional
 
 from yacs.config import CfgNode
 
-from pet.data import DATASETS, iter_per_epoch, num_train_images
+from pet.data import DATASETS, batches_per_epoch, build_datasets, num_classes
 from pet.lib.config.validate_job import (
     validate_batch_size,
     validate_data,
@@ -39,15 +40,16 @@ def validate_job(cfg: CfgNode, iter_per_epoch_override: Optional[int] = None,
     validate_model(cfg.MODEL)
     DATASETS.check(cfg.DATA.DATASET, "DATA.DATASET")
     validate_data(cfg.DATA)
-    num_labels = DATASETS.get(cfg.DATA.DATASET).num_labels
-    if num_labels:
-        validate_num_classes(cfg.MODEL, num_labels)
     validate_test(cfg.TEST)
-    validate_batch_size(cfg.DATA, num_train_images(cfg.DATA))
+    train, _ = build_datasets(cfg.DATA)
+    classes = num_classes(train)
+    if classes:
+        validate_num_classes(cfg.MODEL, classes)
+    validate_batch_size(cfg.DATA, len(train))
     if iter_per_epoch_override is not None:
         iters = iter_per_epoch_override
     else:
-        iters = iter_per_epoch(cfg)
+        iters = batches_per_epoch(len(train), cfg.DATA.BATCH_SIZE, cfg.DATA.DROP_LAST)
     validate_solver(cfg.SOLVER, iters)
-    validate_micro_batches(cfg, num_train_images(cfg.DATA), world_size)
+    validate_micro_batches(cfg, len(train), world_size)
     return iters

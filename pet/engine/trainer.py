@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode
 
-from pet.data import ImageSplit, TrainLoader
+from pet.data import EvalLoader, TrainLoader, call_model, to_device
 from pet.engine.evaluation import evaluate
 from pet.engine.checkpointer import Checkpointer
 from pet.engine.events import MetricsStorage
@@ -70,12 +70,19 @@ class Trainer:
         # A storage of its own, or the run's (a checkpointable: its history survives resume).
         self.storage = storage if storage is not None else MetricsStorage(start_iter)
         self.storage.iter = start_iter
+        # The loader's batches from the next iteration on, and that iteration.
+        self._batches = None
+        self._next_iteration = None
 
     def train(self) -> MetricsStorage:
-        """Run the loop; return the storage (its ``latest()`` holds the last step's metrics)."""
-        self.before_train()
-        for iteration in range(self.start_iter, self.max_iter):
-            self.run_iteration(iteration)
+        """Run the loop; return the storage (its ``latest()`` holds the last step's metrics).
+        The loader's workers end with the loop, however it ends."""
+        try:
+            self.before_train()
+            for iteration in range(self.start_iter, self.max_iter):
+                self.run_iteration(iteration)
+        finally:
+            self.data_loader.close()
         return self.after_train()
 
     def before_train(self) -> None:
@@ -115,9 +122,9 @@ class Trainer:
         if isinstance(wrapper, OptimWrapperDict):
             self._run_train_step(iteration, read_back)
             return
-        for levels, labels, weight in self._micro_batches(iteration, wrapper.accumulation_steps):
+        for inputs, labels, weight in self._micro_batches(iteration):
             with wrapper.optim_context(self.model):
-                loss = self.loss_fn(self.model(levels), labels)
+                loss = self.loss_fn(call_model(self.model, inputs), labels)
             if weight != 1.0:  # a part of an uneven last batch (DATA.DROP_LAST False)
                 loss = loss * weight
             step_loss = wrapper.update_params(loss, iteration, measure_grad_norm=read_back)
@@ -127,15 +134,14 @@ class Trainer:
             for name, value in wrapper.read_back().items():
                 self.storage.put_scalar(name, value, smoothing_hint=False)
 
-    def _micro_batches(self, iteration: int, accumulation_steps: int):
-        """This process's micro-batches of ``iteration`` on the run's device."""
-        micro_batches = self.data_loader.micro_batches(
-            iteration, self.process.rank, self.process.world_size, accumulation_steps)
-        for levels, labels, weight in micro_batches:
-            if self.device.type != "cpu":  # the loader's batches are on the CPU
-                levels = levels.to(self.device, non_blocking=True)
-                labels = labels.to(self.device, non_blocking=True)
-            yield levels, labels, weight
+    def _micro_batches(self, iteration: int):
+        """This process's micro-batches of ``iteration`` on the run's device (the loader reads
+        from ``iteration`` on when it is not the next one)."""
+        if self._batches is None or self._next_iteration != iteration:
+            self._batches = self.data_loader.iterate(iteration, self.max_iter)
+        self._next_iteration = iteration + 1
+        for inputs, labels, weight in next(self._batches):
+            yield to_device(inputs, self.device), to_device(labels, self.device), weight
 
     def _run_train_step(self, iteration: int, read_back: bool) -> None:
         """MMEngine's protocol for several optimizers: the model's ``train_step(batch,
@@ -147,8 +153,8 @@ class Trainer:
         for wrapper in wrappers.values():  # the model's update_params calls do not say
             wrapper.measure_grad_norm = read_back
         totals: Dict[str, torch.Tensor] = {}
-        for levels, labels, weight in self._micro_batches(iteration, k):
-            losses = self.model.train_step((levels, labels), wrappers)
+        for inputs, labels, weight in self._micro_batches(iteration):
+            losses = self.model.train_step((inputs, labels), wrappers)
             for name, value in losses.items():
                 value = value.detach() * (weight / k)
                 totals[name] = totals[name] + value if name in totals else value
@@ -194,15 +200,15 @@ def snapshot_period(cfg: CfgNode, iter_per_epoch: int) -> int:
     return period_in_iters(cfg.SOLVER.SNAPSHOT_ITERS, cfg.SOLVER.SNAPSHOT_EPOCHS, iter_per_epoch)
 
 
-def build_eval_hook(cfg: CfgNode, model: nn.Module, test_split: ImageSplit, max_iter: int,
+def build_eval_hook(cfg: CfgNode, model: nn.Module, test_loader: EvalLoader, max_iter: int,
                     iter_per_epoch: int, ema: Optional[ModelEMA] = None) -> EvalHook:
     """The evaluation hook of a training run (built before the checkpoint is loaded: it holds
     the best accuracy so far, which the checkpoint restores). With ``ema`` the averaged weights
     are evaluated too, reported as ``ema_accuracy`` and ``ema_test_loss``."""
     def eval_fn():
-        results = evaluate(model, test_split, cfg.TEST.BATCH_SIZE)
+        results = evaluate(model, test_loader, len(test_loader))
         if ema is not None:
-            ema_results = evaluate(ema.module, test_split, cfg.TEST.BATCH_SIZE)
+            ema_results = evaluate(ema.module, test_loader, len(test_loader))
             results.update({f"ema_{name}": value for name, value in ema_results.items()})
         return results
     return EvalHook(eval_fn, eval_period(cfg, iter_per_epoch), max_iter, iter_per_epoch)

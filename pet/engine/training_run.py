@@ -15,7 +15,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from yacs.config import CfgNode
 
-from pet.data import ImageSplit, build_datasets, build_train_loader
+from torch.utils.data import Dataset
+
+from pet.data import EvalLoader, build_datasets, build_eval_loader, build_train_loader
 from pet.engine.checkpointer import Checkpointer
 from pet.engine.distributed import ProcessInfo
 from pet.engine.ema import ModelEMA
@@ -50,8 +52,9 @@ class TrainingRun:
     process: ProcessInfo
     device: torch.device
     iter_per_epoch: int
-    train_split: ImageSplit
-    test_split: ImageSplit
+    train_split: Dataset
+    test_split: Dataset
+    test_loader: EvalLoader
     model: nn.Module
     # By name: {"": the one} for SOLVER.OPTIMIZER, {submodule: ...} for SOLVER.OPTIMIZERS.
     optimizers: Dict[str, torch.optim.Optimizer]
@@ -88,7 +91,8 @@ def build_training_run(cfg: CfgNode, process: ProcessInfo, device: torch.device,
     ``device``, and load the checkpoint (``resume``: OUTPUT_DIR's last one, else
     MODEL.WEIGHTS). Writes nothing; raises ConfigError for what does not fit."""
     seed_everything(cfg.SEED, cfg.NUM_THREADS)
-    train_split, test_split = build_datasets(cfg)
+    train_split, test_split = build_datasets(cfg.DATA)
+    test_loader = build_eval_loader(cfg, test_split, device, process.local_world_size)
     model = build_model(cfg).to(device)
     if cfg.SOLVER.OPTIMIZERS:  # several optimizers, each over a top-level submodule
         if not callable(getattr(model, "train_step", None)):
@@ -119,14 +123,14 @@ def build_training_run(cfg: CfgNode, process: ProcessInfo, device: torch.device,
     if ema is not None:
         checkpointer.add_checkpointable("ema", ema)
     max_iter = next(iter(schedulers.values())).max_iter
-    eval_hook = build_eval_hook(cfg, model, test_split, max_iter, iter_per_epoch, ema)
+    eval_hook = build_eval_hook(cfg, model, test_loader, max_iter, iter_per_epoch, ema)
     checkpointer.add_checkpointable("eval_hook", eval_hook)
     storage = build_metrics_storage(process, device)  # its history survives resume
     checkpointer.add_checkpointable("metrics", storage)
     start_iter = checkpointer.load()
     if ema is not None and not checkpointer.resuming:  # the average starts at MODEL.WEIGHTS
         ema.load_state_dict(model.state_dict())
-    return TrainingRun(cfg, process, device, iter_per_epoch, train_split, test_split, model,
+    return TrainingRun(cfg, process, device, iter_per_epoch, train_split, test_split, test_loader, model,
                        optimizers, optim_wrapper, checkpointer, schedulers, ema, eval_hook, storage,
                        start_iter)
 
@@ -149,7 +153,8 @@ def build_trainer(run: TrainingRun, progress_bar: ProgressBar, stop_request: Sto
     checkpoint restored (last, so nothing drawn while building changes them). Call it once
     OUTPUT_DIR is prepared: the metrics writers open their files."""
     cfg, process, device = run.cfg, run.process, run.device
-    data_loader = build_train_loader(cfg, run.train_split)
+    data_loader = build_train_loader(cfg, run.train_split, process.rank, process.world_size, device,
+                                     process.local_world_size)
     hooks = build_train_hooks(cfg, run.optimizers, run.schedulers, run.checkpointer, run.eval_hook,
                               run.iter_per_epoch, run.start_iter, progress_bar,
                               main_process=process.is_main, model=run.model, ema=run.ema,

@@ -69,6 +69,8 @@ def validate_data(data: CfgNode) -> None:
     check_int(data.SPLIT_SEED, "DATA.SPLIT_SEED", minimum=0, maximum=MAX_SEED)
     check_int(data.BATCH_SIZE, "DATA.BATCH_SIZE", minimum=1)
     check_int(data.MAX_SHIFT, "DATA.MAX_SHIFT", minimum=0)
+    check_int(data.NUM_WORKERS, "DATA.NUM_WORKERS", minimum=-1)
+    check_int(data.PREFETCH_FACTOR, "DATA.PREFETCH_FACTOR", minimum=1)
     if data.MAX_SHIFT >= 4:
         raise ConfigError(f"DATA.MAX_SHIFT: must be < 4 pixels on 8x8 images, got {data.MAX_SHIFT}")
 
