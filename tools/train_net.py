@@ -42,7 +42,13 @@ import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pet.data import DataItemError, build_datasets, build_eval_loader, is_worker_failure  # noqa: E402
+from pet.data import (  # noqa: E402
+    DataItemError,
+    build_datasets,
+    build_eval_loader,
+    is_worker_failure,
+    worker_failure_line,
+)
 from pet.engine import evaluate  # noqa: E402
 from pet.engine.training_run import build_trainer, build_training_run  # noqa: E402
 from pet.engine.output_dir import (  # noqa: E402
@@ -170,7 +176,7 @@ def train(cfg, args, process, device, iter_per_epoch, progress_bar, logger) -> i
     except RuntimeError as e:
         if is_worker_failure(e):  # a DataLoader worker killed by the OS (out of memory, a kill)
             last = last_checkpoint_path(cfg.OUTPUT_DIR)
-            return stopped(progress_bar, process, f"error: {first_line(e).strip()}; last good "
+            return stopped(progress_bar, process, f"error: {worker_failure_line(e)}; last good "
                            f"checkpoint: {last or 'none'}", EXIT_DIVERGED)
         if not lost_a_peer(e):
             raise

@@ -9,7 +9,14 @@ from yacs.config import CfgNode
 from pet.data.batch import call_model, to_device
 from pet.data.digits import MAX_LEVEL, DigitsDataset
 from pet.data.items import DataItemError
-from pet.data.loader import EvalLoader, MicroBatch, TrainLoader, auto_num_workers, is_worker_failure
+from pet.data.loader import (
+    EvalLoader,
+    MicroBatch,
+    TrainLoader,
+    auto_num_workers,
+    is_worker_failure,
+    worker_failure_line,
+)
 from pet.data.registry import DATASETS, build_datasets
 from pet.data.sampler import BatchPlan, batches_per_epoch
 
@@ -71,4 +78,5 @@ __all__ = [
     "num_classes",
     "num_workers",
     "to_device",
+    "worker_failure_line",
 ]

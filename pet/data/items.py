@@ -138,14 +138,13 @@ def _structure(value: Any) -> Any:
 
 def _collate_failure(indices: List[int], items: List[Any], error: Exception) -> str:
     """The line for a batch ``default_collate`` could not stack: the first item whose shapes
-    differ from the first item's, else the collate error itself."""
-    first = _structure(items[0])
-    for index, item in zip(indices[1:], items[1:]):
-        shapes = _structure(item)
-        if shapes != first:
-            return (f"data items {indices[0]} and {index} differ in shape ({_describe(first)} and "
-                    f"{_describe(shapes)}); a batch stacks its items: make every item the same "
-                    f"shape{_where()}")
+    differ from those most items of the batch share, else the collate error itself."""
+    shapes = [_describe(_structure(item)) for item in items]
+    usual = max(set(shapes), key=shapes.count)
+    for index, shape in zip(indices, shapes):
+        if shape != usual:
+            return (f"data item {index} has shape {shape} where the other items of its batch have "
+                    f"{usual}; a batch stacks its items: make every item the same shape{_where()}")
     return f"data items {indices[0]}..{indices[-1]} cannot be batched ({type(error).__name__}: " \
            f"{first_line(error)}){_where()}"
 

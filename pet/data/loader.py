@@ -44,7 +44,14 @@ def auto_num_workers(device_type: str = "cpu", processes_per_machine: int = 1) -
 def is_worker_failure(error: BaseException) -> bool:
     """Whether ``error`` is torch's report of a DataLoader worker that died (killed by the OS,
     out of memory)."""
-    return isinstance(error, RuntimeError) and "DataLoader worker" in str(error)
+    return isinstance(error, RuntimeError) and str(error).startswith("DataLoader worker")
+
+
+def worker_failure_line(error: BaseException) -> str:
+    """One line for torch's report of a dead worker, with what to try."""
+    reason = str(error).strip().splitlines()[0].rstrip(". ")
+    return (f"{reason} (a worker the OS ended, often for memory: lower DATA.NUM_WORKERS or "
+            f"DATA.PREFETCH_FACTOR)")
 
 
 def _loader(data_set: SeededItems, batch_sampler, num_workers: int, pin_memory: bool,

@@ -1,0 +1,145 @@
+"""tools/train_net.py on a user's own data set (a CUSTOM_IMPORTS module, tests/tools/
+own_data_probe.py) through real DataLoader workers: each process's shard under torchrun, every
+kind of bad input, and workers that never outlive the run."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_train_distributed import free_port
+from test_train_net import TRAIN_NET, assert_bad_input, load, write_cfg
+
+from pet.data import BatchPlan
+
+pytestmark = pytest.mark.slow  # every test here runs train_net (or torchrun) in a subprocess
+
+HERE = Path(__file__).resolve().parent
+# 44 iterations per epoch (1437 training digits, batches of 32), two processes of 16 each.
+PROBE_JOB = {
+    "CUSTOM_IMPORTS": ["own_data_probe"],
+    "LOG_PERIOD": 10,
+    "MODEL": {"TYPE": "cnn", "CNN": {"CHANNELS": [4, 8, 8], "HIDDEN_DIM": 16}},
+    "DATA": {"DATASET": "probe", "NUM_WORKERS": 2},
+    "SOLVER": {
+        "OPTIMIZER": {"TYPE": "SGD", "BASE_LR": 0.05},
+        "SCHEDULER": {"POLICY": "STEP", "TOTAL_ITERS": 44, "STEPS": [30], "WARM_UP_ITERS": 0},
+        "SNAPSHOT_ITERS": 20,
+    },
+}
+
+
+def probe_env(log_dir: Path = None, bad_index: int = -1, bad_kind: str = "") -> dict:
+    env = dict(os.environ, PYTHONPATH=str(HERE), PROBE_BAD_INDEX=str(bad_index), PROBE_BAD_KIND=bad_kind)
+    if log_dir is not None:
+        log_dir.mkdir(exist_ok=True)
+        env["PROBE_LOG"] = str(log_dir)
+    return env
+
+
+def run(cwd: Path, command: list, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def train_command(cfg_file: Path, *args) -> list:
+    return [sys.executable, str(TRAIN_NET), "--cfg", str(cfg_file), *map(str, args)]
+
+
+def reads(log_dir: Path) -> list:
+    """(rank, pid, index) of every training item read."""
+    return [tuple(map(int, line.split())) for path in log_dir.iterdir() for line in path.read_text().splitlines()]
+
+
+def first_item_of(iteration: int, seed: int = 0) -> int:
+    """The first item the batch of ``iteration`` reads (the plan is a pure function)."""
+    return int(BatchPlan(1437, 32, True, seed).global_batch(iteration)[0])
+
+
+def test_two_processes_each_read_their_own_shard_every_item_once_per_epoch(tmp_path):
+    cfg_file = write_cfg(tmp_path, dict(PROBE_JOB, OUTPUT_DIR="out"))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(free_port()), str(TRAIN_NET), "--cfg", str(cfg_file)]
+    result = run(tmp_path, command, probe_env(tmp_path / "log"))
+    assert result.returncode == 0, result.stderr
+    records = reads(tmp_path / "log")
+    shards = [[index for rank, _, index in records if rank == r] for r in (0, 1)]
+    epoch = BatchPlan(1437, 32, True, seed=0)
+    expected = sorted(int(i) for it in range(44) for i in epoch.global_batch(it))
+    assert sorted(shards[0] + shards[1]) == expected  # each item of the epoch once over the processes
+    assert len(shards[0]) == len(shards[1]) == 44 * 16 and not set(shards[0]) & set(shards[1])
+    # Each process read through its own 2 workers.
+    assert all(len({pid for rank, pid, _ in records if rank == r}) == 2 for r in (0, 1))
+
+
+def test_a_data_set_whose_build_fails_is_one_line_before_training(tmp_path):
+    cfg_file = write_cfg(tmp_path, dict(PROBE_JOB, OUTPUT_DIR="out"))
+    result = run(tmp_path, train_command(cfg_file, "DATA.DATASET", "probe_broken"), probe_env())
+    assert_bad_input(result, "DATA.DATASET: building 'probe_broken' failed (FileNotFoundError: "
+                             "no such directory: (DATA.ROOT is empty))")
+    assert not (tmp_path / "out").exists()
+    result = run(tmp_path, train_command(cfg_file, "DATA.DATASET", "mnist"), probe_env())
+    assert_bad_input(result, "DATA.DATASET: unknown value 'mnist'; allowed: digits, probe, probe_broken")
+
+
+@pytest.mark.parametrize("kind, workers, line", [
+    ("raises", 2, r"error: data item {index} raised OSError: cannot decode item {index}: truncated file "
+                  r"in DataLoader worker [01]"),
+    ("shape", 0, r"error: data item {index} has shape \[\(\(1, 9, 9\), uint8\), 'int'\] where the other items "
+                 r"of its batch have \[\(\(1, 8, 8\), uint8\), 'int'\]; a batch stacks its items: make every item "
+                 r"the same shape in the training process"),
+    ("label", 2, r"error: data item {index} has label 12, outside MODEL.NUM_CLASSES=10 \(allowed: 0..9\) "
+                 r"in DataLoader worker [01]"),
+    ("kill", 2, r"error: DataLoader worker \(pid\(s\)? \d+\) (is killed by signal: Killed|exited unexpectedly) "
+                r"\(a worker the OS ended, often for memory: lower DATA.NUM_WORKERS or DATA.PREFETCH_FACTOR\)"),
+])
+def test_a_bad_item_during_training_is_one_line_keeping_the_last_good_checkpoint(tmp_path, kind, workers, line):
+    index = first_item_of(30)  # read after the checkpoint of iteration 20
+    cfg_file = write_cfg(tmp_path, dict(PROBE_JOB, OUTPUT_DIR="out"))
+    result = run(tmp_path, train_command(cfg_file, "DATA.NUM_WORKERS", workers),
+                 probe_env(bad_index=index, bad_kind=kind))
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    expected = line.format(index=index) + "; last good checkpoint: out/model_0000020.pth"
+    assert re.fullmatch(expected, lines[0]), lines[0]
+    assert load(tmp_path / "out" / "model_0000020.pth")["iteration"] == 20
+    assert not (tmp_path / "out" / "model_final.pth").exists()
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_workers_never_outlive_the_run(tmp_path, sig):
+    job = dict(PROBE_JOB, OUTPUT_DIR="out")
+    job["SOLVER"] = dict(PROBE_JOB["SOLVER"], SCHEDULER=dict(PROBE_JOB["SOLVER"]["SCHEDULER"], TOTAL_ITERS=100000))
+    cfg_file = write_cfg(tmp_path, job)
+    log_dir = tmp_path / "log"
+    process = subprocess.Popen(train_command(cfg_file), cwd=tmp_path, env=probe_env(log_dir),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "out" / "model_0000020.pth").exists():
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    workers = {pid for _, pid, _ in reads(log_dir)}
+    assert len(workers) == 2 and all(alive(pid) for pid in workers)
+    process.send_signal(sig)
+    status = process.wait(timeout=60)
+    assert status == {signal.SIGKILL: -9, signal.SIGTERM: 143, signal.SIGINT: 130}[sig], process.stderr.read()
+    process.stderr.close()
+    # SIGTERM and SIGINT: the run stops its workers on the way out; SIGKILL: the orphans notice
+    # their parent is gone (torch's worker watchdog, every 5 s) and leave.
+    deadline = time.monotonic() + (1 if sig != signal.SIGKILL else 20)
+    while any(alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, f"workers {workers} outlived the run"
+        time.sleep(0.1)
