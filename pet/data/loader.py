@@ -99,14 +99,17 @@ class TrainLoader:
 
     def iterate(self, start_iter: int, max_iter: int) -> Iterator[List[MicroBatch]]:
         """This process's micro-batches of iterations ``start_iter .. max_iter - 1``, one list
-        per iteration. Raises DataItemError for an item that cannot be trained on."""
+        per iteration; the workers start reading at once. Raises DataItemError for an item
+        that cannot be trained on."""
         self.close()
         loader = _loader(self.items, PlannedBatches(self.plan, start_iter, max_iter), self.num_workers,
                          self.pin_memory, self.prefetch_factor, self.num_classes, persistent=False)
         self._batches = iter(loader)
+        return self._steps(self._batches, start_iter, max_iter)
+
+    def _steps(self, batches: Iterator, start_iter: int, max_iter: int) -> Iterator[List[MicroBatch]]:
         for iteration in range(start_iter, max_iter):
-            yield [MicroBatch(*_checked(next(self._batches)), weight)
-                   for weight in self.plan.weights(iteration)]
+            yield [MicroBatch(*_checked(next(batches)), weight) for weight in self.plan.weights(iteration)]
 
     def close(self) -> None:
         """Stop the workers (the iterator's own shutdown: they exit and are joined)."""

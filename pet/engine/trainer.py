@@ -2,6 +2,7 @@
 import functools
 import logging
 import os
+import time
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -87,6 +88,9 @@ class Trainer:
 
     def before_train(self) -> None:
         logger.info("Starting training at iteration %d of %d", self.start_iter, self.max_iter)
+        # The loader's workers start reading while the hooks get ready.
+        self._batches = self.data_loader.iterate(self.start_iter, self.max_iter)
+        self._next_iteration = self.start_iter
         self.model.train()
         for hook in self.hooks:
             hook.before_train(self.storage)
@@ -140,7 +144,11 @@ class Trainer:
         if self._batches is None or self._next_iteration != iteration:
             self._batches = self.data_loader.iterate(iteration, self.max_iter)
         self._next_iteration = iteration + 1
-        for inputs, labels, weight in next(self._batches):
+        start = time.perf_counter()
+        micro_batches = next(self._batches)
+        # detectron2's data_time: the wait for the loader (about 0 while the workers keep up).
+        self.storage.put_scalar("data_time", time.perf_counter() - start)
+        for inputs, labels, weight in micro_batches:
             yield to_device(inputs, self.device), to_device(labels, self.device), weight
 
     def _run_train_step(self, iteration: int, read_back: bool) -> None:

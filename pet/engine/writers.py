@@ -24,7 +24,8 @@ numbers):
   group whose lr differs from every earlier group's (only when there are several);
 - ``loss_scale``, ``skipped_steps``: the AMP loss scale and the optimizer steps skipped so far
   for non-finite gradients (AMP with a GradScaler only);
-- ``time``: seconds of this step; ``images_per_s``: training images per second over the steady
+- ``time``: seconds of this step; ``data_time``: seconds of it spent waiting for the data
+  loader (about 0 while its workers keep up); ``images_per_s``: training images per second over the steady
   steps (the batch size over the average step time); ``eta_seconds``: the time left;
 - at an evaluation: ``accuracy`` (%), ``test_loss``, ``best_accuracy``, and with MODEL.EMA the
   same of the averaged weights as ``ema_accuracy``, ``ema_test_loss``.

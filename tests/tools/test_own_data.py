@@ -3,6 +3,7 @@ own_data_probe.py) through real DataLoader workers: each process's shard under t
 kind of bad input, and workers that never outlive the run."""
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -143,3 +144,37 @@ def test_workers_never_outlive_the_run(tmp_path, sig):
     while any(alive(pid) for pid in workers):
         assert time.monotonic() < deadline, f"workers {workers} outlived the run"
         time.sleep(0.1)
+
+
+def test_the_shipped_example_killed_mid_epoch_resumes_bit_identical_with_any_worker_count(tmp_path):
+    """README's example (files on disk, read and augmented in 2 workers), killed with SIGKILL in
+    the middle of its second epoch, resumed with 2 workers and, from a copy, with none."""
+    from test_train_net import assert_same_final_state, kill_after_checkpoint, train
+    from tools.write_image_folder import write_image_folder
+
+    write_image_folder(str(tmp_path / "digits_folder"), 0.2, 0)
+    job = {
+        "CUSTOM_IMPORTS": ["cfgs.image_folder"],
+        "LOG_PERIOD": 1,
+        "MODEL": {"TYPE": "cnn", "CNN": {"CHANNELS": [4, 8, 8], "HIDDEN_DIM": 16}},
+        "DATA": {"DATASET": "digits_folder", "ROOT": str(tmp_path / "digits_folder"), "MAX_SHIFT": 1,
+                 "NUM_WORKERS": 2},
+        "SOLVER": {"OPTIMIZER": {"TYPE": "SGD", "BASE_LR": 0.05, "MOMENTUM": 0.9},
+                   "SCHEDULER": {"POLICY": "STEP", "TOTAL_ITERS": 120, "STEPS": [90], "WARM_UP_ITERS": 5},
+                   "SNAPSHOT_ITERS": 25},
+        "TEST": {"EVAL_ITERS": 40},
+    }
+    reference_cfg = write_cfg(tmp_path, dict(job, OUTPUT_DIR="reference"), "reference.yaml")
+    resumed_cfg = write_cfg(tmp_path, dict(job, OUTPUT_DIR="resumed"), "resumed.yaml")
+    result = train(tmp_path, reference_cfg)
+    assert result.returncode == 0, result.stderr
+    kill_after_checkpoint(tmp_path, resumed_cfg, tmp_path / "resumed" / "model_0000050.pth", delay=0.05)
+    assert not (tmp_path / "resumed" / "model_final.pth").exists()
+    shutil.copytree(tmp_path / "resumed", tmp_path / "no_workers")
+    result = train(tmp_path, resumed_cfg, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert "Resuming from" in result.stdout
+    assert_same_final_state(tmp_path / "resumed", tmp_path / "reference")
+    result = train(tmp_path, resumed_cfg, "--resume", "OUTPUT_DIR", "no_workers", "DATA.NUM_WORKERS", 0)
+    assert result.returncode == 0, result.stderr
+    assert_same_final_state(tmp_path / "no_workers", tmp_path / "reference")
