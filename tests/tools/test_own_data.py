@@ -119,31 +119,55 @@ def alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
-def test_workers_never_outlive_the_run(tmp_path, sig):
+def long_probe_job(tmp_path: Path) -> Path:
     job = dict(PROBE_JOB, OUTPUT_DIR="out")
     job["SOLVER"] = dict(PROBE_JOB["SOLVER"], SCHEDULER=dict(PROBE_JOB["SOLVER"]["SCHEDULER"], TOTAL_ITERS=100000))
-    cfg_file = write_cfg(tmp_path, job)
+    return write_cfg(tmp_path, job)
+
+
+def stop_after_checkpoint(tmp_path: Path, command: list, sig: int, workers: int):
+    """Start ``command``, send ``sig`` to it once its checkpoint of iteration 20 is written and
+    its ``workers`` DataLoader workers read; once it exited, return (their pids, its status,
+    its stderr)."""
     log_dir = tmp_path / "log"
-    process = subprocess.Popen(train_command(cfg_file), cwd=tmp_path, env=probe_env(log_dir),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=tmp_path, env=probe_env(log_dir), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (tmp_path / "out" / "model_0000020.pth").exists():
         assert process.poll() is None, process.stderr.read()
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    workers = {pid for _, pid, _ in reads(log_dir)}
-    assert len(workers) == 2 and all(alive(pid) for pid in workers)
+    pids = {pid for _, pid, _ in reads(log_dir)}
+    assert len(pids) == workers and all(alive(pid) for pid in pids)
     process.send_signal(sig)
     status = process.wait(timeout=60)
-    assert status == {signal.SIGKILL: -9, signal.SIGTERM: 143, signal.SIGINT: 130}[sig], process.stderr.read()
+    stderr = process.stderr.read()
     process.stderr.close()
+    return pids, status, stderr
+
+
+def assert_gone(pids: set, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while any(alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"workers {pids} outlived the run"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_workers_never_outlive_the_run(tmp_path, sig):
+    pids, status, stderr = stop_after_checkpoint(tmp_path, train_command(long_probe_job(tmp_path)), sig, workers=2)
+    assert status == {signal.SIGKILL: -9, signal.SIGTERM: 143, signal.SIGINT: 130}[sig], stderr
     # SIGTERM and SIGINT: the run stops its workers on the way out; SIGKILL: the orphans notice
     # their parent is gone (torch's worker watchdog, every 5 s) and leave.
-    deadline = time.monotonic() + (1 if sig != signal.SIGKILL else 20)
-    while any(alive(pid) for pid in workers):
-        assert time.monotonic() < deadline, f"workers {workers} outlived the run"
-        time.sleep(0.1)
+    assert_gone(pids, 1 if sig != signal.SIGKILL else 20)
+
+
+def test_workers_never_outlive_a_torchrun_job(tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(free_port()), str(TRAIN_NET), "--cfg", str(long_probe_job(tmp_path))]
+    pids, status, stderr = stop_after_checkpoint(tmp_path, command, signal.SIGTERM, workers=4)
+    assert status != 0, stderr  # torchrun reports the signal its own way (a traceback of its own)
+    assert_gone(pids, 10)
 
 
 def test_the_shipped_example_killed_mid_epoch_resumes_bit_identical_with_any_worker_count(tmp_path):
