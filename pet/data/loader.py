@@ -7,6 +7,7 @@ starts at its iteration without reading the epoch up to it.
 """
 import logging
 import os
+import signal
 from typing import Any, Iterator, List, NamedTuple, Optional
 
 import torch
@@ -54,6 +55,14 @@ def worker_failure_line(error: BaseException) -> str:
             f"DATA.PREFETCH_FACTOR)")
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """A worker leaves Ctrl-C and SIGTERM to the training process, which checkpoints and then
+    stops its workers: a terminal's Ctrl-C or a cluster's SIGTERM reaches every process of the
+    group, and a worker dying of it first would end the run without its checkpoint."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _loader(data_set: SeededItems, batch_sampler, num_workers: int, pin_memory: bool,
             prefetch_factor: int, num_classes: int, persistent: bool) -> DataLoader:
     workers = {"prefetch_factor": prefetch_factor, "persistent_workers": persistent} if num_workers else {}
@@ -61,6 +70,7 @@ def _loader(data_set: SeededItems, batch_sampler, num_workers: int, pin_memory: 
     # from the training process's random state.
     return DataLoader(data_set, batch_sampler=batch_sampler, num_workers=num_workers,
                       collate_fn=ItemCollator(num_classes), pin_memory=pin_memory,
+                      worker_init_fn=_ignore_stop_signals,
                       generator=torch.Generator().manual_seed(data_set.seed), **workers)
 
 

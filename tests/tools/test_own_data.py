@@ -131,7 +131,7 @@ def stop_after_checkpoint(tmp_path: Path, command: list, sig: int, workers: int)
     its stderr)."""
     log_dir = tmp_path / "log"
     process = subprocess.Popen(command, cwd=tmp_path, env=probe_env(log_dir), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
     while not (tmp_path / "out" / "model_0000020.pth").exists():
         assert process.poll() is None, process.stderr.read()
@@ -139,7 +139,9 @@ def stop_after_checkpoint(tmp_path: Path, command: list, sig: int, workers: int)
         time.sleep(0.01)
     pids = {pid for _, pid, _ in reads(log_dir)}
     assert len(pids) == workers and all(alive(pid) for pid in pids)
-    process.send_signal(sig)
+    # A kill of the process alone; SIGINT and SIGTERM to the whole group, as a terminal's
+    # Ctrl-C or a cluster's SIGTERM reach every process.
+    process.send_signal(sig) if sig == signal.SIGKILL else os.killpg(process.pid, sig)
     status = process.wait(timeout=60)
     stderr = process.stderr.read()
     process.stderr.close()
@@ -157,6 +159,8 @@ def assert_gone(pids: set, seconds: float) -> None:
 def test_workers_never_outlive_the_run(tmp_path, sig):
     pids, status, stderr = stop_after_checkpoint(tmp_path, train_command(long_probe_job(tmp_path)), sig, workers=2)
     assert status == {signal.SIGKILL: -9, signal.SIGTERM: 143, signal.SIGINT: 130}[sig], stderr
+    if sig != signal.SIGKILL:  # stopped at a checkpoint of its own, as without workers
+        assert "continue with:" in stderr and len(stderr.strip().splitlines()) == 1, stderr
     # SIGTERM and SIGINT: the run stops its workers on the way out; SIGKILL: the orphans notice
     # their parent is gone (torch's worker watchdog, every 5 s) and leave.
     assert_gone(pids, 1 if sig != signal.SIGKILL else 20)
