@@ -68,6 +68,7 @@ __all__ = [
     "EvalLoader",
     "MicroBatch",
     "TrainLoader",
+    "auto_num_workers",
     "build_datasets",
     "build_eval_loader",
     "batches_per_epoch",

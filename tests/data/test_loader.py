@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from pet.data import BatchPlan, DataItemError, EvalLoader, TrainLoader, is_worker_failure
+from pet.data import BatchPlan, DataItemError, EvalLoader, TrainLoader, auto_num_workers, is_worker_failure
 from pet.data.items import item_seed
 
 
@@ -192,3 +192,10 @@ def test_tensor_class_labels_are_checked_too():
     loader = TrainLoader(data, BatchPlan(8, 8, True, seed=0), seed=0, num_classes=3)
     with pytest.raises(DataItemError, match=r"^data item 3 has label 3, outside MODEL.NUM_CLASSES=3"):
         batches(loader, 0, 1)
+
+
+def test_the_automatic_worker_count_leaves_the_training_process_its_cpus():
+    cpus = len(os.sched_getaffinity(0))
+    assert auto_num_workers("cuda", 1) == max(0, min(4, cpus - 1))  # a GPU's feeder needs one CPU
+    assert auto_num_workers("cpu", 1) == min(4, cpus // 4)  # CPU training computes on the rest
+    assert auto_num_workers("cuda", cpus) == 0  # one CPU per process: read in the process
