@@ -16,6 +16,23 @@ is written.
 """
 import os
 import signal
+import threading
+import time
+
+
+def _end_with_the_launcher(launcher_pid: int) -> None:
+    """torchrun starts each worker in a session of its own: a torchrun killed with SIGKILL (the
+    OOM killer, a scheduler) leaves its workers behind, waiting on a store or peers that never
+    answer. A worker whose launcher is gone leaves too (its own workers follow it)."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != launcher_pid:
+            os.write(2, b"error: torchrun, which started this process, is gone; stopping\n")
+            os._exit(1)
+
+
+if "TORCHELASTIC_RUN_ID" in os.environ:  # started by torchrun
+    threading.Thread(target=_end_with_the_launcher, args=(os.getppid(),), daemon=True).start()
 
 
 def _stopped_while_importing(signum, frame):
@@ -36,7 +53,6 @@ import io  # noqa: E402
 import logging  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 
 import torch  # noqa: E402
 

@@ -30,6 +30,18 @@ LOG_FILE = "log.txt"
 _LOCKS = {}
 
 
+def _release_in_child() -> None:
+    """A forked child (a DataLoader worker) closes its copies of the lock descriptors: the lock
+    stays this process's, and dies with it even while an orphaned worker lives on (a run killed
+    with SIGKILL can be resumed at once)."""
+    for fd in _LOCKS.values():
+        os.close(fd)
+    _LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_release_in_child)
+
+
 def check_output_dir(output_dir: str, resume: bool) -> None:
     """Refuse a path that cannot become a writable directory (a file or device, a path below a
     file, no permission, a name too long), and a new run over an old run's checkpoints
