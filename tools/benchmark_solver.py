@@ -28,6 +28,9 @@
 7. With ``--build-cost``: the optimizer's build time for models of 1k, 10k and 100k parameter
    tensors, side by side with MMEngine's DefaultOptimWrapperConstructor when it is installed
    (``pip install --no-deps -r requirements-bench.txt``; see pet.bench.build_benchmark).
+8. With ``--data-loader``: the training loader's images/s against a plain torch DataLoader
+   (same data set, same workers) on the image folder on disk and the in-memory digits, and
+   train_net's wait for data with and without workers (see pet.bench.data_benchmark).
 
 The timed solver uses the config's SOLVER.OPTIMIZER with BENCH_OVERRIDES, so that several param
 groups exist. ``--quick`` runs tiny models, a 30-iteration job and few repeats: a smoke test,
@@ -58,6 +61,8 @@ from pet.bench.loop_benchmark import SOLVER_LOOP, job_iterations, time_job  # no
 from pet.bench.step_paths import short_job, step_paths_section  # noqa: E402
 from pet.bench.device_loop import device_loop_section  # noqa: E402
 from pet.bench.build_benchmark import build_cost_section, format_build_cost  # noqa: E402
+from pet.bench.data_benchmark import data_loader_section, format_data_loader  # noqa: E402
+from tools.write_image_folder import write_image_folder  # noqa: E402
 from pet.lib.utils.lr_scheduler import LearningRateScheduler  # noqa: E402
 from pet.lib.utils.optimizer import OPTIMIZERS, Optimizer, optimizer_spec  # noqa: E402
 from pet.bench.step_benchmark import (  # noqa: E402
@@ -232,7 +237,7 @@ def loop_job(cfg, quick):
     return job
 
 
-def run(cfg, quick, device, step_paths=False, build_cost=False):
+def run(cfg, quick, device, step_paths=False, build_cost=False, data_loader=False):
     """Every measurement of the benchmark, as one JSON-able dict."""
     warmup, repeats = (1, 3) if quick else (3, 21)
     if quick:
@@ -266,6 +271,9 @@ def run(cfg, quick, device, step_paths=False, build_cost=False):
             result["step_paths"]["background_cores"] = load.cores
     if build_cost:
         result["build_cost"] = build_cost_section(quick)
+    if data_loader:
+        # The digits written as image files, as the "your own data on disk" example reads them.
+        result["data_loader"] = data_loader_section(quick, lambda out: write_image_folder(out, 0.2, 0))
     if device.type != "cpu":
         # train_net's step against a bare loop on the accelerator: about 3 minutes on an H200.
         result["device_loop"] = device_loop_section(device, quick)
@@ -296,16 +304,21 @@ def main(argv=None):
     parser.add_argument("--build-cost", action="store_true",
                         help="also time the optimizer's build at 1k, 10k and 100k tensors, with "
                              "MMEngine's constructor when installed (about 5 minutes with it)")
+    parser.add_argument("--data-loader", action="store_true",
+                        help="also time the data loader against a plain DataLoader and train_net's "
+                             "wait for data (about a minute)")
     args, cfg = parse_cfg(parser, argv)
     with exit_on_config_error():
         validate_job(cfg)
         device = benchmark_device(args.device)
         if args.json:
             check_output_file(args.json, "--json")
-    result = run(cfg, args.quick, device, args.step_paths, args.build_cost)
+    result = run(cfg, args.quick, device, args.step_paths, args.build_cost, args.data_loader)
     print(format_report(result))
     if "build_cost" in result:
         print("\n" + format_build_cost(result["build_cost"]))
+    if "data_loader" in result:
+        print("\n" + format_data_loader(result["data_loader"]))
     if args.json:
         with exit_on_config_error(), output_file_errors(args.json, "--json"), open(args.json, "w") as f:
             json.dump(result, f, indent=2)
