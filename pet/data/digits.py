@@ -35,6 +35,8 @@ class DigitsDataset(Dataset):
         self.levels = levels
         self.labels = labels  # numpy: reading one label is not a read of a tensor
         self.max_shift = max_shift
+        # The only generator an item draws from: the loader seeds nothing else.
+        self.random_generators = ("torch",) if max_shift > 0 else ()
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -13,7 +13,7 @@ from typing import Any, Iterator, List, NamedTuple, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pet.data.items import EVAL_EPOCH, BatchFailure, DataItemError, ItemCollator, SeededItems
+from pet.data.items import EVAL_EPOCH, BatchFailure, DataItemError, ItemCollator, SeededItems, from_pipe
 from pet.data.sampler import BatchPlan, PlannedBatches
 
 logger = logging.getLogger(__name__)
@@ -66,10 +66,12 @@ def _ignore_stop_signals(worker_id: int) -> None:
 def _loader(data_set: SeededItems, batch_sampler, num_workers: int, pin_memory: bool,
             prefetch_factor: int, num_classes: int, persistent: bool) -> DataLoader:
     workers = {"prefetch_factor": prefetch_factor, "persistent_workers": persistent} if num_workers else {}
+    # Pinned batches need tensors (torch's pin thread pins them); unpinned small ones cross
+    # from the workers faster as numpy arrays.
     # A generator of its own: making the iterator draws its workers' base seed from it, never
     # from the training process's random state.
     return DataLoader(data_set, batch_sampler=batch_sampler, num_workers=num_workers,
-                      collate_fn=ItemCollator(num_classes), pin_memory=pin_memory,
+                      collate_fn=ItemCollator(num_classes, through_pipe=not pin_memory), pin_memory=pin_memory,
                       worker_init_fn=_ignore_stop_signals,
                       generator=torch.Generator().manual_seed(data_set.seed), **workers)
 
@@ -77,7 +79,7 @@ def _loader(data_set: SeededItems, batch_sampler, num_workers: int, pin_memory: 
 def _checked(batch: Any) -> Any:
     if isinstance(batch, BatchFailure):
         raise DataItemError(batch.message)
-    return batch
+    return from_pipe(batch)
 
 
 class TrainLoader:

@@ -6,7 +6,9 @@ The data contract (torch's, as detectron2, MMEngine and timm feed it): an entry 
 ``(input, label)``: ``input`` a tensor, or a tuple or dict of tensors the model takes
 (``model(x)``, ``model(*x)``, ``model(**x)``), ``label`` an int or a tensor. A data set whose
 labels are class indices may say how many classes it has (a ``num_classes`` attribute): the
-job then checks MODEL.NUM_CLASSES before training. Register your own with
+job then checks MODEL.NUM_CLASSES before training. One whose items draw from fewer global
+generators than torch's, numpy's and ``random`` may say which (``random_generators``, see
+pet/data/items.py): the loader then seeds only those per item. Register your own with
 ``@DATASETS.register(name="x")`` in a CUSTOM_IMPORTS module.
 """
 from typing import Any, Optional, Tuple
@@ -15,6 +17,7 @@ from torch.utils.data import Dataset
 from yacs.config import CfgNode
 
 from pet.data.digits import load_digits_split
+from pet.data.items import declared_generators
 from pet.lib.config.errors import ConfigError, first_line
 from pet.lib.utils.registry import Registry
 
@@ -65,3 +68,8 @@ def check_splits(name: str, splits: Any) -> None:
                               f"(__len__ and __getitem__)")
     if len(splits[0]) == 0:
         raise ConfigError(f"DATA.DATASET: the train split of {name!r} is empty")
+    for split, data_set in zip(("train", "test"), splits):
+        try:
+            declared_generators(data_set)
+        except ValueError as e:
+            raise ConfigError(f"DATA.DATASET: the {split} split of {name!r} declares {e}") from None

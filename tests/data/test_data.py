@@ -87,11 +87,17 @@ class Raising:
     pass
 
 
+class Declaring(list):
+    random_generators = ("torch", "cuda")
+
+
 @pytest.mark.parametrize("build, message", [
     (lambda data: 1 / 0, r"^DATA.DATASET: building 'broken' failed \(ZeroDivisionError: division by zero\)$"),
     (lambda data: [1, 2, 3], r"^DATA.DATASET: 'broken' built list; expected \(train, test\), two map-style"),
     (lambda data: (Raising(), []), r"^DATA.DATASET: the train split of 'broken' is a Raising; expected a map-style"),
     (lambda data: ([], [1]), r"^DATA.DATASET: the train split of 'broken' is empty$"),
+    (lambda data: (Declaring([1]), []), r"^DATA.DATASET: the train split of 'broken' declares random_generators "
+                                        r"\('torch', 'cuda'\); allowed: a tuple of torch, numpy, random$"),
 ])
 def test_a_build_function_that_fails_is_one_config_error_naming_the_key(build, message):
     DATASETS.register(build, name="broken")

@@ -199,3 +199,22 @@ def test_the_automatic_worker_count_leaves_the_training_process_its_cpus():
     assert auto_num_workers("cuda", 1) == max(0, min(4, cpus - 1))  # a GPU's feeder needs one CPU
     assert auto_num_workers("cpu", 1) == min(4, cpus // 4)  # CPU training computes on the rest
     assert auto_num_workers("cuda", cpus) == 0  # one CPU per process: read in the process
+
+
+class TorchOnly(Augmented):
+    random_generators = ("torch",)
+
+
+def test_a_data_set_may_declare_the_only_generators_it_draws_from():
+    plan = lambda: BatchPlan(50, 8, drop_last=True, seed=2)  # noqa: E731
+    # The numpy and random parts of Augmented's noise are now whatever the process's state is:
+    np.random.seed(0)
+    random.seed(0)
+    first = batches(TrainLoader(TorchOnly(), plan(), seed=2), 0, 1)
+    second = batches(TrainLoader(TorchOnly(), plan(), seed=2), 0, 1)
+    assert not same(first, second)  # numpy and random were not seeded per item (nor restored)
+    np.random.seed(0)
+    random.seed(0)
+    assert same(batches(TrainLoader(TorchOnly(), plan(), seed=2), 0, 1), first)
+    assert same(batches(TrainLoader(Augmented(), plan(), seed=2), 0, 1),
+                batches(TrainLoader(Augmented(), plan(), seed=2), 0, 1))  # all three seeded
