@@ -67,9 +67,8 @@ def _loader(data_set: SeededItems, batch_sampler, num_workers: int, pin_memory: 
             prefetch_factor: int, num_classes: int, persistent: bool) -> DataLoader:
     workers = {"prefetch_factor": prefetch_factor, "persistent_workers": persistent} if num_workers else {}
     # Pinned batches need tensors (torch's pin thread pins them); unpinned small ones cross
-    # from the workers faster as numpy arrays.
-    # A generator of its own: making the iterator draws its workers' base seed from it, never
-    # from the training process's random state.
+    # from the workers faster as numpy arrays. A generator of its own: making the iterator
+    # draws its workers' base seed from it, never from the training process's random state.
     return DataLoader(data_set, batch_sampler=batch_sampler, num_workers=num_workers,
                       collate_fn=ItemCollator(num_classes, through_pipe=not pin_memory), pin_memory=pin_memory,
                       worker_init_fn=_ignore_stop_signals,
