@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from pet.data import EvalLoader, build_datasets, build_eval_loader, build_train_loader
 from pet.engine.checkpointer import Checkpointer
+from pet.engine.compile import check_compiler, check_graph, compile_model, sample_inputs
 from pet.engine.distributed import ProcessInfo
 from pet.engine.ema import ModelEMA
 from pet.engine.events import MetricsStorage
@@ -94,6 +95,8 @@ def build_training_run(cfg: CfgNode, process: ProcessInfo, device: torch.device,
     train_split, test_split = build_datasets(cfg.DATA)
     test_loader = build_eval_loader(cfg, test_split, device, process.local_world_size)
     model = build_model(cfg).to(device)
+    if cfg.MODEL.COMPILE.ENABLED:
+        check_compile(cfg, model, train_split, device)
     if cfg.SOLVER.OPTIMIZERS:  # several optimizers, each over a top-level submodule
         if not callable(getattr(model, "train_step", None)):
             raise ConfigError(f"SOLVER.OPTIMIZERS: {type(model).__name__} (MODEL.TYPE {cfg.MODEL.TYPE}) "
@@ -135,6 +138,16 @@ def build_training_run(cfg: CfgNode, process: ProcessInfo, device: torch.device,
                        start_iter)
 
 
+def check_compile(cfg: CfgNode, model: nn.Module, train: Dataset, device: torch.device) -> None:
+    """ConfigError when MODEL.COMPILE cannot work for this run (a model stepping several
+    optimizers itself, no compiler for ``device``, a graph break under FULLGRAPH)."""
+    if cfg.SOLVER.OPTIMIZERS:
+        raise ConfigError("MODEL.COMPILE.ENABLED: not supported with SOLVER.OPTIMIZERS (the model's own "
+                          "train_step calls its submodules); set MODEL.COMPILE.ENABLED False")
+    check_compiler(device)
+    check_graph(model, sample_inputs(train, device), cfg.MODEL.COMPILE, cfg.MODEL.TYPE)
+
+
 def separate_ddp(model: nn.Module, names: List[str], device_ids: Optional[List[int]]) -> nn.Module:
     """A view of ``model`` whose submodules ``names`` are each their own DistributedDataParallel
     (MMEngine's separate DDP, for several optimizers): its ``train_step`` calls them, and each
@@ -166,6 +179,8 @@ def build_trainer(run: TrainingRun, progress_bar: ProgressBar, stop_request: Sto
             trained_model = separate_ddp(run.model, list(run.optimizers), device_ids)
         else:
             trained_model = DistributedDataParallel(run.model, device_ids=device_ids)
+    if cfg.MODEL.COMPILE.ENABLED:  # around DDP (torch's advice); checkpoints keep run.model
+        trained_model = compile_model(trained_model, cfg.MODEL.COMPILE)
     hooks.append(StopOnSignal(stop_request, run.checkpointer, snapshot_period(cfg, run.iter_per_epoch),
                               run.scheduler.max_iter, device, extra={"config": cfg}))
     run.checkpointer.load_rng(cfg.SEED)

@@ -30,6 +30,9 @@ def test_defaults_are_valid_and_give_the_iterations_per_epoch():
     (["DATA.BATCH_SIZE", "0"], "DATA.BATCH_SIZE: expected an integer >= 1, got 0"),
     (["DATA.BATCH_SIZE", "2000"], "DATA.BATCH_SIZE: 2000 with DATA.DROP_LAST=True leaves no full batch"),
     (["DATA.MAX_SHIFT", "4"], "DATA.MAX_SHIFT: must be < 4 pixels"),
+    (["MODEL.COMPILE.MODE", "fast"], "MODEL.COMPILE.MODE: unknown value 'fast'; allowed: default, reduce-overhead, "
+                                     "max-autotune, max-autotune-no-cudagraphs"),
+    (["MODEL.COMPILE.DYNAMIC", "1"], "MODEL.COMPILE.DYNAMIC: expected None, True or False, got 1"),
     (["DATA.NUM_WORKERS", "-2"], "DATA.NUM_WORKERS: expected an integer >= -1, got -2"),
     (["DATA.PREFETCH_FACTOR", "0"], "DATA.PREFETCH_FACTOR: expected an integer >= 1, got 0"),
     (["MODEL.NUM_CLASSES", "5"], "MODEL.NUM_CLASSES: 5 is fewer than the 10 labels of the data set"),

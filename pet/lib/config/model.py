@@ -27,6 +27,21 @@ MODEL.EMA.EVERY = 1
 # the first updates follow the weights closely.
 MODEL.EMA.WARMUP = False
 
+# torch.compile the trained model (MMEngine's compile=True, timm's --torchcompile): the model
+# (inside DistributedDataParallel under torchrun, as torch recommends) is compiled for the
+# training steps; evaluation and the EMA run the same weights eagerly. Checkpoints are the same
+# as an eager run's (no "_orig_mod." prefixes): a run resumes with either setting.
+MODEL.COMPILE = CN()
+MODEL.COMPILE.ENABLED = False
+# torch.compile's mode: "default", "reduce-overhead" (CUDA graphs), "max-autotune",
+# "max-autotune-no-cudagraphs".
+MODEL.COMPILE.MODE = "default"
+# One graph for the whole forward pass: a model that cannot be traced as one is refused before
+# training (without it, each graph break is logged once, with where it happened).
+MODEL.COMPILE.FULLGRAPH = False
+# Dynamic shapes: None (torch decides: static first, dynamic once a shape changes), True, False.
+MODEL.COMPILE.DYNAMIC = None
+
 MODEL.CNN = CN()
 # Output channels of the three 3x3 conv layers (each followed by BatchNorm and ReLU).
 MODEL.CNN.CHANNELS = (16, 32, 64)

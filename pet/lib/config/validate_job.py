@@ -7,7 +7,7 @@ import re
 from yacs.config import CfgNode
 
 from pet.lib.config.errors import ConfigError
-from pet.lib.config.validate import check_choice, check_int
+from pet.lib.config.validate import check_bool, check_choice, check_int
 
 # numpy's seeds are 32-bit; torch.set_num_threads crashes far above any real core count.
 MAX_SEED = 2 ** 32 - 1
@@ -37,6 +37,7 @@ def validate_model(model: CfgNode) -> None:
     check_int(model.NUM_CLASSES, "MODEL.NUM_CLASSES", minimum=2)
     if not isinstance(model.WEIGHTS, str):
         raise ConfigError(f"MODEL.WEIGHTS: expected a file path or \"\", got {model.WEIGHTS!r}")
+    validate_compile(model.COMPILE)
     channels = tuple(model.CNN.CHANNELS)
     if len(channels) != 3 or not all(isinstance(c, int) and c >= 1 for c in channels):
         raise ConfigError(f"MODEL.CNN.CHANNELS: expected three positive integers, got {channels!r}")
@@ -73,6 +74,18 @@ def validate_data(data: CfgNode) -> None:
     check_int(data.PREFETCH_FACTOR, "DATA.PREFETCH_FACTOR", minimum=1)
     if data.MAX_SHIFT >= 4:
         raise ConfigError(f"DATA.MAX_SHIFT: must be < 4 pixels on 8x8 images, got {data.MAX_SHIFT}")
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def validate_compile(compile_cfg: CfgNode) -> None:
+    """Check MODEL.COMPILE."""
+    check_bool(compile_cfg.ENABLED, "MODEL.COMPILE.ENABLED")
+    check_bool(compile_cfg.FULLGRAPH, "MODEL.COMPILE.FULLGRAPH")
+    check_choice(compile_cfg.MODE, "MODEL.COMPILE.MODE", COMPILE_MODES)
+    if compile_cfg.DYNAMIC is not None and not isinstance(compile_cfg.DYNAMIC, bool):
+        raise ConfigError(f"MODEL.COMPILE.DYNAMIC: expected None, True or False, got {compile_cfg.DYNAMIC!r}")
 
 
 def validate_batch_size(data: CfgNode, num_train_images: int) -> None:
