@@ -11,7 +11,9 @@ from pet.engine.job import validate_job
 def test_defaults_are_valid_and_give_the_iterations_per_epoch():
     cfg = get_cfg()
     assert validate_job(cfg) == iter_per_epoch(cfg) == 44
-    assert DATASETS.names() == ("digits",)  # nothing a test registered stays behind
+    # Nothing a test registered stays behind; the example's module (cfgs/image_folder.py), once
+    # imported, keeps its entry as any CUSTOM_IMPORTS module does.
+    assert set(DATASETS.names()) <= {"digits", "digits_folder"} and DATASETS.names()[0] == "digits"
 
 
 @pytest.mark.parametrize("overrides, message", [
