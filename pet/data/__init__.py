@@ -1,6 +1,5 @@
 """The data of a job: the data sets a config may name (torch Datasets) and the loaders that
 read them through torch DataLoaders, resumable at any iteration."""
-from typing import Tuple
 
 import torch
 from torch.utils.data import Dataset

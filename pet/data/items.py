@@ -78,7 +78,7 @@ def _where() -> str:
 class SeededItems(Dataset):
     """``dataset`` read by keys (epoch, index), each item with the random state of
     ``item_seed(seed, epoch, index)``; a batch at a time (torch's ``__getitems__``), handing
-    ``collate_items`` the keys with the items."""
+    ``ItemCollator`` the indices with the items."""
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
         self.dataset = dataset

@@ -13,9 +13,8 @@ from typing import Dict, List, Optional, Union
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from yacs.config import CfgNode
-
 from torch.utils.data import Dataset
+from yacs.config import CfgNode
 
 from pet.data import EvalLoader, build_datasets, build_eval_loader, build_train_loader
 from pet.engine.checkpointer import Checkpointer
