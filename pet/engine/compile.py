@@ -41,6 +41,28 @@ def check_compiler(device: torch.device) -> None:
         raise ConfigError(f"MODEL.COMPILE.ENABLED: torch.compile on the CPU needs a C++ compiler and "
                           f"{', '.join(searched)} does not run; install one (e.g. g++) or point CXX at it, "
                           f"or set MODEL.COMPILE.ENABLED False") from None
+    # A compiler that runs may still fail to build inductor's code (no Python.h, a broken
+    # toolchain): a function of one line is built now rather than the model after the start.
+    try:
+        torch.compile(_probe)(torch.ones(2))
+    except Exception as e:  # noqa: BLE001  (any failure to build code is one line)
+        raise ConfigError(f"MODEL.COMPILE.ENABLED: torch.compile cannot build code on this machine "
+                          f"({_error_line(e)}); set MODEL.COMPILE.ENABLED False") from None
+    finally:
+        torch._dynamo.reset()
+
+
+def _probe(x: torch.Tensor) -> torch.Tensor:
+    return x * 2 + 1
+
+
+def _error_line(error: Exception) -> str:
+    """The compiler's own error line when the message holds one (e.g. "fatal error: Python.h:
+    No such file or directory"), else the message's first line."""
+    for line in str(error).splitlines():
+        if "error:" in line:
+            return line.strip()
+    return f"{type(error).__name__}: {first_line(error)}"
 
 
 def sample_inputs(train: Dataset, device: torch.device) -> Any:
