@@ -78,7 +78,9 @@ def reads_per_run(tmp_path: Path, overrides: list, lengths=(100, 300)) -> list:
     ["SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", "bfloat16"],
     ["SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", "float16"],
     ["SOLVER.ACCUMULATION_STEPS", "2", "SOLVER.SKIP_NONFINITE", "3", "MODEL.EMA.ENABLED", "True"],
-], ids=["float32", "bfloat16", "float16-gradscaler", "accumulation-skip-ema"])
+    # Items read and shifted in DataLoader workers, handed over as numpy arrays.
+    ["DATA.NUM_WORKERS", "2", "DATA.MAX_SHIFT", "1"],
+], ids=["float32", "bfloat16", "float16-gradscaler", "accumulation-skip-ema", "workers-shifted"])
 def test_iterations_that_log_nothing_read_no_tensor_value(tmp_path, overrides):
     short, long = reads_per_run(tmp_path, overrides)
     assert short > 0  # the counter sees the reads of the logged last iteration, evaluation, ...
