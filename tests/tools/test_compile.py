@@ -111,3 +111,16 @@ def test_no_compiler_and_several_optimizers_are_refused_before_training(tmp_path
                    "OUTPUT_DIR", "gan", *COMPILED)
     assert_bad_input(result, "MODEL.COMPILE.ENABLED: not supported with SOLVER.OPTIMIZERS")
     assert not (tmp_path / "out").exists() and not (tmp_path / "gan").exists()
+
+
+def test_a_compiled_model_inside_ddp_trains_as_the_eager_one(tmp_path):
+    """Under torchrun the compiled module wraps DistributedDataParallel (torch's advice)."""
+    from test_train_distributed import torchrun
+
+    cfg_file = write_cfg(tmp_path, COMPILE_JOB)
+    for run, extra in (("eager", []), ("compiled", COMPILED)):
+        result = torchrun(tmp_path, cfg_file, "OUTPUT_DIR", run, *extra)
+        assert result.returncode == 0, result.stderr
+    final, expected = load(tmp_path / "compiled" / "model_final.pth"), load(tmp_path / "eager" / "model_final.pth")
+    for name, tensor in expected["model"].items():
+        torch.testing.assert_close(final["model"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
