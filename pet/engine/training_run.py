@@ -36,6 +36,7 @@ from pet.engine.trainer import (
     eval_period,
     snapshot_period,
 )
+from pet.lib.utils.compiled_step import set_hyperparameter_form
 from pet.lib.utils.lr_scheduler import LearningRateScheduler
 from pet.lib.config.errors import ConfigError
 from pet.lib.utils.multi_optimizer import build_optimizers, optimizer_solvers
@@ -130,6 +131,8 @@ def build_training_run(cfg: CfgNode, process: ProcessInfo, device: torch.device,
     storage = build_metrics_storage(process, device)  # its history survives resume
     checkpointer.add_checkpointable("metrics", storage)
     start_iter = checkpointer.load()
+    for name, optimizer in optimizers.items():  # a checkpoint of a compiled or an eager step
+        set_hyperparameter_form(optimizer, compiled=solvers[name].OPTIMIZER.COMPILE)
     if ema is not None and not checkpointer.resuming:  # the average starts at MODEL.WEIGHTS
         ema.load_state_dict(model.state_dict())
     return TrainingRun(cfg, process, device, iter_per_epoch, train_split, test_split, test_loader, model,

@@ -124,3 +124,23 @@ def test_a_compiled_model_inside_ddp_trains_as_the_eager_one(tmp_path):
     final, expected = load(tmp_path / "compiled" / "model_final.pth"), load(tmp_path / "eager" / "model_final.pth")
     for name, tensor in expected["model"].items():
         torch.testing.assert_close(final["model"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_a_compiled_optimizer_step_resumes_bit_identical_and_across_settings(tmp_path):
+    """SOLVER.OPTIMIZER.COMPILE: its checkpoints hold the lr as tensors; a killed run resumes
+    bit-identical, and a finished one continues eagerly (and an eager one compiled)."""
+    job = dict(COMPILE_JOB, LOG_PERIOD=10)
+    job["SOLVER"] = dict(COMPILE_JOB["SOLVER"], SNAPSHOT_ITERS=100,
+                         OPTIMIZER=dict(COMPILE_JOB["SOLVER"]["OPTIMIZER"], COMPILE=True),
+                         SCHEDULER={"POLICY": "STEP", "TOTAL_ITERS": 400, "STEPS": [300], "WARM_UP_ITERS": 10})
+    sigkill_resume_matches_reference(tmp_path, job)
+    longer = ["SOLVER.SCHEDULER.TOTAL_ITERS", "420"]
+    cfg_file = tmp_path / "reference.yaml"
+    result = train(tmp_path, cfg_file, "--resume", *longer, "SOLVER.OPTIMIZER.COMPILE", "False")
+    assert result.returncode == 0 and "Resuming from" in result.stdout, result.stderr
+    checkpoint = load(tmp_path / "reference" / "model_final.pth")
+    assert checkpoint["iteration"] == 420 and isinstance(checkpoint["optimizer"]["param_groups"][0]["lr"], float)
+    result = train(tmp_path, cfg_file, "--resume", "SOLVER.SCHEDULER.TOTAL_ITERS", "440")
+    assert result.returncode == 0, result.stderr
+    checkpoint = load(tmp_path / "reference" / "model_final.pth")
+    assert isinstance(checkpoint["optimizer"]["param_groups"][0]["lr"], torch.Tensor)

@@ -19,6 +19,7 @@ from pet.lib.config.validate_schedule import (
 # Imported for their registrations too, torch's policies first (the order the names are listed in).
 from pet.lib.utils import lr_policies_torch  # noqa: F401  isort: skip
 from pet.lib.utils import lr_phases  # noqa: E402  isort: skip
+from pet.lib.utils.compiled_step import write_beta1, write_value
 from pet.lib.utils.lr_schedules import LR_POLICIES, Schedule
 from pet.lib.utils.param_schedules import (
     ParamSchedule,
@@ -251,9 +252,9 @@ class LearningRateScheduler(lr_scheduler._LRScheduler):
         OneCycleLR and CyclicLR)."""
         for group in self.optimizer.param_groups:
             if "betas" in group:
-                group["betas"] = (momentum, *group["betas"][1:])
+                write_beta1(group, momentum)
             else:
-                group["momentum"] = momentum
+                write_value(group, "momentum", momentum)
 
     @property
     def momentum(self) -> Optional[float]:

@@ -28,6 +28,8 @@ import torch.distributed as dist
 from torch import nn
 from yacs.config import CfgNode
 
+from pet.lib.config.errors import ConfigError
+from pet.lib.utils.compiled_step import compiled_step
 from pet.lib.utils.grad_check import FlagSlots, GradientCheck
 from pet.lib.utils.step_record import PendingStep, StepRecord
 
@@ -60,6 +62,8 @@ class OptimWrapper:
         if int(accumulation_steps) != accumulation_steps or accumulation_steps < 1:
             raise ValueError(f"accumulation_steps: expected an integer >= 1, got {accumulation_steps!r}")
         self.optimizer = optimizer
+        # optimizer.step, or its compiled form (SOLVER.OPTIMIZER.COMPILE, compiled_step.py).
+        self._optimizer_step = optimizer.step
         self.accumulation_steps = int(accumulation_steps)
         # A disabled scaler would only pass calls through: treat it as none, so the loss check
         # (which a scaler replaces by skipping) stays on.
@@ -187,7 +191,7 @@ class OptimWrapper:
                 self._after_momentum_allocated(step.nonfinite)
             return
         if not bool(step.nonfinite):  # the one read of such an optimizer's step
-            self.optimizer.step()
+            self._optimizer_step()
             return
         if step.grad_norm is None:  # for the error message and the metrics
             step.grad_norm = self._gradient_check.total_norm()
@@ -245,7 +249,7 @@ class OptimWrapper:
         and counted in ``skipped_steps``)."""
         if self.scaler is None:
             self.micro_batches = 0
-            self.optimizer.step()
+            self._optimizer_step()
             return
         self._record.pending.append(PendingStep(None, None, None, self._scaled_step()))
 
@@ -365,9 +369,15 @@ def build_optim_wrapper(optimizer: torch.optim.Optimizer, solver: CfgNode,
     scaling)."""
     autocast_dtype = AUTOCAST_DTYPES[solver.AMP.DTYPE] if solver.AMP.ENABLED else None
     scaler = torch.amp.GradScaler(device_type) if autocast_dtype is torch.float16 else None
-    return OptimWrapper(optimizer, accumulation_steps=solver.ACCUMULATION_STEPS, scaler=scaler,
-                        autocast_dtype=autocast_dtype, device_type=device_type,
-                        skip_nonfinite=solver.SKIP_NONFINITE)
+    wrapper = OptimWrapper(optimizer, accumulation_steps=solver.ACCUMULATION_STEPS, scaler=scaler,
+                           autocast_dtype=autocast_dtype, device_type=device_type,
+                           skip_nonfinite=solver.SKIP_NONFINITE)
+    if solver.OPTIMIZER.COMPILE:
+        if scaler is not None:
+            raise ConfigError("SOLVER.OPTIMIZER.COMPILE: not supported with SOLVER.AMP.DTYPE float16 (its "
+                              "GradScaler steps the optimizer itself); use bfloat16 or COMPILE False")
+        wrapper._optimizer_step = compiled_step(optimizer)
+    return wrapper
 
 
 # MMEngine's container of several wrappers, importable beside OptimWrapper.

@@ -14,7 +14,8 @@ from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 from yacs.config import CfgNode
 
 from pet.lib.config.errors import ConfigError, first_line
-from pet.lib.config.validate import validate_optimizer
+from pet.lib.config.validate import check_bool, validate_optimizer
+from pet.lib.utils.compiled_step import set_hyperparameter_form
 from pet.lib.utils.grad_clip import CLIP_TYPES, ClipSpec
 from pet.lib.utils.optimizers_torch import (  # noqa: F401  (re-exported)
     BUILDER_KEYWORDS, OPTIMIZERS, REFUSED, TYPED_KEYS, OptimizerInfo, clipped_class, optimizer_info)
@@ -42,6 +43,8 @@ class OptimizerSpec:
     implementation: str = "auto"
     clip: Optional[ClipSpec] = None
     builder: str = "default"
+    # SOLVER.OPTIMIZER.COMPILE: hyper-parameters as tensors for a compiled step (compiled_step.py).
+    compile: bool = False
 
 
 def check_type(value: Any) -> str:
@@ -101,6 +104,12 @@ def optimizer_spec(optimizer: CfgNode) -> OptimizerSpec:
     if implementation == "foreach" and not info.foreach:
         raise ConfigError(f"{_OPT}.IMPLEMENTATION: 'foreach' is not available for TYPE {optimizer.TYPE}; "
                           f"allowed: auto, loop")
+    check_bool(optimizer.COMPILE, f"{_OPT}.COMPILE")
+    if optimizer.COMPILE:
+        if implementation not in ("auto", "loop"):
+            raise ConfigError(f"{_OPT}.IMPLEMENTATION: {implementation!r} with {_OPT}.COMPILE True; allowed: "
+                              f"auto, loop (the compiled step generates its own kernel from the loop)")
+        implementation = "loop"
     if not info.weight_decay:
         for key in _DECAY_KEYS:
             if optimizer[key] != 0:
@@ -118,6 +127,7 @@ def optimizer_spec(optimizer: CfgNode) -> OptimizerSpec:
         implementation=implementation,
         clip=ClipSpec(clip_type, clip.CLIP_VALUE, clip.NORM_TYPE) if clip.ENABLED else None,
         builder=builder,
+        compile=optimizer.COMPILE,
     )
 
 
@@ -213,9 +223,13 @@ def build_optimizer(model: nn.Module, spec: OptimizerSpec) -> torch.optim.Optimi
     kwargs.update(implementation_kwargs(spec.implementation, info, tensors, sparse=bool(sparse)))
     try:
         if spec.clip is None:
-            return info.cls(groups, **kwargs)
-        return info.clipped(groups, clip_type=spec.clip.clip_type, clip_value=spec.clip.clip_value,
-                            norm_type=spec.clip.norm_type, **kwargs)
+            optimizer = info.cls(groups, **kwargs)
+        else:
+            optimizer = info.clipped(groups, clip_type=spec.clip.clip_type, clip_value=spec.clip.clip_value,
+                                     norm_type=spec.clip.norm_type, **kwargs)
+        if spec.compile:
+            set_hyperparameter_form(optimizer, compiled=True)
+        return optimizer
     except ValueError as e:
         shown = ", ".join(f"{k}={v!r}" for k, v in spec.options.items())
         raise ConfigError(f"{_OPT}: {info.cls.__name__}({shown}) refused its arguments: "

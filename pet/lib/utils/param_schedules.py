@@ -21,6 +21,7 @@ import torch
 from yacs.config import CfgNode
 
 from pet.lib.config.errors import ConfigError
+from pet.lib.utils.compiled_step import write_value
 from pet.lib.utils.lr_schedules import Schedule
 
 _PARAMS = "SOLVER.SCHEDULER.PARAMS"
@@ -147,5 +148,5 @@ def write_params(schedules: List[ParamSchedule], param_groups: List[Dict[str, An
     for schedule in schedules:
         value = schedule.value(iteration)
         for group in param_groups:
-            initial = group.setdefault(schedule.initial_key, group[schedule.param])
-            group[schedule.param] = value * (initial / schedule.start)
+            initial = group.setdefault(schedule.initial_key, float(group[schedule.param]))
+            write_value(group, schedule.param, value * (initial / schedule.start))

@@ -1,0 +1,80 @@
+"""Tests of SOLVER.OPTIMIZER.COMPILE (pet/lib/utils/compiled_step.py): the compiled step
+equals torch's eager step to float tolerance, and a whole schedule (warm-up, restarts, a
+momentum cycle) runs with no recompilation, counted with dynamo's own counters."""
+import os
+import shutil
+
+import pytest
+import torch
+from torch import nn
+from torch._dynamo.utils import counters
+
+from pet.lib.config import get_cfg
+from pet.lib.config.errors import ConfigError
+from pet.lib.config.loader import merge_from_list
+from pet.lib.utils.lr_scheduler import LearningRateScheduler
+from pet.lib.utils.optim_wrapper import build_optim_wrapper
+from pet.lib.utils.optimizer import Optimizer
+
+pytestmark = [pytest.mark.slow,  # inductor compiles C++ on the CPU: seconds per step kind
+              pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
+                                 reason="torch.compile on the CPU needs a C++ compiler")]
+
+
+def model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.LayerNorm(16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def solver(*keys):
+    cfg = get_cfg()
+    merge_from_list(cfg, ["SOLVER.SCHEDULER.TOTAL_EPOCHS", "None", "SOLVER.SCHEDULER.WARM_UP_EPOCHS", "None",
+                          *map(str, keys)])
+    return cfg.SOLVER
+
+
+def train(net, solver_cfg, iterations):
+    optimizer = Optimizer(net, solver_cfg.OPTIMIZER).build()
+    wrapper = build_optim_wrapper(optimizer, solver_cfg)
+    scheduler = LearningRateScheduler(optimizer, solver_cfg)
+    gen = torch.Generator().manual_seed(1)
+    graphs = []
+    for _ in range(iterations):
+        x, y = torch.randn(8, 6, generator=gen), torch.randint(0, 3, (8,), generator=gen)
+        wrapper.update_params(nn.functional.cross_entropy(net(x), y))
+        scheduler.step()
+        graphs.append(counters["stats"]["unique_graphs"])
+    return optimizer, graphs
+
+
+@pytest.mark.parametrize("keys", [
+    ["SOLVER.OPTIMIZER.TYPE", "ADAMW", "SOLVER.OPTIMIZER.BASE_LR", "0.01",
+     "SOLVER.SCHEDULER.POLICY", "COSINE_RESTARTS", "SOLVER.SCHEDULER.TOTAL_ITERS", "40",
+     "SOLVER.SCHEDULER.COSINE_RESTARTS.T_0", "12", "SOLVER.SCHEDULER.WARM_UP_ITERS", "5"],
+    ["SOLVER.OPTIMIZER.TYPE", "ADAMW", "SOLVER.OPTIMIZER.BASE_LR", "0.01",
+     "SOLVER.SCHEDULER.POLICY", "ONE_CYCLE", "SOLVER.SCHEDULER.TOTAL_ITERS", "40",
+     "SOLVER.SCHEDULER.WARM_UP_ITERS", "0"],
+    ["SOLVER.OPTIMIZER.TYPE", "SGD", "SOLVER.OPTIMIZER.MOMENTUM", "0.9", "SOLVER.SCHEDULER.POLICY", "COSINE",
+     "SOLVER.SCHEDULER.TOTAL_ITERS", "40", "SOLVER.SCHEDULER.WARM_UP_ITERS", "5",
+     "SOLVER.OPTIMIZER.CLIP_GRADIENTS.ENABLED", "True", "SOLVER.OPTIMIZER.CLIP_GRADIENTS.CLIP_TYPE", "full_model"],
+], ids=["adamw-cosine-restarts-warmup", "adamw-one-cycle-momentum", "sgd-cosine-warmup-full_model"])
+def test_a_compiled_step_equals_the_eager_one_and_no_schedule_recompiles_it(keys):
+    eager_net, compiled_net = model(), model()
+    eager, _ = train(eager_net, solver(*keys), 40)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled, graphs = train(compiled_net, solver(*keys, "SOLVER.OPTIMIZER.COMPILE", "True"), 40)
+    assert isinstance(compiled.param_groups[0]["lr"], torch.Tensor)
+    assert graphs[-1] == graphs[1] > 0, f"graphs compiled per iteration: {graphs}"  # none after the first steps
+    assert float(compiled.param_groups[0]["lr"]) == pytest.approx(eager.param_groups[0]["lr"], rel=1e-12)
+    for a, b in zip(compiled_net.parameters(), eager_net.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_compile_refuses_a_fused_kernel_and_float16():
+    with pytest.raises(ConfigError, match=r"^SOLVER.OPTIMIZER.IMPLEMENTATION: 'fused' with SOLVER.OPTIMIZER.COMPILE"):
+        Optimizer(model(), solver("SOLVER.OPTIMIZER.IMPLEMENTATION", "fused", "SOLVER.OPTIMIZER.COMPILE", "True")
+                  .OPTIMIZER).build()
+    cfg = solver("SOLVER.OPTIMIZER.COMPILE", "True", "SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", "float16")
+    with pytest.raises(ConfigError, match=r"^SOLVER.OPTIMIZER.COMPILE: not supported with SOLVER.AMP.DTYPE float16"):
+        build_optim_wrapper(Optimizer(model(), cfg.OPTIMIZER).build(), cfg)
