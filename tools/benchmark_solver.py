@@ -63,6 +63,7 @@ from pet.bench.device_loop import device_loop_section  # noqa: E402
 from pet.bench.build_benchmark import build_cost_section, format_build_cost  # noqa: E402
 from pet.bench.data_benchmark import data_loader_section, format_data_loader  # noqa: E402
 from tools.write_image_folder import write_image_folder  # noqa: E402
+from pet.lib.utils.compiled_step import compiled_step  # noqa: E402
 from pet.lib.utils.lr_scheduler import LearningRateScheduler  # noqa: E402
 from pet.lib.utils.optimizer import OPTIMIZERS, Optimizer, optimizer_spec  # noqa: E402
 from pet.bench.step_benchmark import (  # noqa: E402
@@ -113,8 +114,9 @@ def solver_optimizer_cfg(cfg, optimizer_type, clip_type=None, implementation=Non
     return opt
 
 
-def step_candidates(model, cfg, optimizer_type):
-    """row name -> Candidate, all over ``model``'s parameter tensors."""
+def step_candidates(model, cfg, optimizer_type, compiled=False):
+    """row name -> Candidate, all over ``model``'s parameter tensors; with ``compiled``, also
+    the solver's step compiled (SOLVER.OPTIMIZER.COMPILE), unclipped and with each clip."""
     opt_cfg = solver_optimizer_cfg(cfg, optimizer_type)
     info = OPTIMIZERS.get(optimizer_type)
     hyper = dict(optimizer_spec(opt_cfg).options, lr=opt_cfg.BASE_LR, weight_decay=opt_cfg.WEIGHT_DECAY)
@@ -135,6 +137,13 @@ def step_candidates(model, cfg, optimizer_type):
     groups = per_tensor_groups(model, opt_cfg)
     rows["1 group/tensor, fused"] = Candidate(info.cls(groups, fused=True, **hyper))
     rows[BASELINE] = Candidate(info.cls(per_tensor_groups(model, opt_cfg), **hyper))
+    if compiled:
+        for clip_type in (None, *CLIP_TYPES):
+            opt = solver_optimizer_cfg(cfg, optimizer_type, clip_type)
+            opt.COMPILE = True
+            solver = Optimizer(model, opt).build()
+            name = "solver, compiled step" + (f" + {clip_type}" if clip_type else "")
+            rows[name] = Candidate(solver, compiled_step(solver), clip_type=clip_type)
     return rows
 
 
@@ -189,7 +198,7 @@ def scheduler_step_cost(model, cfg, calls):
     return (time.perf_counter() - start) / calls * 1e6
 
 
-def model_section(model, cfg, bandwidth, warmup, repeats, kernel_choice):
+def model_section(model, cfg, bandwidth, warmup, repeats, kernel_choice, compiled=False):
     """Everything measured on one model."""
     params = list(model.parameters())
     section = dict(params=sum(p.numel() for p in params), tensors=len(params),
@@ -197,7 +206,7 @@ def model_section(model, cfg, bandwidth, warmup, repeats, kernel_choice):
                    steps={})
     for optimizer_type in OPTIMIZER_TYPES:
         section["steps"][optimizer_type] = time_rows(
-            model, step_candidates(model, cfg, optimizer_type), optimizer_type, REFERENCE,
+            model, step_candidates(model, cfg, optimizer_type, compiled), optimizer_type, REFERENCE,
             bandwidth, warmup, repeats)
     if kernel_choice:
         section["steps"]["RMSPROP"] = time_rows(
@@ -237,7 +246,7 @@ def loop_job(cfg, quick):
     return job
 
 
-def run(cfg, quick, device, step_paths=False, build_cost=False, data_loader=False):
+def run(cfg, quick, device, step_paths=False, build_cost=False, data_loader=False, compiled_step=False):
     """Every measurement of the benchmark, as one JSON-able dict."""
     warmup, repeats = (1, 3) if quick else (3, 21)
     if quick:
@@ -253,7 +262,7 @@ def run(cfg, quick, device, step_paths=False, build_cost=False, data_loader=Fals
                       copy_gb_per_s=bandwidth / 1e9, clip_value=CLIP_VALUE,
                       bench_overrides=BENCH_OVERRIDES, models={})
         for index, (name, model) in enumerate(models.items()):
-            result["models"][name] = model_section(model, cfg, bandwidth, warmup, repeats,
+            result["models"][name] = model_section(model, cfg, bandwidth, warmup, repeats, compiled=compiled_step,
                                                    kernel_choice=index == 0)
         result["scheduler_step_us"] = scheduler_step_cost(next(iter(models.values())), cfg,
                                                           200 if quick else 2000)
@@ -307,13 +316,16 @@ def main(argv=None):
     parser.add_argument("--data-loader", action="store_true",
                         help="also time the data loader against a plain DataLoader and train_net's "
                              "wait for data (about a minute)")
+    parser.add_argument("--compiled-step", action="store_true",
+                        help="also time the solver's step compiled (SOLVER.OPTIMIZER.COMPILE), "
+                             "unclipped and with each clip (minutes of compilation on a CPU)")
     args, cfg = parse_cfg(parser, argv)
     with exit_on_config_error():
         validate_job(cfg)
         device = benchmark_device(args.device)
         if args.json:
             check_output_file(args.json, "--json")
-    result = run(cfg, args.quick, device, args.step_paths, args.build_cost, args.data_loader)
+    result = run(cfg, args.quick, device, args.step_paths, args.build_cost, args.data_loader, args.compiled_step)
     print(format_report(result))
     if "build_cost" in result:
         print("\n" + format_build_cost(result["build_cost"]))

@@ -78,8 +78,8 @@ def _busy_line(cores) -> List[str]:
 
 
 def _step_table(title: str, rows: List[Dict], reference: str) -> List[str]:
-    lines = ["", title, f"{'':32} {'ms':>8} {'x ' + reference:>30} {'GB/s':>7} {'of copy':>8}"]
-    lines += [f"{r['name']:32} {r['ms']:8.2f} {r['ratio']:29.2f}x {r['gb_per_s']:7.1f} "
+    lines = ["", title, f"{'':34} {'ms':>8} {'x ' + reference:>30} {'GB/s':>7} {'of copy':>8}"]
+    lines += [f"{r['name']:34} {r['ms']:8.2f} {r['ratio']:29.2f}x {r['gb_per_s']:7.1f} "
               f"{r['of_copy']:8.0%}" for r in rows]
     return lines
 
