@@ -36,7 +36,7 @@ from pet.engine.trainer import (
     eval_period,
     snapshot_period,
 )
-from pet.lib.utils.compiled_step import set_hyperparameter_form
+from pet.lib.utils.compiled_step import check_scheduled_keys, set_hyperparameter_form
 from pet.lib.utils.lr_scheduler import LearningRateScheduler
 from pet.lib.config.errors import ConfigError
 from pet.lib.utils.multi_optimizer import build_optimizers, optimizer_solvers
@@ -119,6 +119,9 @@ def build_training_run(cfg: CfgNode, process: ProcessInfo, device: torch.device,
         # The checkpoint's iteration is the whole progress of each schedule.
         schedulers[name] = LearningRateScheduler(optimizer, solvers[name], start_iter=checkpointer.start_iter,
                                                  iter_per_epoch=iter_per_epoch)
+        if solvers[name].OPTIMIZER.COMPILE:
+            check_scheduled_keys(optimizer, schedulers[name].cycles_momentum,
+                                 [s.param for s in schedulers[name].param_schedules or ()])
         suffix = f".{name}" if name else ""  # optimizer and scheduler, or optimizer.<name>, ...
         checkpointer.add_checkpointable(f"optimizer{suffix}", optimizer)
         checkpointer.add_checkpointable(f"scheduler{suffix}", schedulers[name])

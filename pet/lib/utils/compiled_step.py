@@ -7,9 +7,11 @@ momentum a schedule may cycle); the scheduler and the hyper-parameter schedules 
 in place. Checkpoints hold them as tensors; ``set_hyperparameter_form`` turns a loaded
 optimizer's values into the form its run steps with (a run resumes compiled or eager alike).
 """
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Iterable
 
 import torch
+
+from pet.lib.config.errors import ConfigError
 
 # Optimizers whose betas torch takes as tensors (their single-tensor path, which compile fuses).
 _TENSOR_BETAS = (torch.optim.Adam, torch.optim.AdamW)
@@ -34,6 +36,23 @@ def set_hyperparameter_form(optimizer: torch.optim.Optimizer, compiled: bool) ->
         group["lr"] = convert(group["lr"])
         if "betas" in group:
             group["betas"] = tuple((_as_tensor if tensor_betas else _as_float)(b) for b in group["betas"])
+
+
+def check_scheduled_keys(optimizer: torch.optim.Optimizer, momentum_cycled: bool, params: Iterable[str]) -> None:
+    """ConfigError when a schedule would change a hyper-parameter the compiled step holds as a
+    number (SGD's momentum, a weight decay): each change would compile the step again."""
+    group = optimizer.param_groups[0]
+    keys = list(params)
+    if momentum_cycled:
+        keys.append("betas" if "betas" in group else "momentum")
+    for key in keys:
+        value = group[key][0] if key == "betas" else group.get(key)
+        if not isinstance(value, torch.Tensor):
+            shown = "the momentum (SOLVER.SCHEDULER's cycle)" if key in ("momentum", "betas") else \
+                f"{key} (SOLVER.SCHEDULER.PARAMS)"
+            raise ConfigError(f"SOLVER.OPTIMIZER.COMPILE: {type(optimizer).__name__} takes {shown} as a number, "
+                              f"so each scheduled change would compile the step again; schedule it with "
+                              f"COMPILE False, or use ADAM/ADAMW (their betas are tensors)")
 
 
 def write_value(group: Dict[str, Any], key: str, value: float) -> None:

@@ -78,3 +78,21 @@ def test_compile_refuses_a_fused_kernel_and_float16():
     cfg = solver("SOLVER.OPTIMIZER.COMPILE", "True", "SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", "float16")
     with pytest.raises(ConfigError, match=r"^SOLVER.OPTIMIZER.COMPILE: not supported with SOLVER.AMP.DTYPE float16"):
         build_optim_wrapper(Optimizer(model(), cfg.OPTIMIZER).build(), cfg)
+
+
+def test_a_schedule_of_a_number_the_compiled_step_holds_is_refused():
+    from pet.lib.utils.compiled_step import check_scheduled_keys
+
+    cycle = ["SOLVER.SCHEDULER.POLICY", "ONE_CYCLE", "SOLVER.SCHEDULER.TOTAL_ITERS", "40",
+             "SOLVER.SCHEDULER.WARM_UP_ITERS", "0", "SOLVER.OPTIMIZER.COMPILE", "True"]
+    cfg = solver("SOLVER.OPTIMIZER.TYPE", "SGD", "SOLVER.OPTIMIZER.MOMENTUM", "0.9", *cycle)
+    optimizer = Optimizer(model(), cfg.OPTIMIZER).build()
+    scheduler = LearningRateScheduler(optimizer, cfg)
+    with pytest.raises(ConfigError, match=r"^SOLVER.OPTIMIZER.COMPILE: SGD takes the momentum \(SOLVER.SCHEDULER's "
+                                          r"cycle\) as a number, so each scheduled change would compile"):
+        check_scheduled_keys(optimizer, scheduler.cycles_momentum, [])
+    with pytest.raises(ConfigError, match=r"^SOLVER.OPTIMIZER.COMPILE: SGD takes weight_decay \(SOLVER.SCHEDULER.PARAMS\)"):
+        check_scheduled_keys(optimizer, False, ["weight_decay"])
+    cfg = solver("SOLVER.OPTIMIZER.TYPE", "ADAMW", *cycle)
+    optimizer = Optimizer(model(), cfg.OPTIMIZER).build()
+    check_scheduled_keys(optimizer, LearningRateScheduler(optimizer, cfg).cycles_momentum, [])  # betas: tensors
