@@ -144,3 +144,17 @@ def test_a_compiled_optimizer_step_resumes_bit_identical_and_across_settings(tmp
     assert result.returncode == 0, result.stderr
     checkpoint = load(tmp_path / "reference" / "model_final.pth")
     assert isinstance(checkpoint["optimizer"]["param_groups"][0]["lr"], torch.Tensor)
+
+
+def test_compiled_model_and_step_with_bfloat16_accumulation_and_ema(tmp_path):
+    """Both compiles together on the step path that has the most parts: bfloat16 autocast,
+    k = 2 micro-batches, the EMA; the losses follow the eager run's to bfloat16's precision."""
+    cfg_file = write_cfg(tmp_path, COMPILE_JOB)
+    keys = ["SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", "bfloat16", "SOLVER.ACCUMULATION_STEPS", "2",
+            "MODEL.EMA.ENABLED", "True", "SOLVER.OPTIMIZER.TYPE", "ADAMW", "SOLVER.OPTIMIZER.BASE_LR", "0.003"]
+    assert train(tmp_path, cfg_file, "OUTPUT_DIR", "eager", *keys).returncode == 0
+    result = train(tmp_path, cfg_file, "OUTPUT_DIR", "compiled", *keys, *COMPILED, "SOLVER.OPTIMIZER.COMPILE", "True")
+    assert result.returncode == 0, result.stderr
+    eager, compiled = read_metrics(tmp_path / "eager"), read_metrics(tmp_path / "compiled")
+    assert [r["loss"] for r in compiled] == pytest.approx([r["loss"] for r in eager], rel=2e-2)
+    assert "ema" in load(tmp_path / "compiled" / "model_final.pth")

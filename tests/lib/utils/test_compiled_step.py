@@ -71,7 +71,9 @@ def test_a_compiled_step_equals_the_eager_one_and_no_schedule_recompiles_it(keys
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_compile_refuses_a_fused_kernel_and_float16():
+def test_compile_refuses_a_fused_kernel_float16_and_muon():
+    with pytest.raises(ConfigError, match=r"^SOLVER.OPTIMIZER.COMPILE: not supported for TYPE MUON"):
+        Optimizer(model(), solver("SOLVER.OPTIMIZER.TYPE", "MUON", "SOLVER.OPTIMIZER.COMPILE", "True").OPTIMIZER).build()
     with pytest.raises(ConfigError, match=r"^SOLVER.OPTIMIZER.IMPLEMENTATION: 'fused' with SOLVER.OPTIMIZER.COMPILE"):
         Optimizer(model(), solver("SOLVER.OPTIMIZER.IMPLEMENTATION", "fused", "SOLVER.OPTIMIZER.COMPILE", "True")
                   .OPTIMIZER).build()
@@ -96,3 +98,25 @@ def test_a_schedule_of_a_number_the_compiled_step_holds_is_refused():
     cfg = solver("SOLVER.OPTIMIZER.TYPE", "ADAMW", *cycle)
     optimizer = Optimizer(model(), cfg.OPTIMIZER).build()
     check_scheduled_keys(optimizer, LearningRateScheduler(optimizer, cfg).cycles_momentum, [])  # betas: tensors
+
+
+@pytest.mark.parametrize("optimizer_type, clip_type", [
+    ("ADAM", "value"), ("RMSPROP", "norm"), ("ADAGRAD", "full_model"), ("NADAM", None), ("RADAM", "value"),
+    ("ADAMAX", "norm"), ("ADADELTA", "full_model"), ("ASGD", None), ("RPROP", "value"), ("ADAFACTOR", "norm"),
+])
+def test_every_optimizer_compiled_equals_its_eager_step(optimizer_type, clip_type):
+    keys = ["SOLVER.OPTIMIZER.TYPE", optimizer_type, "SOLVER.OPTIMIZER.BASE_LR", "0.01",
+            "SOLVER.SCHEDULER.POLICY", "COSINE", "SOLVER.SCHEDULER.TOTAL_ITERS", "12",
+            "SOLVER.SCHEDULER.WARM_UP_ITERS", "2"]
+    if clip_type:
+        keys += ["SOLVER.OPTIMIZER.CLIP_GRADIENTS.ENABLED", "True", "SOLVER.OPTIMIZER.CLIP_GRADIENTS.CLIP_TYPE",
+                 clip_type, "SOLVER.OPTIMIZER.CLIP_GRADIENTS.CLIP_VALUE", "0.5"]
+    if optimizer_type == "RPROP":
+        keys += ["SOLVER.OPTIMIZER.WEIGHT_DECAY", "0.0", "SOLVER.OPTIMIZER.WEIGHT_DECAY_NORM", "0.0",
+                 "SOLVER.OPTIMIZER.WEIGHT_DECAY_BIAS", "0.0"]
+    eager_net, compiled_net = model(), model()
+    train(eager_net, solver(*keys), 12)
+    torch._dynamo.reset()
+    train(compiled_net, solver(*keys, "SOLVER.OPTIMIZER.COMPILE", "True"), 12)
+    for a, b in zip(compiled_net.parameters(), eager_net.parameters()):  # the compiled kernels sum in another order
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
