@@ -57,7 +57,7 @@ from pet.engine.device import resolve_device  # noqa: E402
 from pet.lib.config.errors import ConfigError  # noqa: E402
 from pet.bench.models import ResNet, VisionTransformer  # noqa: E402
 from pet.bench.report import format_report, machine_info, targets  # noqa: E402
-from pet.bench.loop_benchmark import SOLVER_LOOP, job_iterations, time_job  # noqa: E402
+from pet.bench.loop_benchmark import SOLVER_LOOP, job_iterations, time_compiled_job, time_job  # noqa: E402
 from pet.bench.step_paths import short_job, step_paths_section  # noqa: E402
 from pet.bench.device_loop import device_loop_section  # noqa: E402
 from pet.bench.build_benchmark import build_cost_section, format_build_cost  # noqa: E402
@@ -280,6 +280,9 @@ def run(cfg, quick, device, step_paths=False, build_cost=False, data_loader=Fals
             result["step_paths"]["background_cores"] = load.cores
     if build_cost:
         result["build_cost"] = build_cost_section(quick)
+    if compiled_step and device.type == "cpu":
+        # MODEL.COMPILE: the job's loop eager and compiled, the compilation apart.
+        result["compiled_loop"] = time_compiled_job(loop_job(cfg, quick))
     if data_loader:
         # The digits written as image files, as the "your own data on disk" example reads them.
         result["data_loader"] = data_loader_section(quick, lambda out: write_image_folder(out, 0.2, 0))
@@ -318,7 +321,8 @@ def main(argv=None):
                              "wait for data (about a minute)")
     parser.add_argument("--compiled-step", action="store_true",
                         help="also time the solver's step compiled (SOLVER.OPTIMIZER.COMPILE), "
-                             "unclipped and with each clip (minutes of compilation on a CPU)")
+                             "unclipped and with each clip, and the job's loop with MODEL.COMPILE "
+                             "(minutes of compilation on a CPU)")
     args, cfg = parse_cfg(parser, argv)
     with exit_on_config_error():
         validate_job(cfg)
@@ -331,6 +335,11 @@ def main(argv=None):
         print("\n" + format_build_cost(result["build_cost"]))
     if "data_loader" in result:
         print("\n" + format_data_loader(result["data_loader"]))
+    if "compiled_loop" in result:
+        loops = result["compiled_loop"]
+        print("\ntrain_net's loop of the job, eager and with MODEL.COMPILE (lock-step): " + "; ".join(
+            f"{name} {t['seconds']:.2f} s after a first iteration of {t['first_seconds']:.2f} s"
+            for name, t in loops.items()))
     if args.json:
         with exit_on_config_error(), output_file_errors(args.json, "--json"), open(args.json, "w") as f:
             json.dump(result, f, indent=2)

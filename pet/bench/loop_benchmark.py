@@ -193,3 +193,27 @@ def time_job(cfg: CfgNode) -> Dict[str, Dict[str, float]]:
             torch.set_num_threads(threads)
     return {name: dict(seconds=loop.seconds, eval_seconds=getattr(loop, "eval_seconds", 0.0))
             for name, loop in loops.items()}
+
+
+def time_compiled_job(cfg: CfgNode) -> Dict[str, Dict[str, float]]:
+    """``cfg``'s whole job through train_net's loop eager and with MODEL.COMPILE, in lock-step:
+    {"eager" | "compiled": {"first_seconds": the first iteration (the compiled one compiles
+    then), "seconds": every other}}."""
+    threads = torch.get_num_threads()
+    compiled_cfg = cfg.clone()
+    compiled_cfg.MODEL.COMPILE.ENABLED = True
+    loops = {}
+    with tempfile.TemporaryDirectory() as eager_dir, tempfile.TemporaryDirectory() as compiled_dir, \
+            open(os.devnull, "w") as null:
+        try:
+            loops = {"eager": SolverLoop(cfg, eager_dir, null), "compiled": SolverLoop(compiled_cfg, compiled_dir, null)}
+            for loop in loops.values():
+                loop.step()
+            first = {name: loop.seconds for name, loop in loops.items()}
+            run_in_lock_step(list(loops.values()), loops["eager"].trainer.max_iter - 1)
+        finally:
+            for loop in loops.values():
+                loop.close()
+            close_logging()
+            torch.set_num_threads(threads)
+    return {name: dict(first_seconds=first[name], seconds=loop.seconds - first[name]) for name, loop in loops.items()}
