@@ -90,18 +90,25 @@ def compiled_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
 def _creates_momentum_buffers(optimizer: torch.optim.Optimizer) -> bool:
     """Whether this step of an SGD with momentum must create its buffers eagerly: dynamo's
     trace of torch 2.13's SGD diverges where a step creates them. Without dampening they start
-    at zero here instead (the first step's ``momentum * 0 + grad`` is exactly torch's first
-    ``buf = grad``), so every step compiles; with dampening the first step of a run started
-    from scratch runs eagerly (a resumed run loads its buffers)."""
-    if not isinstance(optimizer, torch.optim.SGD):
-        return False
+    at zero here instead (``start_momentum_buffers``), so every step compiles; with dampening
+    the first step of a run started from scratch runs eagerly (a resumed run loads its
+    buffers)."""
+    return isinstance(optimizer, torch.optim.SGD) and start_momentum_buffers(optimizer) == "dampened"
+
+
+def start_momentum_buffers(optimizer: torch.optim.SGD) -> str:
+    """Before an SGD step that would create the momentum buffers: "ready" when there are
+    none to create (no momentum, or made by an earlier step, or loaded); "zeroed" when they
+    were missing and now start at zero, exact without dampening (the first step's
+    ``momentum * 0 + grad`` is torch's first ``buf = grad``); "dampened" when they are missing
+    and dampening makes a zero start inexact (the caller decides)."""
     groups = [group for group in optimizer.param_groups if group["momentum"]]
     state = optimizer.state
-    if not groups or all("momentum_buffer" in state[p] for group in groups for p in group["params"]):
-        return False
+    if not groups or any("momentum_buffer" in state[p] for group in groups for p in group["params"]):
+        return "ready"
     if any(group["dampening"] for group in groups):
-        return True
+        return "dampened"
     for group in groups:
         for param in group["params"]:
             state[param]["momentum_buffer"] = torch.zeros_like(param)
-    return False
+    return "zeroed"

@@ -29,7 +29,7 @@ from torch import nn
 from yacs.config import CfgNode
 
 from pet.lib.config.errors import ConfigError
-from pet.lib.utils.compiled_step import compiled_step
+from pet.lib.utils.compiled_step import compiled_step, start_momentum_buffers
 from pet.lib.utils.grad_check import FlagSlots, GradientCheck
 from pet.lib.utils.step_record import PendingStep, StepRecord
 
@@ -206,17 +206,10 @@ class OptimWrapper:
         True: the step's flag is read once after it (``_after_momentum_allocated``)."""
         if not self._watch_momentum:
             return False
-        state = self.optimizer.state
-        groups = [group for group in self.optimizer.param_groups if group["momentum"]]
-        if any("momentum_buffer" in state[p] for group in groups for p in group["params"]):
-            self._watch_momentum = False  # made by an earlier step, or loaded
-            return False
-        if any(group["dampening"] for group in groups):
+        started = start_momentum_buffers(self.optimizer)
+        if started == "dampened":
             return True
-        for group in groups:
-            for param in group["params"]:
-                state[param]["momentum_buffer"] = torch.zeros_like(param)
-        self._watch_momentum = False
+        self._watch_momentum = False  # made by an earlier step, loaded, or started at zero now
         return False
 
     def _after_momentum_allocated(self, nonfinite: torch.Tensor) -> None:
