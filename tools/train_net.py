@@ -180,20 +180,17 @@ def train(cfg, args, process, device, iter_per_epoch, progress_bar, logger) -> i
         return stopped(progress_bar, process, f"{e}; saved {e.checkpoint}; continue with: "
                        f"{resume_command()}", signal_exit_status(e.signal_name))
     except FloatingPointError as e:  # a non-finite loss, or weights that became non-finite
-        last = last_checkpoint_path(cfg.OUTPUT_DIR)
-        hint = "" if "last good checkpoint" in str(e) else f"; last good checkpoint: {last or 'none'}"
+        hint = "" if "last good checkpoint" in str(e) else last_good_checkpoint(cfg.OUTPUT_DIR)
         return stopped(progress_bar, process, f"error: {e}{hint}", EXIT_DIVERGED)
     except CheckpointWriteError as e:
         return stopped(progress_bar, process, f"error: {e}", EXIT_DIVERGED)
     except (OutputWriteError, DataItemError) as e:  # log.txt, metrics.json, ...; an item
-        last = last_checkpoint_path(cfg.OUTPUT_DIR)
-        return stopped(progress_bar, process, f"error: {e}; last good checkpoint: {last or 'none'}",
+        return stopped(progress_bar, process, f"error: {e}{last_good_checkpoint(cfg.OUTPUT_DIR)}",
                        EXIT_DIVERGED)
     except RuntimeError as e:
         if is_worker_failure(e):  # a DataLoader worker killed by the OS (out of memory, a kill)
-            last = last_checkpoint_path(cfg.OUTPUT_DIR)
-            return stopped(progress_bar, process, f"error: {worker_failure_line(e)}; last good "
-                           f"checkpoint: {last or 'none'}", EXIT_DIVERGED)
+            return stopped(progress_bar, process, f"error: {worker_failure_line(e)}"
+                           f"{last_good_checkpoint(cfg.OUTPUT_DIR)}", EXIT_DIVERGED)
         if not lost_a_peer(e):
             raise
         # Another process ended (rank 0 on a full disk, a killed worker): its line says why;
@@ -220,6 +217,11 @@ def stopped(progress_bar, process, line: str, status: int) -> int:
     if process.is_main:
         print(line, file=sys.stderr)
     return status
+
+
+def last_good_checkpoint(output_dir: str) -> str:
+    """The end of a line that stops a run: where it can resume from."""
+    return f"; last good checkpoint: {last_checkpoint_path(output_dir) or 'none'}"
 
 
 def signal_exit_status(signal_name: str) -> int:

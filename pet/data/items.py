@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate, get_worker_info
 
+from pet.data.batch import map_leaves
 from pet.lib.config.errors import first_line
 
 # The epoch of the held-out items' keys: evaluation reads them with a random state of their own.
@@ -155,28 +156,18 @@ class ItemCollator:
 
 def _to_pipe(value: Any) -> Any:
     """``value`` with its small tensors (below PIPE_BYTES, of a dtype numpy has) as numpy arrays."""
-    if isinstance(value, torch.Tensor):
-        small = value.numel() * value.element_size() < PIPE_BYTES
-        if small and value.dtype not in (torch.bfloat16,) and not value.is_complex():
-            return value.numpy()
-        return value
-    if isinstance(value, dict):
-        return {key: _to_pipe(v) for key, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return type(value)(_to_pipe(v) for v in value)
-    return value
+    def leaf(v: Any) -> Any:
+        if isinstance(v, torch.Tensor) and v.numel() * v.element_size() < PIPE_BYTES \
+                and v.dtype != torch.bfloat16 and not v.is_complex():
+            return v.numpy()
+        return v
+    return map_leaves(value, leaf)
 
 
 def from_pipe(value: Any) -> Any:
     """A batch as ``ItemCollator`` made it, every numpy array back to a tensor (collated
     batches hold no numpy arrays of their own: ``default_collate`` turns them into tensors)."""
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value)
-    if isinstance(value, dict):
-        return {key: from_pipe(v) for key, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return type(value)(from_pipe(v) for v in value)
-    return value
+    return map_leaves(value, lambda v: torch.from_numpy(v) if isinstance(v, np.ndarray) else v)
 
 
 def _bad_label(label: Any, num_classes: int):

@@ -75,6 +75,13 @@ def _loader(data_set: SeededItems, batch_sampler, num_workers: int, pin_memory: 
                       generator=torch.Generator().manual_seed(data_set.seed), **workers)
 
 
+def _shut_down(iterator: Any) -> None:
+    """Stop a DataLoader iterator's workers (its own shutdown: they exit and are joined)."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
 def _checked(batch: Any) -> Any:
     if isinstance(batch, BatchFailure):
         raise DataItemError(batch.message)
@@ -123,11 +130,9 @@ class TrainLoader:
             yield [MicroBatch(*_checked(next(batches)), weight) for weight in self.plan.weights(iteration)]
 
     def close(self) -> None:
-        """Stop the workers (the iterator's own shutdown: they exit and are joined)."""
+        """Stop the workers."""
         batches, self._batches = self._batches, None
-        shutdown = getattr(batches, "_shutdown_workers", None)
-        if shutdown is not None:
-            shutdown()
+        _shut_down(batches)
 
 
 class EvalLoader:
@@ -151,7 +156,5 @@ class EvalLoader:
 
     def close(self) -> None:
         """Stop the persistent workers."""
-        iterator = getattr(self.loader, "_iterator", None)
-        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-            iterator._shutdown_workers()
+        _shut_down(getattr(self.loader, "_iterator", None))
         self.loader._iterator = None

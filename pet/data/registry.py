@@ -56,8 +56,8 @@ def build_datasets(data: CfgNode) -> Tuple[Dataset, Dataset]:
 
 
 def check_splits(name: str, splits: Any) -> None:
-    """ConfigError unless ``splits`` is (train, test), each with a length and items by index,
-    the training split not empty."""
+    """ConfigError unless ``splits`` is (train, test), each with a length, items by index and
+    a valid ``random_generators`` if any, the training split not empty."""
     if not (isinstance(splits, (tuple, list)) and len(splits) == 2):
         raise ConfigError(f"DATA.DATASET: {name!r} built {type(splits).__name__}; expected "
                           f"(train, test), two map-style torch Datasets")
@@ -66,10 +66,9 @@ def check_splits(name: str, splits: Any) -> None:
             raise ConfigError(f"DATA.DATASET: the {split} split of {name!r} is a "
                               f"{type(data_set).__name__}; expected a map-style torch Dataset "
                               f"(__len__ and __getitem__)")
-    if len(splits[0]) == 0:
-        raise ConfigError(f"DATA.DATASET: the train split of {name!r} is empty")
-    for split, data_set in zip(("train", "test"), splits):
         try:
             declared_generators(data_set)
         except ValueError as e:
             raise ConfigError(f"DATA.DATASET: the {split} split of {name!r} declares {e}") from None
+    if len(splits[0]) == 0:
+        raise ConfigError(f"DATA.DATASET: the train split of {name!r} is empty")

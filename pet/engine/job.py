@@ -6,7 +6,7 @@ from typing import Optional
 
 from yacs.config import CfgNode
 
-from pet.data import DATASETS, batches_per_epoch, build_datasets, num_classes
+from pet.data import DATASETS, build_datasets, iter_per_epoch, num_classes
 from pet.lib.config.validate_job import (
     validate_batch_size,
     validate_data,
@@ -49,7 +49,7 @@ def validate_job(cfg: CfgNode, iter_per_epoch_override: Optional[int] = None,
     if iter_per_epoch_override is not None:
         iters = iter_per_epoch_override
     else:
-        iters = batches_per_epoch(len(train), cfg.DATA.BATCH_SIZE, cfg.DATA.DROP_LAST)
+        iters = iter_per_epoch(cfg)
     validate_solver(cfg.SOLVER, iters)
     validate_micro_batches(cfg, len(train), world_size)
     return iters
