@@ -76,6 +76,7 @@ from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # 
 from pet.lib.config.errors import ConfigError, first_line  # noqa: E402
 from pet.engine.job import validate_job  # noqa: E402
 from pet.engine.checkpointer import (  # noqa: E402
+    FINAL_NAME,
     Checkpointer,
     CheckpointWriteError,
     last_checkpoint_path,
@@ -205,7 +206,10 @@ def train(cfg, args, process, device, iter_per_epoch, progress_bar, logger) -> i
     logger.info("Done: held-out accuracy %.2f%% (best %.2f%% at epoch %d) after %d iterations in %s; "
                 "final model: %s", eval_hook.accuracy, eval_hook.best_accuracy, eval_hook.best_epoch,
                 scheduler.iteration, format_seconds(time.perf_counter() - started),
-                os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
+                checkpointer.checkpoint_path(FINAL_NAME))
+    if run.checkpointer.sharded:
+        logger.info("model_final.dcp holds each process's shards; python tools/convert_checkpoint.py "
+                    "%s writes its plain weights as one .pth file", checkpointer.checkpoint_path(FINAL_NAME))
     if run.ema is not None:
         logger.info("model_final.pth holds the trained weights under 'model' and their EMA under 'ema'")
     return 0
@@ -251,8 +255,10 @@ def describe_step(cfg, process, device) -> str:
     """How each step runs, for the log: device, processes, micro-batches, precision."""
     k = cfg.SOLVER.ACCUMULATION_STEPS
     micro = cfg.DATA.BATCH_SIZE // (process.world_size * k)
-    precision = cfg.SOLVER.AMP.DTYPE + " autocast" if cfg.SOLVER.AMP.ENABLED else "float32"
-    return (f"{device}, {process.world_size} process(es) x {k} micro-batch(es) of {micro} "
+    fsdp = process.distributed and cfg.SOLVER.DISTRIBUTED.STRATEGY == "fsdp"
+    precision = cfg.SOLVER.AMP.DTYPE + (" parameters" if fsdp else " autocast") if cfg.SOLVER.AMP.ENABLED else "float32"
+    layout = " (fsdp: the model sharded over them)" if fsdp else ""
+    return (f"{device}, {process.world_size} process(es){layout} x {k} micro-batch(es) of {micro} "
             f"images per step, {precision}")
 
 

@@ -18,14 +18,21 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from pet.engine.checkpoint_state import CheckpointError
+from pet.engine.sharded_checkpoint import (
+    SHARDED_SUFFIX,
+    is_sharded_checkpoint,
+    read_sharded_checkpoint,
+    remove_tree,
+)
 from pet.lib.config.errors import first_line
 
 logger = logging.getLogger("pet.engine.checkpointer")
 
 LAST_CHECKPOINT = "last_checkpoint"
-# The checkpoints written every SNAPSHOT_ITERS and on a stop signal: model_<iterations>.pth.
+# The checkpoints written every SNAPSHOT_ITERS and on a stop signal: model_<iterations>.pth, or
+# the directory model_<iterations>.dcp of a sharded one (pet.engine.sharded_checkpoint).
 # model_final.pth and model_best.pth do not match: retention never removes them.
-PERIODIC_NAME = re.compile(r"^model_(\d+)\.pth$")
+PERIODIC_NAME = re.compile(r"^model_(\d+)\.(?:pth|dcp)$")
 
 
 def periodic_name(iterations: int) -> str:
@@ -60,7 +67,7 @@ def last_checkpoint_path(save_dir: str) -> Optional[str]:
         return None
     # The pointer names a file inside save_dir, nothing else: a planted or edited pointer must
     # not make --resume load a file from elsewhere.
-    if (name != os.path.basename(name) or name in (".", "..") or not name.endswith(".pth")
+    if (name != os.path.basename(name) or name in (".", "..") or not name.endswith((".pth", SHARDED_SUFFIX))
             or os.path.islink(os.path.join(save_dir, name))):
         raise CheckpointError(f"{pointer} names {name!r}, not a checkpoint file inside "
                               f"{save_dir}; refusing to follow it")
@@ -86,15 +93,25 @@ def read_checkpoint(path: str, resume: bool = False) -> Dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``.
 
     Raises UnreadableCheckpoint (a CheckpointError) when the file is missing, cannot be loaded,
-    or has no ``model`` entry, or with ``resume`` no integer ``iteration`` entry."""
-    if not os.path.isfile(path):
+    or has no ``model`` entry, or with ``resume`` no integer ``iteration`` entry. A sharded
+    checkpoint (a ``.dcp`` directory) reads as one whose model and optimizer tensors are
+    placeholders (``read_sharded_checkpoint``)."""
+    if is_sharded_checkpoint(path):
+        if not os.path.isdir(path):
+            raise UnreadableCheckpoint(path, "no such directory")
+        try:
+            checkpoint = read_sharded_checkpoint(path)
+        except Exception as e:  # noqa: BLE001  (a missing part, a damaged index or state file)
+            raise UnreadableCheckpoint(path, f"cannot be loaded ({first_line(e)})") from None
+    elif not os.path.isfile(path):
         raise UnreadableCheckpoint(path, "no such file")
-    try:
-        with warnings.catch_warnings():  # torch warns about the pickle protocol of some garbage
-            warnings.simplefilter("ignore", UserWarning)
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for a truncated or foreign file
-        raise UnreadableCheckpoint(path, _load_failure(path, e)) from None
+    else:
+        try:
+            with warnings.catch_warnings():  # torch warns about the pickle protocol of some garbage
+                warnings.simplefilter("ignore", UserWarning)
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises several types for a truncated or foreign file
+            raise UnreadableCheckpoint(path, _load_failure(path, e)) from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise UnreadableCheckpoint(path, "not a Pet checkpoint (no 'model' key)")
     if resume and not isinstance(checkpoint.get("iteration"), int):
@@ -103,8 +120,9 @@ def read_checkpoint(path: str, resume: bool = False) -> Dict[str, Any]:
     return checkpoint
 
 
-# The final checkpoint's file (train_net's FINAL_NAME).
+# The final checkpoint's file (train_net's FINAL_NAME), and a sharded run's directory.
 FINAL_FILE = "model_final.pth"
+FINAL_FILES = (FINAL_FILE, "model_final" + SHARDED_SUFFIX)
 
 
 def periodic_iterations(path: str) -> int:
@@ -148,22 +166,23 @@ def choose_resume_checkpoint(save_dir: str) -> ResumeChoice:
     pointer = os.path.join(save_dir, LAST_CHECKPOINT)
     named = last_checkpoint_path(save_dir)
     candidates = [os.path.join(save_dir, name) for name in periodic_checkpoints(save_dir)]
-    final = os.path.join(save_dir, FINAL_FILE)
-    has_final = os.path.isfile(final) and not os.path.islink(final) and final != named
-    if named is None and not candidates and not has_final:
+    finals = [os.path.join(save_dir, name) for name in FINAL_FILES]
+    finals = [final for final in finals if os.path.exists(final) and not os.path.islink(final) and final != named]
+    if named is None and not candidates and not finals:
         raise CheckpointError(f"--resume: {pointer} does not exist, nothing to resume; drop "
                               f"--resume to start a new run")
     skipped = [] if named is not None else [f"{LAST_CHECKPOINT}: missing or empty"]
     damaged: List[str] = []
     readable = {}
-    if has_final:  # a kill between model_final.pth and its pointer: it is a candidate too
+    for final in finals:  # a kill between model_final and its pointer: it is a candidate too
         try:
             readable[final] = read_checkpoint(final, resume=True)
         except UnreadableCheckpoint as e:
-            skipped.append(f"{FINAL_FILE}: {e.reason}")
+            skipped.append(f"{os.path.basename(final)}: {e.reason}")
         else:  # in its place by iterations among the periodic ones
             iterations = int(readable[final]["iteration"])
-            candidates.insert(sum(1 for p in candidates if periodic_iterations(p) > iterations), final)
+            candidates.insert(sum(1 for p in candidates if p not in finals and periodic_iterations(p) > iterations),
+                              final)
     for path in ([named] if named else []) + [p for p in candidates if p != named]:
         if os.path.islink(path):  # as for the pointer: nothing outside save_dir is loaded
             skipped.append(f"{os.path.basename(path)}: a symbolic link, not followed")
@@ -187,7 +206,7 @@ def remove_old_checkpoints(save_dir: str, keep: int, newest: str) -> List[str]:
     removed = []
     for name in others[max(keep - 1, 0):]:
         try:
-            os.remove(os.path.join(save_dir, name))
+            remove_tree(os.path.join(save_dir, name))
             removed.append(name)
         except FileNotFoundError:
             pass

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from pet.lib.config.errors import ConfigError
+from pet.lib.utils.shards import local_shard
 
 logger = logging.getLogger("pet.engine.checkpointer")
 
@@ -102,6 +103,7 @@ def check_finite_state(state: Any, what: str) -> None:
     """Raise NonFiniteStateError naming the first tensor of ``state`` (nested dicts and lists)
     that holds NaN or inf: such a state must never become a checkpoint."""
     if isinstance(state, torch.Tensor):
+        state = local_shard(state)  # a sharded tensor: this process's shard (the caller gathers)
         if state.is_floating_point() and not bool(torch.isfinite(state).all()):
             raise NonFiniteStateError(f"{what} holds NaN or inf values")
     elif isinstance(state, dict):

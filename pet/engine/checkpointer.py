@@ -14,14 +14,30 @@ the current config decides the hyper-parameters (lr, weight decay, momentum, sch
 import contextlib
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 from torch import nn
 from yacs.config import CfgNode
 
 from pet.engine.distributed import ProcessInfo, all_gather_objects
+from pet.engine.sharded_checkpoint import (
+    SHARDED_SUFFIX,
+    STATE_FILE,
+    TMP_SUFFIX as SHARDED_TMP_SUFFIX,
+    load_tensors,
+    publish,
+    reshard,
+    remove_tree,
+    shard_like,
+    split_state,
+    tmp_dir,
+)
+from pet.lib.utils.shards import shard_group
 from pet.engine.seed import rng_state, seed_everything, set_rng_state  # noqa: F401  (re-exported)
 from pet.lib.config.errors import first_line
 from pet.engine.checkpoint_files import (  # noqa: F401  (re-exported: the checkpointer's API)
@@ -30,6 +46,7 @@ from pet.engine.checkpoint_files import (  # noqa: F401  (re-exported: the check
     PERIODIC_NAME,
     choose_resume_checkpoint,
     last_checkpoint_path,
+    periodic_iterations,
     periodic_name,
     read_checkpoint,
     remove_old_checkpoints,
@@ -109,12 +126,22 @@ def atomic_write(path: str, write) -> None:
 
 
 def find_checkpoints(save_dir: str) -> List[str]:
-    """Names of the checkpoint files (``*.pth``) and of ``last_checkpoint`` in ``save_dir``."""
+    """Names of the checkpoints (``*.pth`` files, ``*.dcp`` directories) and of
+    ``last_checkpoint`` in ``save_dir``."""
     if not os.path.isdir(save_dir):
         return []
-    return sorted(
-        name for name in os.listdir(save_dir) if name.endswith(".pth") or name == LAST_CHECKPOINT
-    )
+    return sorted(name for name in os.listdir(save_dir)
+                  if name.endswith((".pth", SHARDED_SUFFIX)) or name == LAST_CHECKPOINT)
+
+
+@dataclass
+class PendingSave:
+    """A sharded checkpoint being written in the background (SOLVER.ASYNC_CHECKPOINT)."""
+
+    future: Any
+    tmp: str
+    path: str
+    published: bool = False
 
 
 def cfg_to_dict(cfg: CfgNode) -> Dict[str, Any]:
@@ -158,10 +185,16 @@ class Checkpointer:
 
     def __init__(self, save_dir: str, resume: bool = False, weights: str = "",
                  process: ProcessInfo = ProcessInfo(), keep_checkpoints: int = 0,
-                 **checkpointables: Any) -> None:
+                 async_save: bool = False, **checkpointables: Any) -> None:
         self.save_dir = save_dir
         self.process = process
         self.keep_checkpoints = keep_checkpoints
+        # Sharded periodic checkpoints written in the background, over a group of their own
+        # (its collectives run beside the training's).
+        self.async_save = async_save
+        self._async_group = dist.new_group(backend="gloo") if async_save and dist.is_initialized() else None
+        self._pending: Optional[PendingSave] = None
+        self._sharded = False
         self.source: Optional[str] = None
         self.checkpoint: Dict[str, Any] = {}
         self.resuming = resume
@@ -173,7 +206,8 @@ class Checkpointer:
             self.source, self.checkpoint = self._choose_resume_checkpoint()
         elif weights:
             self.source = weights
-            self.checkpoint = {"model": read_checkpoint(weights)["model"]}
+            checkpoint = read_checkpoint(weights)
+            self.checkpoint = {key: checkpoint[key] for key in ("model", "sharded") if key in checkpoint}
 
     def _choose_resume_checkpoint(self) -> Tuple[str, Dict[str, Any]]:
         """(path, checkpoint) to resume from (``choose_resume_checkpoint``: last_checkpoint's
@@ -206,6 +240,19 @@ class Checkpointer:
         if name in self.RESERVED_NAMES or name in self.checkpointables:
             raise ValueError(f"checkpointable name {name!r} is taken")
         self.checkpointables[name] = checkpointable
+        if name == "model" and isinstance(checkpointable, nn.Module):
+            # Decided once, with the model at rest: FSDP2 swaps whole tensors in while it runs.
+            self._sharded = shard_group(checkpointable.parameters()) is not None
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the model is sharded over the processes (FSDP2): its checkpoints are
+        ``.dcp`` directories that every process writes its shards to."""
+        return self._sharded
+
+    def checkpoint_path(self, name: str) -> str:
+        """Where the checkpoint ``name`` (model_final, model_0000100) of this run is written."""
+        return os.path.join(self.save_dir, name + (SHARDED_SUFFIX if self.sharded else ".pth"))
 
     @property
     def start_iter(self) -> int:
@@ -243,6 +290,10 @@ class Checkpointer:
             self._check(name, self.checkpointables[name], saved[name])
             if self.resuming:
                 self._check_progress(name, saved[name], start_iter)
+        if "sharded" in self.checkpoint:  # its tensors, read into this run's layout
+            load_tensors(saved, self.checkpointables, self.checkpoint["sharded"])
+        elif self.sharded:  # a one-file checkpoint's whole tensors, cut into this process's shards
+            shard_like(saved, self.checkpointables)
         for name in names:
             checkpointable = self.checkpointables[name]
             if isinstance(checkpointable, torch.optim.Optimizer):
@@ -351,23 +402,35 @@ class Checkpointer:
         containers, tensors or numbers (CfgNodes are converted). Returns the path.
 
         Under torch.distributed every process calls it (each hands in its RNG states); only
-        rank 0 writes. Raises CheckpointWriteError (on every process, when rank 0's write
+        rank 0 writes, except a sharded model's checkpoint (``<name>.dcp``), to which every
+        process writes its shards. Raises CheckpointWriteError (on every process, when a write
         failed) and NonFiniteStateError; the previous checkpoint stays valid.
         """
+        self.wait_pending()
         rng_states = all_gather_objects(rng_state())
-        filename = f"{name}.pth"
-        path = os.path.join(self.save_dir, filename)
+        path = self.checkpoint_path(name)
+        filename = os.path.basename(path)
+        if self.sharded:  # its blocks' parameters as shards (an evaluation may leave them gathered)
+            reshard(self.checkpointables["model"])
         state = {key: checkpointable.state_dict() for key, checkpointable in self.checkpointables.items()}
         # A diverged step must not become the state a resume starts from. Every process checks
-        # (their weights are equal), so every process stops alike.
+        # (whole weights are equal; shards are each process's own, so they tell each other),
+        # so every process stops alike.
+        failure = None
         for key in ("model", "optimizer"):
-            if key in state:
+            if key in state and failure is None:
                 try:
                     check_finite_state(state[key], key)
                 except NonFiniteStateError as e:
-                    raise NonFiniteStateError(
-                        f"{e} after {iteration} iterations; {filename} was not written; last good "
-                        f"checkpoint: {last_checkpoint_path(self.save_dir) or 'none'}") from None
+                    failure = str(e)
+        if self.sharded:
+            failure = next((f for f in all_gather_objects(failure) if f), None)
+        if failure:
+            raise NonFiniteStateError(
+                f"{failure} after {iteration} iterations; {filename} was not written; last good "
+                f"checkpoint: {last_checkpoint_path(self.save_dir) or 'none'}")
+        if self.sharded:
+            return self._save_sharded(path, iteration, state, rng_states, extra)
         def write() -> None:
             state.update(iteration=int(iteration), rng=rng_states)
             for key, value in extra.items():
@@ -376,21 +439,97 @@ class Checkpointer:
         write_on_main(self.process, write)
         return path
 
+    def _save_sharded(self, path: str, iteration: int, state: Dict[str, Any], rng_states: List[Any],
+                      extra: Dict[str, Any]) -> str:
+        """Write the sharded checkpoint ``path``: rank 0 the rest of the state to the temporary
+        directory, every process its shards (in the background for a periodic checkpoint with
+        ``async_save``), then rank 0 renames the directory into place and points at it."""
+        tmp = tmp_dir(path)
+        tensors, rest = split_state(state, self.checkpointables)
+        rest.update(iteration=int(iteration), rng=rng_states)
+        for key, value in extra.items():
+            rest[key] = cfg_to_dict(value) if isinstance(value, CfgNode) else value
+
+        def prepare() -> None:
+            try:
+                for stale in os.listdir(self.save_dir):  # left by a crash mid-write
+                    if stale.startswith(".") and SHARDED_SUFFIX + SHARDED_TMP_SUFFIX in stale:
+                        remove_tree(os.path.join(self.save_dir, stale))
+                os.makedirs(tmp)
+            except OSError as e:
+                raise CheckpointWriteError(f"cannot write {path} ({e.strerror or first_line(e)}); the "
+                                           f"previous checkpoint is kept") from None
+            atomic_write(os.path.join(tmp, STATE_FILE), lambda f: torch.save(rest, f))
+        write_on_main(self.process, prepare)
+        writer = dcp.FileSystemWriter(tmp)
+        if self.async_save and PERIODIC_NAME.match(os.path.basename(path)):
+            future = dcp.async_save(tensors, storage_writer=writer, process_group=self._async_group)
+            self._pending = PendingSave(future, tmp, path)
+            return path
+        try:
+            dcp.save(tensors, storage_writer=writer)
+        except Exception as e:  # noqa: BLE001  (DCP gathers every process's failure into one)
+            raise CheckpointWriteError(f"cannot write {path} ({first_line(e)}); the previous checkpoint "
+                                       f"is kept") from None
+        write_on_main(self.process, lambda: self._publish(tmp, path, iteration))
+        return path
+
+    def _publish(self, tmp: str, path: str, iteration: int) -> None:
+        """Rename the complete directory ``tmp`` to ``path`` and point at it (rank 0)."""
+        try:
+            publish(tmp, path)
+        except OSError as e:
+            raise CheckpointWriteError(f"cannot write {path} ({e.strerror or first_line(e)}); the "
+                                       f"previous checkpoint is kept") from None
+        self._point_to(path, iteration)
+
+    def poll(self) -> None:
+        """Publish a background checkpoint once it is written (rank 0; DCP's coordinator
+        finishes last, after every process's shards): call it every iteration."""
+        pending = self._pending
+        if pending is None or pending.published or not self.process.is_main or not pending.future.done():
+            return
+        if pending.future.exception() is None:  # a failure is raised by wait_pending, everywhere
+            self._publish(pending.tmp, pending.path, periodic_iterations(pending.path))
+            pending.published = True
+
+    def wait_pending(self) -> None:
+        """Wait for the background checkpoint, if any, and publish it; CheckpointWriteError on
+        every process when a process's write failed (the previous checkpoint stays)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        error = None
+        try:
+            pending.future.result()
+        except Exception as e:  # noqa: BLE001
+            error = f"cannot write {pending.path} ({first_line(e)}); the previous checkpoint is kept"
+        errors = [e for e in all_gather_objects(error) if e]
+        if errors:
+            raise CheckpointWriteError(errors[0])
+        write_on_main(self.process, lambda: pending.published or self._publish(
+            pending.tmp, pending.path, periodic_iterations(pending.path)))
+
     def _write(self, path: str, state: Dict[str, Any]) -> None:
         """Write ``state`` to ``path``, point ``last_checkpoint`` at it, then apply
         KEEP_CHECKPOINTS to the periodic checkpoints (never the one just written)."""
-        filename = os.path.basename(path)
         atomic_write(path, lambda f: torch.save(state, f))
+        self._point_to(path, state["iteration"])
+
+    def _point_to(self, path: str, iteration: int) -> None:
+        """Point ``last_checkpoint`` at the complete checkpoint ``path``, remove the damaged
+        ones --resume skipped, and apply KEEP_CHECKPOINTS (never to ``path``)."""
+        filename = os.path.basename(path)
         # The pointer moves only once the file it names is complete on disk.
         atomic_write(os.path.join(self.save_dir, LAST_CHECKPOINT), lambda f: f.write(filename.encode()))
-        logger.debug("Saved checkpoint %s (iteration %d)", path, state["iteration"])
+        logger.debug("Saved checkpoint %s (iteration %d)", path, iteration)
         # The damaged checkpoints --resume passed over go once a newer good one is on disk:
         # kept, they would count toward KEEP_CHECKPOINTS and push out good ones.
         for damaged in self._damaged:
             if os.path.abspath(damaged) == os.path.abspath(path):
                 continue  # rewritten whole just now
             try:
-                os.remove(damaged)
+                remove_tree(damaged)
             except OSError:  # gone already, or not ours to delete: retention is never fatal
                 continue
             logger.info("Removed %s, which --resume skipped as unreadable", damaged)

@@ -12,11 +12,13 @@ import logging
 import math
 import os
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
 from pet.engine.checkpointer import FINAL_NAME, Checkpointer, atomic_write, periodic_name, write_on_main
+from pet.engine.distributed import all_gather_objects
+from pet.engine.sharded_checkpoint import full_state_dict
 from pet.engine.events import MetricsStorage
 from pet.engine.logger import ProgressBar, fit_status, format_rate, format_seconds, output_write_error
 from pet.engine.writers import JSONWriter, MetricsFileWriter, truncate_metrics  # noqa: F401
@@ -228,6 +230,7 @@ class PeriodicCheckpointer(HookBase):
 
     def after_step(self, storage: MetricsStorage) -> None:
         done = storage.iter + 1
+        self.checkpointer.poll()  # a background checkpoint appears once written
         if is_period_end(storage.iter, self.period) and done < self.max_iter:
             self.checkpointer.save(periodic_name(done), done, **self.extra)
 
@@ -260,17 +263,18 @@ class BestCheckpointer(HookBase):
         # Every process evaluates at the same iterations and takes part, so a failed write on
         # rank 0 ends them all; rank 0's accuracy decides (BatchNorm's buffers, last set by each
         # process's own forward, can make the processes' accuracies differ slightly).
-        write_on_main(self.checkpointer.process, lambda: self._save_if_improved(storage.iter + 1))
+        if not all_gather_objects(self.eval_hook.best_accuracy > self._best)[0]:
+            return
+        self._best = self.eval_hook.best_accuracy
+        # Plain whole weights: a sharded model's are gathered (every process takes part).
+        weights = {name: full_state_dict(self.checkpointer.checkpointables[name]) if self.checkpointer.sharded
+                   else self.checkpointer.checkpointables[name].state_dict()
+                   for name in ("model", "ema") if name in self.checkpointer.checkpointables}
+        write_on_main(self.checkpointer.process, lambda: self.save(storage.iter + 1, weights))
 
-    def _save_if_improved(self, iteration: int) -> None:
-        if self.eval_hook.best_accuracy > self._best:
-            self._best = self.eval_hook.best_accuracy
-            self.save(iteration)
-
-    def save(self, iteration: int) -> None:
+    def save(self, iteration: int, weights: Dict[str, Any]) -> None:
         """Write the best weights so far (the caller is rank 0)."""
-        state = {name: self.checkpointer.checkpointables[name].state_dict()
-                 for name in ("model", "ema") if name in self.checkpointer.checkpointables}
+        state = dict(weights)
         state.update(iteration=int(iteration), accuracy=float(self.eval_hook.best_accuracy),
                      epoch=int(self.eval_hook.best_epoch))
         path = os.path.join(self.checkpointer.save_dir, f"{BEST_NAME}.pth")

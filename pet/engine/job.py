@@ -14,6 +14,7 @@ from pet.lib.config.validate_job import (
     validate_num_classes,
     validate_model,
     validate_run,
+    validate_strategy,
     validate_test,
 )
 from pet.lib.config.runtime import validate_runtime
@@ -52,4 +53,5 @@ def validate_job(cfg: CfgNode, iter_per_epoch_override: Optional[int] = None,
         iters = iter_per_epoch(cfg)
     validate_solver(cfg.SOLVER, iters)
     validate_micro_batches(cfg, len(train), world_size)
+    validate_strategy(cfg, world_size)
     return iters

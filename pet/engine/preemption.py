@@ -115,7 +115,7 @@ class StopOnSignal(HookBase):
             return  # the last iteration: the run finishes and writes model_final
         name = periodic_name(done)
         if is_period_end(storage.iter, self.snapshot_period):
-            path = os.path.join(self.checkpointer.save_dir, f"{name}.pth")
+            path = self.checkpointer.checkpoint_path(name)
         else:
             path = self.checkpointer.save(name, done, **self.extra)
         raise TrainingStopped(self.request.signal_name or "a signal", done, path)

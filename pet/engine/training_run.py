@@ -21,6 +21,7 @@ from pet.engine.checkpointer import Checkpointer
 from pet.engine.compile import check_compiler, check_graph, compile_model, sample_inputs
 from pet.engine.distributed import ProcessInfo
 from pet.engine.ema import ModelEMA
+from pet.engine.fsdp import shard_model
 from pet.engine.events import MetricsStorage
 from pet.engine.hooks import EvalHook
 from pet.engine.logger import ProgressBar
@@ -97,6 +98,8 @@ def build_training_run(cfg: CfgNode, process: ProcessInfo, device: torch.device,
     model = build_model(cfg).to(device)
     if cfg.MODEL.COMPILE.ENABLED:
         check_compile(cfg, model, train_split, device)
+    if cfg.SOLVER.DISTRIBUTED.STRATEGY == "fsdp":  # before the optimizer: it holds the shards
+        shard_model(model, cfg, device, process.world_size)
     if cfg.SOLVER.OPTIMIZERS:  # several optimizers, each over a top-level submodule
         if not callable(getattr(model, "train_step", None)):
             raise ConfigError(f"SOLVER.OPTIMIZERS: {type(model).__name__} (MODEL.TYPE {cfg.MODEL.TYPE}) "
@@ -113,7 +116,8 @@ def build_training_run(cfg: CfgNode, process: ProcessInfo, device: torch.device,
     check_free_space(cfg.OUTPUT_DIR, checkpoint_size_estimate(model))
     checkpointer = Checkpointer(cfg.OUTPUT_DIR, resume=resume, weights=cfg.MODEL.WEIGHTS,
                                 process=process, keep_checkpoints=cfg.SOLVER.KEEP_CHECKPOINTS,
-                                model=model, optim_wrapper=optim_wrapper)
+                                async_save=cfg.SOLVER.ASYNC_CHECKPOINT, model=model,
+                                optim_wrapper=optim_wrapper)
     schedulers = {}
     for name, optimizer in optimizers.items():
         # The checkpoint's iteration is the whole progress of each schedule.
@@ -167,7 +171,7 @@ def separate_ddp(model: nn.Module, names: List[str], device_ids: Optional[List[i
 
 def build_trainer(run: TrainingRun, progress_bar: ProgressBar, stop_request: StopRequest) -> Trainer:
     """The loop of ``run``: its loader, hooks (``StopOnSignal`` on ``stop_request`` last), the
-    model wrapped in DistributedDataParallel under torch.distributed, and the RNG states of the
+    model wrapped in DistributedDataParallel under torch.distributed with ddp, and the RNG states of the
     checkpoint restored (last, so nothing drawn while building changes them). Call it once
     OUTPUT_DIR is prepared: the metrics writers open their files."""
     cfg, process, device = run.cfg, run.process, run.device
@@ -177,8 +181,8 @@ def build_trainer(run: TrainingRun, progress_bar: ProgressBar, stop_request: Sto
                               run.iter_per_epoch, run.start_iter, progress_bar,
                               main_process=process.is_main, model=run.model, ema=run.ema,
                               distributed=process.distributed)
-    trained_model = run.model
-    if process.distributed:
+    trained_model = run.model  # sharded in place under fsdp
+    if process.distributed and cfg.SOLVER.DISTRIBUTED.STRATEGY == "ddp":
         device_ids = [device.index] if device.type == "cuda" else None
         if isinstance(run.optim_wrapper, OptimWrapperDict):
             trained_model = separate_ddp(run.model, list(run.optimizers), device_ids)

@@ -66,5 +66,9 @@ class DigitsTransformer(nn.Module):
         self.backbone = PatchTokenEncoder(embed_dim, depth, num_heads, mlp_ratio, dropout, patch_size)
         self.head = nn.Linear(embed_dim, num_classes)
 
+    def fsdp_blocks(self):
+        """The encoder layers: what SOLVER.DISTRIBUTED.STRATEGY fsdp shards one by one."""
+        return list(self.backbone.blocks.layers)
+
     def forward(self, levels: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(levels))

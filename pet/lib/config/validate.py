@@ -187,6 +187,23 @@ def validate_snapshots(solver: CfgNode) -> None:
         check_number(solver.SNAPSHOT_EPOCHS, "SOLVER.SNAPSHOT_EPOCHS", positive=True)
 
 
+STRATEGIES = ("ddp", "fsdp")
+
+
+def validate_distributed(solver: CfgNode) -> None:
+    """Check SOLVER.DISTRIBUTED and SOLVER.ASYNC_CHECKPOINT (their fit with the job: validate_job)."""
+    check_choice(solver.DISTRIBUTED.STRATEGY, "SOLVER.DISTRIBUTED.STRATEGY", STRATEGIES)
+    blocks = solver.DISTRIBUTED.FSDP_BLOCKS
+    if not isinstance(blocks, (list, tuple)) or not all(isinstance(b, str) and b for b in blocks):
+        raise ConfigError(f"SOLVER.DISTRIBUTED.FSDP_BLOCKS: expected a list of module name patterns "
+                          f"(e.g. ['backbone.blocks.layers.*']), got {blocks!r}")
+    check_bool(solver.ASYNC_CHECKPOINT, "SOLVER.ASYNC_CHECKPOINT")
+    if solver.ASYNC_CHECKPOINT and solver.DISTRIBUTED.STRATEGY != "fsdp":
+        raise ConfigError(f"SOLVER.ASYNC_CHECKPOINT: True needs SOLVER.DISTRIBUTED.STRATEGY fsdp (its "
+                          f"sharded checkpoints are written in the background), got "
+                          f"{solver.DISTRIBUTED.STRATEGY!r}; set ASYNC_CHECKPOINT False")
+
+
 def _check_custom_keys(entries: Any) -> None:
     key = f"{_OPT}.CUSTOM_KEYS"
     seen = []

@@ -15,7 +15,7 @@ Each ``clip_*_`` takes ``grad_scale``: when not None the gradients are still mul
 (a fused optimizer under GradScaler), and they come out unscaled and clipped.
 """
 import math
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
@@ -72,10 +72,14 @@ class MultiTensorOps:
 
     @staticmethod
     def clip_norm_(grads: List[torch.Tensor], max_norm: float, norm_type: float,
-                   grad_scale: Optional[torch.Tensor]) -> None:
+                   grad_scale: Optional[torch.Tensor],
+                   whole_norms: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> None:
         """Scale each gradient so its own p-norm is at most ``max_norm`` (and unscale it in
-        the same multiply): one read and one read-write pass."""
+        the same multiply): one read and one read-write pass. ``whole_norms``: from the norms
+        of shards (the ``grads``) to those of the whole gradients (FSDP2)."""
         norms = torch.stack(torch._foreach_norm(grads, norm_type))
+        if whole_norms is not None:
+            norms = whole_norms(norms)
         if grad_scale is None:
             coefs = clip_coefficient(norms, max_norm)
         else:

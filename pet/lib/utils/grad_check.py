@@ -6,6 +6,7 @@ import torch
 
 from pet.lib.utils import clip_ops
 from pet.lib.utils.grad_clip import grads_by_device
+from pet.lib.utils.shards import local_shard, max_over_shards_, norms_over_shards, optimizer_shard_group
 
 # [((device, dtype), the params of that device and dtype)]
 ParamGroups = List[Tuple[Tuple[torch.device, torch.dtype], List[torch.nn.Parameter]]]
@@ -56,6 +57,8 @@ class GradientCheck:
         self._sparse = False  # whether a sparse gradient was seen (nn.Embedding(sparse=True))
         # Per device: the scale of 1 the check multiplies by.
         self._ones: Dict[torch.device, torch.Tensor] = {}
+        # The process group of sharded (FSDP2) parameters; None: not sharded.
+        self._shard_group = optimizer_shard_group(optimizer)
 
     def raise_if_nonfinite(self, flag: torch.Tensor, losses: List[torch.Tensor] = ()) -> torch.Tensor:
         """Raise ``flag`` (a 0-dim float32 tensor at 0) to 1 when an element of a gradient, or
@@ -65,11 +68,13 @@ class GradientCheck:
         for loss in losses:
             by_kind.setdefault((loss.device, loss.dtype), []).append(loss)
         for (device, dtype), params in self.params_by_device_and_dtype():
-            tensors = [p.grad for p in params if p.grad is not None] + by_kind.pop((device, dtype), [])
+            tensors = [local_shard(p.grad) for p in params if p.grad is not None] + by_kind.pop((device, dtype), [])
             if tensors:
                 self._check(tensors, flag, device)
         for (device, _), rest in by_kind.items():
             self._check(rest, flag, device)
+        if self._shard_group is not None:  # sharded gradients: a step is skipped everywhere or nowhere
+            max_over_shards_(flag, self._shard_group)
         return flag
 
     def _check(self, tensors: List[torch.Tensor], flag: torch.Tensor, device: torch.device) -> None:
@@ -92,15 +97,16 @@ class GradientCheck:
             self._check(tensors, flag, device)
 
     def total_norm(self) -> Optional[torch.Tensor]:
-        """The total 2-norm of every gradient (a 0-dim tensor on the first device), or None
-        when there are no gradients."""
+        """The total 2-norm of every gradient (a 0-dim tensor on the first device; sharded
+        gradients: over every process's shards), or None when there are no gradients."""
         per_device = grads_by_device(self.optimizer)
         if not per_device:
             return None
         norms = [clip_ops.for_device(device).total_norm(
                      [gradient_values(g, coalesce=True) for g in grads], 2.0)
                  for device, grads in per_device.items()]
-        return clip_ops.combine_norms(norms, 2.0, next(iter(per_device)))
+        norm = clip_ops.combine_norms(norms, 2.0, next(iter(per_device)))
+        return norm if self._shard_group is None else norms_over_shards(norm, 2.0, self._shard_group)
 
     def first_device(self) -> torch.device:
         """The device of the optimizer's first param (where the step's flag lives)."""
@@ -116,6 +122,7 @@ class GradientCheck:
                 for param in group["params"]:
                     grouped.setdefault((param.device, param.dtype), []).append(param)
             self._param_groups, self._group_count = list(grouped.items()), len(groups)
+            self._shard_group = optimizer_shard_group(self.optimizer)
         return self._param_groups
 
 

@@ -21,6 +21,7 @@ import torch
 
 from pet.lib.utils import clip_ops
 from pet.lib.utils.registry import Registry
+from pet.lib.utils.shards import aligned_local_grads, is_sharded, norms_over_shards, optimizer_shard_group
 
 GradsPerDevice = Dict[torch.device, List[torch.Tensor]]
 
@@ -29,12 +30,15 @@ def grads_by_device(optimizer: torch.optim.Optimizer) -> GradsPerDevice:
     """The non-empty gradients of the optimizer's params, per device (foreach ops need one).
 
     An empty gradient has nothing to clip and adds nothing to a norm (torch refuses the
-    max-norm of one: a max over nothing has no value).
+    max-norm of one: a max over nothing has no value). Sharded gradients (FSDP2) are this
+    process's shards, one per gradient in every process (``aligned_local_grads``).
     """
     grads = [p.grad for group in optimizer.param_groups for p in group["params"]
              if p.grad is not None and p.grad.numel() > 0]
     if not grads:
         return {}
+    if is_sharded(grads[0]):
+        grads = aligned_local_grads(grads)
     device = grads[0].device
     if all(grad.device == device for grad in grads):  # the usual case, without a dict per step
         return {device: grads}
@@ -84,10 +88,17 @@ def clip_by_value_(optimizer: "GradientClipping", grads_per_device: GradsPerDevi
 @CLIP_TYPES.register(name="norm")
 def clip_by_norm_(optimizer: "GradientClipping", grads_per_device: GradsPerDevice,
                   grad_scale: Optional[torch.Tensor]) -> None:
-    """Each parameter's gradient clipped to norm clip_value on its own (unscaled in the pass)."""
+    """Each parameter's gradient clipped to norm clip_value on its own (unscaled in the pass);
+    a sharded gradient by the norm of the whole parameter's gradient (one all-reduce)."""
+    group = optimizer_shard_group(optimizer)
     for grads in grads_per_device.values():
-        clip_ops.for_device(grads[0].device).clip_norm_(
-            grads, optimizer.clip_value, optimizer.norm_type, grad_scale)
+        if group is None:
+            clip_ops.for_device(grads[0].device).clip_norm_(
+                grads, optimizer.clip_value, optimizer.norm_type, grad_scale)
+            continue
+        clip_ops.MultiTensorOps.clip_norm_(
+            grads, optimizer.clip_value, optimizer.norm_type, grad_scale,
+            whole_norms=lambda norms: norms_over_shards(norms, optimizer.norm_type, group))
     if grad_scale is not None:
         optimizer.grad_scale = None
 
@@ -96,11 +107,15 @@ def clip_by_norm_(optimizer: "GradientClipping", grads_per_device: GradsPerDevic
 def clip_full_model_(optimizer: "GradientClipping", grads_per_device: GradsPerDevice,
                      grad_scale: Optional[torch.Tensor]) -> None:
     """All gradients clipped jointly to total norm clip_value: one read of every gradient;
-    a fused kernel gets the coefficient in its gradient scale (no pass of its own)."""
+    a fused kernel gets the coefficient in its gradient scale (no pass of its own). Sharded
+    gradients: the norm over every process's shards (one all-reduce of a scalar)."""
     norms = [clip_ops.for_device(device).total_norm(grads, optimizer.norm_type)
              for device, grads in grads_per_device.items()]
     device = next(iter(grads_per_device))
     norm = clip_ops.combine_norms(norms, optimizer.norm_type, device)
+    group = optimizer_shard_group(optimizer)
+    if group is not None:
+        norm = norms_over_shards(norm, optimizer.norm_type, group)
     if grad_scale is not None:
         norm = norm / grad_scale.to(device)
     coef = clip_ops.clip_coefficient(norm, optimizer.clip_value)

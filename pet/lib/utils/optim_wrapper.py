@@ -31,6 +31,7 @@ from yacs.config import CfgNode
 from pet.lib.config.errors import ConfigError
 from pet.lib.utils.compiled_step import compiled_step, start_momentum_buffers
 from pet.lib.utils.grad_check import FlagSlots, GradientCheck
+from pet.lib.utils.shards import ShardedGradScaler, optimizer_shard_group
 from pet.lib.utils.step_record import PendingStep, StepRecord
 
 # One instance serves every step: entering it allocates nothing.
@@ -84,9 +85,9 @@ class OptimWrapper:
         # Whether a fused SGD with momentum may still allocate its buffers on a skipped step.
         self._watch_momentum = isinstance(optimizer, torch.optim.SGD) and any(
             group.get("fused") and group.get("momentum") for group in optimizer.param_groups)
-        # The model of the last optim_context, and whether it has DDP's no_sync.
+        # The model of the last optim_context, and how it skips a gradient reduction.
         self._sync_model: Optional[nn.Module] = None
-        self._model_has_no_sync = False
+        self._model_sync_kind: Optional[str] = None
 
     def is_last_micro_batch(self) -> bool:
         """Whether the next ``update_params`` call ends an accumulation cycle (and steps)."""
@@ -95,18 +96,28 @@ class OptimWrapper:
     def optim_context(self, model: nn.Module) -> ContextManager:
         """The context of a micro-batch's forward pass: autocast when ``autocast_dtype`` is set,
         and ``model.no_sync()`` (DDP) unless this micro-batch ends the cycle, so gradients are
-        all-reduced once per step rather than once per micro-batch."""
+        all-reduced once per step rather than once per micro-batch (FSDP2: reduce-scattered)."""
         # hasattr on an nn.Module without the attribute costs microseconds (it builds an
         # AttributeError): asked once per model.
-        skip_sync = not self.is_last_micro_batch() and self._has_no_sync(model)
+        sync = self._sync_kind(model)
+        if sync == "fsdp":
+            if self.accumulation_steps > 1:  # read by FSDP2 at this micro-batch's backward
+                model.set_requires_gradient_sync(self.is_last_micro_batch())
+            sync = None
+        skip_sync = sync == "ddp" and not self.is_last_micro_batch()
         if self.autocast_dtype is None and not skip_sync:
             return _NULL_CONTEXT
         return self._forward_context(model, skip_sync)
 
-    def _has_no_sync(self, model: nn.Module) -> bool:
+    def _sync_kind(self, model: nn.Module) -> Optional[str]:
+        """How ``model`` skips the gradient reduction of a micro-batch: "ddp" (``no_sync()``),
+        "fsdp" (FSDP2's ``set_requires_gradient_sync``: the reduce-scatter is skipped and the
+        unsharded gradients accumulate), or None."""
         if self._sync_model is not model:  # asked once per model
-            self._sync_model, self._model_has_no_sync = model, hasattr(model, "no_sync")
-        return self._model_has_no_sync
+            kind = ("ddp" if hasattr(model, "no_sync") else
+                    "fsdp" if hasattr(model, "set_requires_gradient_sync") else None)
+            self._sync_model, self._model_sync_kind = model, kind
+        return self._model_sync_kind
 
     @contextlib.contextmanager
     def _forward_context(self, model: nn.Module, skip_sync: bool):
@@ -359,9 +370,14 @@ def build_optim_wrapper(optimizer: torch.optim.Optimizer, solver: CfgNode,
                         device_type: str = "cpu") -> OptimWrapper:
     """The step seam of ``SOLVER`` (ACCUMULATION_STEPS, AMP, SKIP_NONFINITE; already validated)
     on a device: float16 gets a ``GradScaler``, bfloat16 autocast alone (its range needs no loss
-    scaling)."""
+    scaling). Sharded (FSDP2) parameters: no autocast (the model's MixedPrecisionPolicy casts)
+    and a ``ShardedGradScaler`` for float16."""
     autocast_dtype = AUTOCAST_DTYPES[solver.AMP.DTYPE] if solver.AMP.ENABLED else None
     scaler = torch.amp.GradScaler(device_type) if autocast_dtype is torch.float16 else None
+    shards = optimizer_shard_group(optimizer)
+    if shards is not None:  # FSDP2: its MixedPrecisionPolicy casts, no autocast
+        scaler = ShardedGradScaler(device_type, shards) if scaler is not None else None
+        autocast_dtype = None
     wrapper = OptimWrapper(optimizer, accumulation_steps=solver.ACCUMULATION_STEPS, scaler=scaler,
                            autocast_dtype=autocast_dtype, device_type=device_type,
                            skip_nonfinite=solver.SKIP_NONFINITE)

@@ -17,6 +17,7 @@ from pet.lib.config.errors import ConfigError, first_line
 from pet.lib.config.validate import check_bool, validate_optimizer
 from pet.lib.utils.compiled_step import set_hyperparameter_form
 from pet.lib.utils.grad_clip import CLIP_TYPES, ClipSpec
+from pet.lib.utils.shards import is_sharded
 from pet.lib.utils.optimizers_torch import (  # noqa: F401  (re-exported)
     BUILDER_KEYWORDS, OPTIMIZERS, REFUSED, TYPED_KEYS, OptimizerInfo, clipped_class, optimizer_info)
 from pet.lib.utils.param_groups import (
@@ -171,9 +172,16 @@ def check_sparse_gradients(names: List[str], spec: OptimizerSpec, model: Optiona
                           f"allowed with sparse gradients: False")
 
 
-def _fused_supported(params: List[torch.Tensor]) -> bool:
+# The optimizers whose fused kernels step sharded (FSDP2's DTensor) parameters: torch 2.13's
+# DTensor has sharding rules for _fused_adam_ and _fused_adamw_ alone (the others raise).
+FUSED_ON_SHARDS = ("Adam", "AdamW")
+
+
+def _fused_supported(params: List[torch.Tensor], info: OptimizerInfo) -> bool:
     # torch's own list of devices with fused optimizer kernels (CPU and CUDA among them).
     devices = _get_fused_kernels_supported_devices()
+    if params and is_sharded(params[0]) and not any(c.__name__ in FUSED_ON_SHARDS for c in info.cls.__mro__):
+        return False
     return all(p.is_floating_point() and not p.is_sparse and p.device.type in devices
                for p in params)
 
@@ -193,6 +201,10 @@ def implementation_kwargs(implementation: str, info: OptimizerInfo,
         if not info.fused:
             raise ValueError(f"{_OPT}.IMPLEMENTATION: 'fused' is not available for "
                              f"{info.cls.__name__}; allowed: auto, foreach, loop")
+        if not _fused_supported(params, info) and params and is_sharded(params[0]):
+            raise ConfigError(f"{_OPT}.IMPLEMENTATION: 'fused' cannot step {info.cls.__name__} on sharded "
+                             f"parameters (SOLVER.DISTRIBUTED.STRATEGY fsdp: torch's fused kernels "
+                             f"take them for {', '.join(FUSED_ON_SHARDS)}); allowed: auto, foreach, loop")
         return dict(fused=True)
     if not info.foreach:
         return {}
@@ -200,7 +212,7 @@ def implementation_kwargs(implementation: str, info: OptimizerInfo,
         return dict(foreach=True)
     if implementation == "loop":
         return dict(foreach=False)
-    if info.fused and _fused_supported(params) and not sparse:
+    if info.fused and _fused_supported(params, info) and not sparse:
         return dict(fused=True)
     return dict(foreach=all(p.is_cuda for p in params))
 

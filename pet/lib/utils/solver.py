@@ -3,7 +3,7 @@ from typing import Optional
 
 from yacs.config import CfgNode
 
-from pet.lib.config.validate import validate_snapshots, validate_step
+from pet.lib.config.validate import validate_distributed, validate_snapshots, validate_step
 from pet.lib.config.errors import ConfigError
 from pet.lib.utils.lr_scheduler import build_param_curves, build_schedule
 from pet.lib.utils.multi_optimizer import optimizer_solvers
@@ -23,6 +23,7 @@ def validate_solver(solver: CfgNode, iter_per_epoch: Optional[int] = None) -> No
                         [k for k in info.keywords if k not in ("self", "params")])
     validate_step(solver)
     validate_snapshots(solver)
+    validate_distributed(solver)
     # Each optimizer of SOLVER.OPTIMIZERS, its errors naming the entry (the shared keys passed).
     for name, node in optimizer_solvers(solver).items():
         try:

@@ -1,0 +1,66 @@
+"""SOLVER.DISTRIBUTED.STRATEGY fsdp: the model sharded over the processes with FSDP2.
+
+Each block (SOLVER.DISTRIBUTED.FSDP_BLOCKS, or the model's ``fsdp_blocks()``) and then the root
+are wrapped with ``fully_shard``, innermost first: every parameter becomes a DTensor holding
+this process's rows of it, gathered for the block's forward and backward and freed after. The
+names and (global) shapes of the parameters stay the model's, so the optimizer built after
+sharding groups them as it would the whole model. SOLVER.AMP becomes the MixedPrecisionPolicy:
+parameters in the AMP dtype for compute, gradients reduced in float32, outputs in float32.
+"""
+import fnmatch
+from typing import List
+
+import torch
+from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from yacs.config import CfgNode
+
+from pet.lib.config.errors import ConfigError
+from pet.lib.utils.optim_wrapper import AUTOCAST_DTYPES
+
+
+def fsdp_blocks(model: nn.Module, patterns: List[str], model_type: str) -> List[nn.Module]:
+    """The submodules of ``model`` sharded as blocks, in ``named_modules`` order: those whose
+    names match one of ``patterns`` (fnmatch), else those of the model's ``fsdp_blocks()``.
+    ConfigError when a pattern matches nothing, or the model names no blocks."""
+    key = "SOLVER.DISTRIBUTED.FSDP_BLOCKS"
+    if patterns:
+        names = [name for name, _ in model.named_modules() if name]
+        chosen = set()
+        for pattern in patterns:
+            matched = fnmatch.filter(names, pattern)
+            if not matched:
+                shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+                raise ConfigError(f"{key}: {pattern!r} matches no submodule of MODEL.TYPE {model_type} "
+                                  f"(its modules: {shown})")
+            chosen.update(matched)
+        return [module for name, module in model.named_modules() if name in chosen]
+    method = getattr(model, "fsdp_blocks", None)
+    blocks = list(method()) if callable(method) else []
+    if not blocks:
+        raise ConfigError(f"SOLVER.DISTRIBUTED.STRATEGY: fsdp shards a model block by block, and MODEL.TYPE "
+                          f"{model_type} names no blocks; set {key} to patterns of its module names "
+                          f"(e.g. ['layers.*']) or give the model an fsdp_blocks() method")
+    return blocks
+
+
+def mixed_precision(solver: CfgNode) -> MixedPrecisionPolicy:
+    """SOLVER.AMP as FSDP2's policy (float32 throughout without AMP)."""
+    if not solver.AMP.ENABLED:
+        return MixedPrecisionPolicy()
+    return MixedPrecisionPolicy(param_dtype=AUTOCAST_DTYPES[solver.AMP.DTYPE], reduce_dtype=torch.float32,
+                                output_dtype=torch.float32)
+
+
+def shard_model(model: nn.Module, cfg: CfgNode, device: torch.device, world_size: int) -> nn.Module:
+    """``model`` with its blocks and root wrapped by ``fully_shard`` over ``world_size``
+    processes on ``device`` (in place; returned for convenience). Build the optimizer after."""
+    blocks = fsdp_blocks(model, list(cfg.SOLVER.DISTRIBUTED.FSDP_BLOCKS), cfg.MODEL.TYPE)
+    mesh = init_device_mesh(device.type, (world_size,))
+    policy = mixed_precision(cfg.SOLVER)
+    for block in reversed(blocks):  # inner blocks before the blocks that hold them
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    # The root's own parameters are used again right away by the backward: kept gathered.
+    fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=False)
+    return model

@@ -1,0 +1,217 @@
+"""Sharded checkpoints (SOLVER.DISTRIBUTED.STRATEGY fsdp): a directory ``<name>.dcp`` written
+by every process at once with torch.distributed.checkpoint (DCP).
+
+Layout: DCP's files (each process's shards and the ``.metadata`` index) hold the tensors of
+the model (``model.<name>``) and of the optimizer's state (``optimizer.state.<param index>.
+<key>``); ``state.pth`` (written by rank 0) holds everything else of a checkpoint as the
+one-file format does: ``iteration``, ``rng``, the config, the scheduler, the step seam, the
+metrics, the optimizer's param groups. The directory is written as ``.<name>.dcp.tmp`` and
+renamed once complete, so a crash at any moment leaves no directory ``--resume`` could pick.
+
+Read back, a sharded checkpoint looks like a one-file one whose model and optimizer tensors
+are placeholders on the meta device (their names, shapes and dtypes, from DCP's index): the
+layout checks run unchanged, then ``load_tensors`` fills them for the run's own layout, a
+sharded model (DTensors) or a whole one, on any number of processes. A one-file checkpoint
+loaded into a sharded model is cut into this process's shards (``shard_like``).
+"""
+import os
+import shutil
+import warnings
+from typing import Any, Dict, Tuple
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor, distribute_tensor
+SHARDED_SUFFIX = ".dcp"
+STATE_FILE = "state.pth"
+METADATA_FILE = ".metadata"
+TMP_SUFFIX = ".tmp"
+
+
+def is_sharded_checkpoint(path: str) -> bool:
+    """Whether ``path`` names a sharded checkpoint (by its name: ``<name>.dcp``)."""
+    return path.rstrip(os.sep).endswith(SHARDED_SUFFIX)
+
+
+def tmp_dir(path: str) -> str:
+    """Where the directory ``path`` is written before it is renamed into place."""
+    directory, name = os.path.split(path)
+    return os.path.join(directory, f".{name}{TMP_SUFFIX}")
+
+
+def split_state(state: Dict[str, Any], checkpointables: Dict[str, Any]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """(DCP's flat tensors, the rest) of a checkpoint's ``state``: the model's tensors and the
+    optimizers' per-parameter tensors go to DCP, each process writing its own shards."""
+    tensors: Dict[str, torch.Tensor] = {}
+    rest: Dict[str, Any] = {}
+    for name, value in state.items():
+        kind = checkpointables.get(name)
+        if isinstance(kind, nn.Module):
+            tensors.update({f"{name}.{key}": tensor for key, tensor in value.items()})
+            rest[name] = {}
+        elif isinstance(kind, torch.optim.Optimizer):
+            per_param = {}
+            for index, param_state in value["state"].items():
+                per_param[index] = {}
+                for key, item in param_state.items():
+                    if isinstance(item, torch.Tensor):
+                        tensors[f"{name}.state.{index}.{key}"] = item
+                    else:
+                        per_param[index][key] = item
+            rest[name] = {"state": per_param, "param_groups": value["param_groups"]}
+        else:
+            rest[name] = value
+    return tensors, rest
+
+
+def read_metadata(path: str):
+    """DCP's index of ``path``: {tensor name: its metadata (size, dtype)}."""
+    return dcp.FileSystemReader(path).read_metadata().state_dict_metadata
+
+
+def read_sharded_checkpoint(path: str) -> Dict[str, Any]:
+    """A sharded checkpoint as a one-file checkpoint dict whose model and optimizer tensors are
+    meta-device placeholders (``sharded`` names the directory). Raises ValueError/OSError when
+    a part is missing or unreadable (the caller words it)."""
+    if not os.path.isfile(os.path.join(path, METADATA_FILE)):
+        raise ValueError(f"no {METADATA_FILE} (not a complete sharded checkpoint)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        checkpoint = torch.load(os.path.join(path, STATE_FILE), map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{STATE_FILE} is not a Pet checkpoint")
+    for key, meta in read_metadata(path).items():
+        if not hasattr(meta, "size"):
+            continue  # a non-tensor item
+        placeholder = torch.empty(tuple(meta.size), dtype=meta.properties.dtype, device="meta")
+        name, _, rest = key.partition(".")
+        entry = checkpoint.setdefault(name, {})
+        if rest.startswith("state.") and "param_groups" in entry:
+            _, index, state_key = rest.split(".", 2)
+            entry["state"].setdefault(int(index), {})[state_key] = placeholder
+        else:
+            entry[rest] = placeholder
+    checkpoint["sharded"] = path
+    return checkpoint
+
+
+def _target_like(param: torch.Tensor, size: Tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An empty tensor to load a saved tensor of ``size`` and ``dtype`` into: sharded like
+    ``param`` when it has the parameter's shape (a moment), else whole (a step count)."""
+    if isinstance(param, DTensor) and tuple(param.shape) == tuple(size):
+        local = torch.empty_like(param._local_tensor, dtype=dtype)
+        return DTensor.from_local(local, param.device_mesh, param.placements, run_check=False,
+                                  shape=param.shape, stride=param.stride())
+    return torch.empty(size, dtype=dtype)
+
+
+def optimizer_params(optimizer: torch.optim.Optimizer):
+    """The optimizer's parameters in its state dict's index order."""
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def load_tensors(saved: Dict[str, Any], checkpointables: Dict[str, Any], path: str) -> None:
+    """Fill the placeholders of ``saved`` (read_sharded_checkpoint's entries to load) with the
+    tensors of ``path``, each in this run's layout: the model's own tensors are loaded in place
+    (this process's shards of a sharded model, whole tensors otherwise), the optimizer's state
+    into tensors shaped like its parameters. Every process of the job calls it."""
+    targets: Dict[str, torch.Tensor] = {}
+    for name, entry in saved.items():
+        kind = checkpointables.get(name)
+        if isinstance(kind, nn.Module):
+            current = kind.state_dict()
+            for key in entry:
+                targets[f"{name}.{key}"] = entry[key] = current[key]
+        elif isinstance(kind, torch.optim.Optimizer):
+            params = optimizer_params(kind)
+            for index, param_state in entry["state"].items():
+                for key, item in param_state.items():
+                    if isinstance(item, torch.Tensor):
+                        param_state[key] = targets[f"{name}.state.{index}.{key}"] = _target_like(
+                            params[index], item.shape, item.dtype)
+    distributed = dist.is_available() and dist.is_initialized()
+    with warnings.catch_warnings():  # one process reading a sharded checkpoint: DCP warns
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(targets, storage_reader=dcp.FileSystemReader(path), no_dist=not distributed)
+
+
+def read_whole_model(path: str) -> Dict[str, torch.Tensor]:
+    """The model weights of the sharded checkpoint ``path`` as whole CPU tensors, read in this
+    process alone (no process group): what tools/convert_checkpoint.py writes as plain weights."""
+    targets = {f"model.{key}": torch.empty(meta.shape, dtype=meta.dtype)
+               for key, meta in read_sharded_checkpoint(path)["model"].items()}
+    with warnings.catch_warnings():  # DCP warns that it reads in one process: the intent here
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(targets, storage_reader=dcp.FileSystemReader(path), no_dist=True)
+    return {key[len("model."):]: tensor for key, tensor in targets.items()}
+
+
+def shard_like(saved: Dict[str, Any], checkpointables: Dict[str, Any]) -> None:
+    """Cut the whole tensors of a one-file checkpoint's entries into this process's shards
+    wherever the run's model is sharded (in place; a no-op for a whole model)."""
+    for name, entry in saved.items():
+        kind = checkpointables.get(name)
+        if isinstance(kind, nn.Module):
+            current = kind.state_dict()
+            for key, tensor in entry.items():
+                if isinstance(current.get(key), DTensor) and isinstance(tensor, torch.Tensor):
+                    entry[key] = _shard(tensor, current[key])
+        elif isinstance(kind, torch.optim.Optimizer):
+            params = optimizer_params(kind)
+            for index, param_state in entry["state"].items():
+                param = params[int(index)] if int(index) < len(params) else None
+                for key, item in param_state.items():
+                    if (isinstance(param, DTensor) and isinstance(item, torch.Tensor)
+                            and tuple(item.shape) == tuple(param.shape)):
+                        param_state[key] = _shard(item, param)
+
+
+def _shard(tensor: torch.Tensor, like: DTensor) -> DTensor:
+    """This process's shard of the whole ``tensor``, placed as ``like`` (every process holds
+    the whole tensor, so nothing is communicated)."""
+    return distribute_tensor(tensor.to(like.device), like.device_mesh, like.placements, src_data_rank=None)
+
+
+def reshard(model: nn.Module) -> None:
+    """Free every gathered parameter of a sharded model (FSDP2 keeps a module's whole
+    parameters after a forward without backward when it does not reshard after forward)."""
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
+def full_state_dict(module: nn.Module) -> Dict[str, torch.Tensor]:
+    """``module``'s state dict with whole tensors on the CPU: a sharded model's gathered
+    (a collective: every process calls it). Plain weights for a one-file checkpoint."""
+    return {key: (value.full_tensor() if isinstance(value, DTensor) else value).detach().cpu()
+            for key, value in module.state_dict().items()}
+
+
+def remove_tree(path: str) -> None:
+    """Delete a checkpoint: a file, or a sharded checkpoint's directory."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.remove(path)
+
+
+def publish(tmp: str, path: str) -> None:
+    """Rename the complete directory ``tmp`` to ``path`` (replacing an older ``path``, e.g. a
+    rewritten model_final.dcp) and make the rename durable."""
+    if os.path.lexists(path):
+        old = f"{tmp}.old"
+        if os.path.lexists(old):
+            remove_tree(old)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        remove_tree(old)
+    else:
+        os.replace(tmp, path)
+    dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
