@@ -20,7 +20,7 @@ import torch  # noqa: E402
 
 from pet.engine.checkpoint_files import read_checkpoint  # noqa: E402
 from pet.engine.checkpointer import CheckpointWriteError, atomic_write  # noqa: E402
-from pet.engine.sharded_checkpoint import SHARDED_SUFFIX, is_sharded_checkpoint, read_whole_model  # noqa: E402
+from pet.engine.sharded_checkpoint import SHARDED_SUFFIX, is_sharded_checkpoint, read_whole  # noqa: E402
 from pet.lib.config.cli import exit_on_config_error  # noqa: E402
 from pet.lib.config.errors import ConfigError  # noqa: E402
 
@@ -34,7 +34,7 @@ def convert(source: str, out: str) -> int:
     iteration = int(read_checkpoint(source).get("iteration", 0))  # CheckpointError: one line
     if os.path.exists(out):
         raise ConfigError(f"--out: {out} exists; remove it or name another file")
-    state = {"model": read_whole_model(source), "iteration": iteration}
+    state = {"model": read_whole(source)["model"], "iteration": iteration}
     atomic_write(out, lambda f: torch.save(state, f))
     return iteration
 

@@ -11,6 +11,7 @@ from yacs.config import CfgNode
 
 from pet.lib.config.errors import ConfigError
 from pet.lib.config.loader import flatten
+from pet.engine.sharded_checkpoint import remove_tree
 from pet.engine.checkpointer import (
     TMP_SUFFIX,
     atomic_write,
@@ -120,7 +121,7 @@ def remove_leftovers(output_dir: str) -> List[str]:
     removed = []
     for name in sorted(os.listdir(output_dir)):
         if name.startswith(".") and name.endswith(TMP_SUFFIX):
-            os.remove(os.path.join(output_dir, name))
+            remove_tree(os.path.join(output_dir, name))  # a file, or a sharded checkpoint's directory
             removed.append(name)
     return removed
 

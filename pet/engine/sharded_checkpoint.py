@@ -84,18 +84,23 @@ def read_sharded_checkpoint(path: str) -> Dict[str, Any]:
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{STATE_FILE} is not a Pet checkpoint")
     for key, meta in read_metadata(path).items():
-        if not hasattr(meta, "size"):
-            continue  # a non-tensor item
-        placeholder = torch.empty(tuple(meta.size), dtype=meta.properties.dtype, device="meta")
-        name, _, rest = key.partition(".")
-        entry = checkpoint.setdefault(name, {})
-        if rest.startswith("state.") and "param_groups" in entry:
-            _, index, state_key = rest.split(".", 2)
-            entry["state"].setdefault(int(index), {})[state_key] = placeholder
-        else:
-            entry[rest] = placeholder
+        if hasattr(meta, "size"):  # a tensor
+            _place(checkpoint, key, torch.empty(tuple(meta.size), dtype=meta.properties.dtype, device="meta"))
     checkpoint["sharded"] = path
     return checkpoint
+
+
+def _place(checkpoint: Dict[str, Any], key: str, tensor: torch.Tensor) -> None:
+    """Put the tensor DCP knows as ``key`` where a one-file checkpoint holds it (split_state's
+    inverse): ``model.<name>`` in the model's entry, ``optimizer.state.<i>.<key>`` in the
+    optimizer's per-parameter state."""
+    name, _, rest = key.partition(".")
+    entry = checkpoint.setdefault(name, {})
+    if rest.startswith("state.") and "param_groups" in entry:
+        _, index, state_key = rest.split(".", 2)
+        entry["state"].setdefault(int(index), {})[state_key] = tensor
+    else:
+        entry[rest] = tensor
 
 
 def _target_like(param: torch.Tensor, size: Tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -138,15 +143,22 @@ def load_tensors(saved: Dict[str, Any], checkpointables: Dict[str, Any], path: s
         dcp.load(targets, storage_reader=dcp.FileSystemReader(path), no_dist=not distributed)
 
 
-def read_whole_model(path: str) -> Dict[str, torch.Tensor]:
-    """The model weights of the sharded checkpoint ``path`` as whole CPU tensors, read in this
-    process alone (no process group): what tools/convert_checkpoint.py writes as plain weights."""
-    targets = {f"model.{key}": torch.empty(meta.shape, dtype=meta.dtype)
-               for key, meta in read_sharded_checkpoint(path)["model"].items()}
+def read_whole(path: str) -> Dict[str, Any]:
+    """The sharded checkpoint ``path`` as a one-file checkpoint: every tensor whole on the CPU,
+    read in this process alone (no process group). tools/convert_checkpoint.py writes its
+    model weights as plain weights."""
+    checkpoint = read_sharded_checkpoint(path)
+    targets: Dict[str, torch.Tensor] = {}
+    for key, meta in read_metadata(path).items():
+        if hasattr(meta, "size"):
+            targets[key] = torch.empty(tuple(meta.size), dtype=meta.properties.dtype)
     with warnings.catch_warnings():  # DCP warns that it reads in one process: the intent here
         warnings.simplefilter("ignore", UserWarning)
         dcp.load(targets, storage_reader=dcp.FileSystemReader(path), no_dist=True)
-    return {key[len("model."):]: tensor for key, tensor in targets.items()}
+    for key, tensor in targets.items():
+        _place(checkpoint, key, tensor)
+    del checkpoint["sharded"]
+    return checkpoint
 
 
 def shard_like(saved: Dict[str, Any], checkpointables: Dict[str, Any]) -> None:

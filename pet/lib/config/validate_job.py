@@ -121,10 +121,6 @@ def validate_strategy(cfg: CfgNode, world_size: int) -> None:
     torchrun), or a feature that needs the whole model in every process."""
     if cfg.SOLVER.DISTRIBUTED.STRATEGY != "fsdp":
         return
-    if world_size < 2:
-        raise ConfigError(f"SOLVER.DISTRIBUTED.STRATEGY: fsdp shards the model over the processes of a "
-                          f"torchrun job, and this run has {world_size}; launch it with torchrun "
-                          f"--nproc_per_node 2 (or more), or use ddp")
     refused = [("SOLVER.OPTIMIZERS", bool(cfg.SOLVER.OPTIMIZERS)),
                ("MODEL.COMPILE.ENABLED", cfg.MODEL.COMPILE.ENABLED),
                ("SOLVER.OPTIMIZER.COMPILE", cfg.SOLVER.OPTIMIZER.COMPILE),
@@ -133,6 +129,10 @@ def validate_strategy(cfg: CfgNode, world_size: int) -> None:
         if used:
             raise ConfigError(f"SOLVER.DISTRIBUTED.STRATEGY: fsdp is not supported with {key} (it needs "
                               f"the whole model in each process); use ddp or turn {key} off")
+    if world_size < 2:
+        raise ConfigError(f"SOLVER.DISTRIBUTED.STRATEGY: fsdp shards the model over the processes of a "
+                          f"torchrun job, and this run has {world_size}; launch it with torchrun "
+                          f"--nproc_per_node 2 (or more), or use ddp")
 
 
 def validate_num_classes(model: CfgNode, num_labels: int) -> None:

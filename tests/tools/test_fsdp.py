@@ -1,0 +1,272 @@
+"""SOLVER.DISTRIBUTED.STRATEGY fsdp through real ``torchrun`` jobs of 2 gloo processes: the same
+weights and gradient norms as ddp, sharded checkpoints (bit-identical resume after SIGKILL, in
+the background, never a half-written one), resume across strategies and world sizes, the
+converter to plain weights, and every class of bad input."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from pet.engine.sharded_checkpoint import read_whole
+from tests.tools.test_train_distributed import free_port, torchrun, torchrun_command
+from tests.tools.test_train_net import REPO, assert_bad_input, load, read_metrics, train, write_cfg
+
+pytestmark = pytest.mark.slow
+
+CONVERT = REPO / "tools" / "convert_checkpoint.py"
+PROBE = REPO / "tests" / "tools" / "fsdp_probe.py"
+
+# A small transformer (its encoder layers are the blocks), SGD with momentum and full_model
+# clipping that binds: 20 iterations, a checkpoint every 10, evaluations at 10 and 20.
+FSDP_JOB = {
+    "LOG_PERIOD": 1,
+    "MODEL": {"TYPE": "transformer", "TRANSFORMER": {"EMBED_DIM": 32, "DEPTH": 2, "NUM_HEADS": 2}},
+    "DATA": {"BATCH_SIZE": 32},
+    "SOLVER": {
+        "OPTIMIZER": {"TYPE": "SGD", "BASE_LR": 0.2, "MOMENTUM": 0.9,
+                      "CLIP_GRADIENTS": {"ENABLED": True, "CLIP_TYPE": "full_model", "CLIP_VALUE": 0.5}},
+        "SCHEDULER": {"POLICY": "COSINE", "TOTAL_ITERS": 20, "STEPS": [], "WARM_UP_ITERS": 0},
+        "SNAPSHOT_ITERS": 10,
+    },
+    "TEST": {"EVAL_ITERS": 10},
+}
+FSDP = ("SOLVER.DISTRIBUTED.STRATEGY", "fsdp")
+
+
+def whole_final(output_dir) -> dict:
+    """The final checkpoint of a run of either strategy, every tensor whole."""
+    sharded = output_dir / "model_final.dcp"
+    return read_whole(str(sharded)) if sharded.exists() else load(output_dir / "model_final.pth")
+
+
+def assert_same_weights(a: dict, b: dict, rtol: float) -> None:
+    assert a["iteration"] == b["iteration"] and a["model"].keys() == b["model"].keys()
+    for name, tensor in a["model"].items():
+        torch.testing.assert_close(b["model"][name], tensor, rtol=rtol, atol=rtol * 1e-2, msg=name)
+
+
+def assert_bit_identical(a: dict, b: dict) -> None:
+    """Weights and optimizer state equal bit for bit."""
+    assert_same_weights(a, b, rtol=0)
+    for index, state in a["optimizer"]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(b["optimizer"]["state"][index][key], value), f"optimizer {index}.{key}"
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory):
+    """The same job run uninterrupted under ddp and under fsdp (2 processes each)."""
+    cwd = tmp_path_factory.mktemp("fsdp")
+    cfg_file = write_cfg(cwd, FSDP_JOB)
+    for name, extra in (("ddp", ()), ("fsdp", FSDP)):
+        result = torchrun(cwd, cfg_file, "OUTPUT_DIR", name, *extra)
+        assert result.returncode == 0, result.stderr
+    return cwd, cfg_file
+
+
+def test_the_step_seam_on_shards_matches_torch_on_the_whole_model():
+    """Clips (full_model p=2, 1, inf; norm; value), the total norm, the non-finite flag and the
+    GradScaler on FSDP2 shards, each against torch's function on the same whole gradients."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_port", str(free_port()), str(PROBE)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("OK ") == 9, result.stdout
+
+
+def test_fsdp_trains_to_ddps_weights_with_the_same_clipped_norms(references):
+    cwd, _ = references
+    ddp, fsdp = whole_final(cwd / "ddp"), whole_final(cwd / "fsdp")
+    assert_same_weights(ddp, fsdp, rtol=1e-5)
+    # The clip bound 0.5 binds: the logged (global, unclipped) norms are above it, and equal.
+    ddp_norms = [r["grad_norm"] for r in read_metrics(cwd / "ddp")]
+    fsdp_norms = [r["grad_norm"] for r in read_metrics(cwd / "fsdp")]
+    assert len(fsdp_norms) == 20 and min(fsdp_norms) > 0.5
+    torch.testing.assert_close(fsdp_norms, ddp_norms, rtol=1e-5, atol=0)
+    # The checkpoints are directories of shards; model_best.pth holds whole weights.
+    assert sorted(p.name for p in (cwd / "fsdp").glob("model_*")) == [
+        "model_0000010.dcp", "model_best.pth", "model_final.dcp"]
+    assert (cwd / "fsdp" / "last_checkpoint").read_text() == "model_final.dcp"
+    best = load(cwd / "fsdp" / "model_best.pth")["model"]
+    assert best.keys() == fsdp["model"].keys() and all(not hasattr(t, "placements") for t in best.values())
+
+
+def test_adamw_with_accumulation_and_norm_clipping_matches_ddp(tmp_path):
+    """AdamW (its fused kernel steps the shards), per-parameter norm clipping and 2 micro-batches
+    (FSDP2 skips the first micro-batch's reduce-scatter). The key projection's bias has an
+    exactly zero gradient (softmax ignores a shift of every score): Adam turns its rounding
+    noise, which differs between an all-reduce and a reduce-scatter, into full-size steps, so
+    that slice alone is left out of the comparison."""
+    job = {**FSDP_JOB, "SOLVER": {**FSDP_JOB["SOLVER"], "ACCUMULATION_STEPS": 2, "OPTIMIZER": {
+        "TYPE": "ADAMW", "BASE_LR": 0.003, "CLIP_GRADIENTS": {"ENABLED": True, "CLIP_TYPE": "norm",
+                                                              "CLIP_VALUE": 0.05}}}}
+    cfg_file = write_cfg(tmp_path, job)
+    for name, extra in (("ddp", ()), ("fsdp", FSDP)):
+        result = torchrun(tmp_path, cfg_file, "OUTPUT_DIR", name, *extra)
+        assert result.returncode == 0, result.stderr
+    ddp, fsdp = whole_final(tmp_path / "ddp"), whole_final(tmp_path / "fsdp")
+    for final in (ddp, fsdp):
+        for name, tensor in final["model"].items():
+            if name.endswith("in_proj_bias"):
+                third = tensor.shape[0] // 3
+                tensor[third:2 * third] = 0
+    assert_same_weights(ddp, fsdp, rtol=1e-4)
+    assert fsdp["optimizer"]["param_groups"][0]["fused"] is True
+
+
+def sigkill_job_when(cwd, command: list, appeared) -> None:
+    """Start the torchrun job ``command`` and SIGKILL it, its workers at once (torchrun starts
+    them in sessions of their own: a node that dies takes them all), the moment ``appeared()``."""
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not appeared():
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended first"
+        time.sleep(0.001)
+    with open(f"/proc/{process.pid}/task/{process.pid}/children") as f:
+        workers = [int(pid) for pid in f.read().split()]
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+
+
+def test_sigkill_and_resume_under_fsdp_is_bit_identical(references, tmp_path):
+    cwd, cfg_file = references
+    sigkill_job_when(tmp_path, torchrun_command(cfg_file, "OUTPUT_DIR", "out", *FSDP),
+                     (tmp_path / "out" / "model_0000010.dcp").exists)
+    assert not (tmp_path / "out" / "model_final.dcp").exists()
+    result = torchrun(tmp_path, cfg_file, "OUTPUT_DIR", "out", *FSDP, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert "Resuming from out/model_0000010.dcp at iteration 10" in result.stdout
+    assert_bit_identical(whole_final(cwd / "fsdp"), whole_final(tmp_path / "out"))
+    assert [r["iteration"] for r in read_metrics(tmp_path / "out")] == list(range(20))
+
+
+def resume_from(source, checkpoint: str, destination):
+    """``destination``: a copy of the run ``source`` as it was when ``checkpoint`` was its last."""
+    shutil.copytree(source, destination)
+    for path in destination.glob("model_*"):
+        if path.name != checkpoint:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    (destination / "last_checkpoint").write_text(checkpoint)
+
+
+@pytest.mark.parametrize("source, checkpoint, layout", [
+    ("fsdp", "model_0000010.dcp", ("ddp", 2)),
+    ("fsdp", "model_0000010.dcp", ("ddp", 1)),
+    ("ddp", "model_0000010.pth", ("fsdp", 2)),
+])
+def test_resume_across_strategies_and_world_sizes(references, tmp_path, source, checkpoint, layout):
+    """A sharded checkpoint resumed by ddp on 2 processes and by one plain process, a one-file
+    ddp checkpoint resumed sharded: each ends on the uninterrupted run's weights."""
+    cwd, cfg_file = references
+    resume_from(cwd / source, checkpoint, tmp_path / "out")
+    strategy, processes = layout
+    args = ("OUTPUT_DIR", "out", "SOLVER.DISTRIBUTED.STRATEGY", strategy, "--resume")
+    if processes == 1:
+        result = train(tmp_path, cfg_file, *args)
+    else:
+        result = torchrun(tmp_path, cfg_file, *args)
+    assert result.returncode == 0, result.stderr
+    assert f"Resuming from out/{checkpoint} at iteration 10" in result.stdout
+    assert_same_weights(whole_final(cwd / source), whole_final(tmp_path / "out"), rtol=1e-5)
+
+
+def test_async_checkpoints_equal_sync_ones_and_a_kill_mid_write_resumes(references, tmp_path):
+    """SOLVER.ASYNC_CHECKPOINT: the run (checkpoints every 2 iterations, written while the next
+    steps run) ends bit-identical to the reference, every periodic checkpoint complete; a job
+    killed while one is being written resumes from a complete one, bit-identical too."""
+    cwd, cfg_file = references
+    args = ("OUTPUT_DIR", "async", *FSDP, "SOLVER.ASYNC_CHECKPOINT", True, "SOLVER.SNAPSHOT_ITERS", 2)
+    result = torchrun(tmp_path, cfg_file, *args)
+    assert result.returncode == 0, result.stderr
+    assert_bit_identical(whole_final(cwd / "fsdp"), whole_final(tmp_path / "async"))
+    periodic = sorted(p.name for p in (tmp_path / "async").glob("model_0*"))
+    assert periodic == [f"model_{i:07d}.dcp" for i in range(2, 20, 2)]
+    assert read_whole(str(tmp_path / "async" / "model_0000018.dcp"))["iteration"] == 18
+    assert not list((tmp_path / "async").glob(".*tmp*"))
+    # Killed the moment a checkpoint's temporary directory appears (mid-write).
+    sigkill_job_when(tmp_path, torchrun_command(cfg_file, args[0], "killed", *args[2:]),
+                     (tmp_path / "killed" / ".model_0000006.dcp.tmp").exists)
+    result = torchrun(tmp_path, cfg_file, "OUTPUT_DIR", "killed", *args[2:], "--resume")
+    assert result.returncode == 0, result.stderr
+    assert "Resuming from killed/model_000000" in result.stdout
+    assert_bit_identical(whole_final(cwd / "fsdp"), whole_final(tmp_path / "killed"))
+
+
+def test_a_half_written_sharded_checkpoint_is_never_resumed(references, tmp_path):
+    """A directory without DCP's index (a crash before it was complete), named by
+    last_checkpoint, is skipped with a warning; a temporary directory is never a candidate."""
+    cwd, cfg_file = references
+    out = tmp_path / "out"
+    resume_from(cwd / "fsdp", "model_0000010.dcp", out)
+    shutil.copytree(out / "model_0000010.dcp", out / "model_0000015.dcp")
+    (out / "model_0000015.dcp" / ".metadata").unlink()
+    shutil.copytree(out / "model_0000010.dcp", out / ".model_0000018.dcp.tmp")
+    (out / "last_checkpoint").write_text("model_0000015.dcp")
+    result = torchrun(tmp_path, cfg_file, "OUTPUT_DIR", "out", *FSDP, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert "skipped model_0000015.dcp: cannot be loaded (no .metadata" in result.stderr + result.stdout
+    assert "Resuming from out/model_0000010.dcp at iteration 10" in result.stdout
+    assert_bit_identical(whole_final(cwd / "fsdp"), whole_final(out))
+    assert not (out / "model_0000015.dcp").exists() and not (out / ".model_0000018.dcp.tmp").exists()
+
+
+def test_convert_checkpoint_writes_plain_weights_that_evaluate_alike(references, tmp_path):
+    cwd, cfg_file = references
+    out = tmp_path / "weights.pth"
+    result = subprocess.run([sys.executable, str(CONVERT), str(cwd / "fsdp" / "model_final.dcp"), "--out", str(out)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    weights = load(out)
+    assert weights["iteration"] == 20 and all(type(t) is torch.Tensor for t in weights["model"].values())
+    assert_same_weights(read_whole(str(cwd / "fsdp" / "model_final.dcp")), weights, rtol=0)
+    evaluated = train(tmp_path, cfg_file, "--eval-only", "MODEL.WEIGHTS", out)
+    assert evaluated.returncode == 0, evaluated.stderr
+    accuracy = [r for r in read_metrics(cwd / "fsdp") if "accuracy" in r][-1]["accuracy"]
+    assert f"held-out accuracy {accuracy:.2f}%" in evaluated.stdout
+    # MODEL.WEIGHTS may name the sharded directory itself.
+    direct = train(tmp_path, cfg_file, "--eval-only", "MODEL.WEIGHTS", cwd / "fsdp" / "model_final.dcp")
+    assert direct.returncode == 0 and f"held-out accuracy {accuracy:.2f}%" in direct.stdout, direct.stderr
+    # Bad input: an existing output, something that is no sharded checkpoint, a half one.
+    for args, fragment in (([str(cwd / "fsdp" / "model_final.dcp"), "--out", str(out)], "exists"),
+                           ([str(cwd / "ddp" / "model_final.pth")], "is not a sharded checkpoint"),
+                           ([str(tmp_path / "none.dcp")], "no such directory")):
+        assert_bad_input(subprocess.run([sys.executable, str(CONVERT), *args], capture_output=True,
+                                        text=True, timeout=120), fragment)
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    ([*FSDP], "fsdp shards the model over the processes of a torchrun job, and this run has 1"),
+    (["SOLVER.DISTRIBUTED.STRATEGY", "zero3"], "SOLVER.DISTRIBUTED.STRATEGY: unknown value 'zero3'; allowed: ddp, fsdp"),
+    (["SOLVER.ASYNC_CHECKPOINT", True], "SOLVER.ASYNC_CHECKPOINT: True needs SOLVER.DISTRIBUTED.STRATEGY fsdp"),
+    ([*FSDP, "MODEL.EMA.ENABLED", True], "fsdp is not supported with MODEL.EMA.ENABLED"),
+    (["SOLVER.DISTRIBUTED.FSDP_BLOCKS", "layers"], "SOLVER.DISTRIBUTED.FSDP_BLOCKS: expected a list"),
+])
+def test_bad_strategy_input_is_one_line_and_exit_2(tmp_path, overrides, fragment):
+    cfg_file = write_cfg(tmp_path, FSDP_JOB)
+    result = train(tmp_path, cfg_file, "OUTPUT_DIR", "out", *overrides)
+    assert_bad_input(result, fragment)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (["MODEL.TYPE", "cnn"], "MODEL.TYPE cnn names no blocks; set SOLVER.DISTRIBUTED.FSDP_BLOCKS"),
+    (["SOLVER.DISTRIBUTED.FSDP_BLOCKS", "['backbone.nothing.*']"], "'backbone.nothing.*' matches no submodule"),
+    (["SOLVER.OPTIMIZER.IMPLEMENTATION", "fused"], "'fused' cannot step SGD on sharded parameters"),
+])
+def test_a_model_fsdp_cannot_shard_is_refused_by_every_process(tmp_path, overrides, fragment):
+    cfg_file = write_cfg(tmp_path, FSDP_JOB)
+    result = torchrun(tmp_path, cfg_file, "OUTPUT_DIR", "out", *FSDP, *overrides)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
+    # Every worker exits 2 (torchrun then prints its own report); none with a traceback.
+    assert "exitcode: 2" in result.stderr and "[rank" not in result.stderr
+    assert not (tmp_path / "out").exists()
