@@ -221,6 +221,12 @@ class Checkpointer:
             refusal = str(e)
         outcomes = all_gather_objects((refusal, choice.path if choice else None))
         refusals = [r for r, _ in outcomes if r]
+        chosen = [(rank, path) for rank, (_, path) in enumerate(outcomes) if path]
+        if refusals and chosen:  # a node that cannot see the files the others see
+            blind = next(rank for rank, (r, _) in enumerate(outcomes) if r)
+            raise CheckpointError(f"--resume: process {blind} of this job finds no checkpoint to resume "
+                                  f"(it reads {self.save_dir}) while process {chosen[0][0]} resumes from "
+                                  f"{chosen[0][1]}; OUTPUT_DIR must be on a file system every node sees")
         if refusals:
             raise CheckpointError(refusals[0])
         paths = sorted({path for _, path in outcomes})

@@ -45,12 +45,13 @@ def fsdp_blocks(model: nn.Module, patterns: List[str], model_type: str) -> List[
     return blocks
 
 
-def mixed_precision(solver: CfgNode) -> MixedPrecisionPolicy:
-    """SOLVER.AMP as FSDP2's policy (float32 throughout without AMP)."""
+def mixed_precision(solver: CfgNode, root: bool) -> MixedPrecisionPolicy:
+    """SOLVER.AMP as FSDP2's policy (float32 throughout without AMP); the ``root``'s outputs
+    (the logits the loss reads) in float32, a block's in the AMP dtype for the next block."""
     if not solver.AMP.ENABLED:
         return MixedPrecisionPolicy()
     return MixedPrecisionPolicy(param_dtype=AUTOCAST_DTYPES[solver.AMP.DTYPE], reduce_dtype=torch.float32,
-                                output_dtype=torch.float32)
+                                output_dtype=torch.float32 if root else None)
 
 
 def shard_model(model: nn.Module, cfg: CfgNode, device: torch.device, world_size: int) -> nn.Module:
@@ -58,9 +59,9 @@ def shard_model(model: nn.Module, cfg: CfgNode, device: torch.device, world_size
     processes on ``device`` (in place; returned for convenience). Build the optimizer after."""
     blocks = fsdp_blocks(model, list(cfg.SOLVER.DISTRIBUTED.FSDP_BLOCKS), cfg.MODEL.TYPE)
     mesh = init_device_mesh(device.type, (world_size,))
-    policy = mixed_precision(cfg.SOLVER)
     for block in reversed(blocks):  # inner blocks before the blocks that hold them
-        fully_shard(block, mesh=mesh, mp_policy=policy)
+        fully_shard(block, mesh=mesh, mp_policy=mixed_precision(cfg.SOLVER, root=False))
     # The root's own parameters are used again right away by the backward: kept gathered.
-    fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=False)
+    fully_shard(model, mesh=mesh, mp_policy=mixed_precision(cfg.SOLVER, root=True),
+                reshard_after_forward=False)
     return model

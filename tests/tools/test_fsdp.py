@@ -270,3 +270,48 @@ def test_a_model_fsdp_cannot_shard_is_refused_by_every_process(tmp_path, overrid
     # Every worker exits 2 (torchrun then prints its own report); none with a traceback.
     assert "exitcode: 2" in result.stderr and "[rank" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def two_node_jobs(cwd, cfg_file, node_args) -> list:
+    """Two torchrun launches of one process each, meeting at a c10d rendezvous on localhost:
+    the commands of a two-machine job (``--nnodes 2``), run side by side; ``node_args``: each
+    launch's train_net arguments. Returns their finished processes."""
+    port, launches = free_port(), []
+    for args in node_args:
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                   "--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{port}", "--rdzv-id", "pet-job",
+                   str(REPO / "tools" / "train_net.py"), "--cfg", str(cfg_file), *map(str, args)]
+        launches.append(subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         text=True))
+    for launch in launches:
+        launch.stdout_text, launch.stderr_text = launch.communicate(timeout=240)
+    return launches
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_nodes_train_as_one_machine_does(references, tmp_path, strategy):
+    """Two one-process "nodes" (global ranks 0 and 1, each LOCAL_RANK 0) end bit-identical to
+    the two processes of one machine; global rank 0 alone writes."""
+    cwd, cfg_file = references
+    args = ("OUTPUT_DIR", "out", "SOLVER.DISTRIBUTED.STRATEGY", strategy)
+    for launch in two_node_jobs(tmp_path, cfg_file, [args, args]):
+        assert launch.returncode == 0, launch.stderr_text
+    assert_same_weights(whole_final(cwd / strategy), whole_final(tmp_path / "out"), rtol=0)
+    assert [r["iteration"] for r in read_metrics(tmp_path / "out")] == list(range(20))
+
+
+def test_a_node_that_cannot_see_the_checkpoint_stops_every_process_with_one_line(references, tmp_path):
+    """--resume where one node reads the run's directory and the other an empty one (a
+    node-local disk): every process stops with exit 2 before training, each node's console
+    shows the reason once, nothing hangs."""
+    cwd, cfg_file = references
+    resume_from(cwd / "fsdp", "model_0000010.dcp", tmp_path / "seen")
+    (tmp_path / "blind").mkdir()
+    launches = two_node_jobs(tmp_path, cfg_file, [("OUTPUT_DIR", directory, *FSDP, "--resume")
+                                                  for directory in ("seen", "blind")])
+    for launch in launches:
+        assert "exitcode: 2" in launch.stderr_text and "[rank" not in launch.stderr_text, launch.stderr_text
+        lines = [line for line in launch.stderr_text.splitlines() if line.startswith("error: ")]
+        assert len(lines) == 1 and "finds no checkpoint to resume" in lines[0], launch.stderr_text
+        assert "OUTPUT_DIR must be on a file system every node sees" in lines[0]
+    assert not (tmp_path / "blind" / "log.txt").exists()

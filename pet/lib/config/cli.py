@@ -29,11 +29,12 @@ def build_parser(description: str) -> argparse.ArgumentParser:
 @contextlib.contextmanager
 def exit_on_config_error() -> Iterator[None]:
     """Turn a ConfigError into one line on stderr and exit status 2 (no traceback). Under
-    torchrun every process exits 2 and only rank 0 prints, so a job shows the line once."""
+    torchrun every process exits 2 and the first process of each machine prints (LOCAL_RANK 0),
+    so each machine's console shows the line once."""
     try:
         yield
     except ConfigError as e:
-        if os.environ.get("RANK", "0") == "0":
+        if os.environ.get("LOCAL_RANK", "0") == "0":  # once per machine of a torchrun job
             print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_CONFIG)
 

@@ -63,8 +63,10 @@ class OptimWrapper:
         if int(accumulation_steps) != accumulation_steps or accumulation_steps < 1:
             raise ValueError(f"accumulation_steps: expected an integer >= 1, got {accumulation_steps!r}")
         self.optimizer = optimizer
-        # optimizer.step, or its compiled form (SOLVER.OPTIMIZER.COMPILE, compiled_step.py).
-        self._optimizer_step = optimizer.step
+        # The compiled form of optimizer.step (SOLVER.OPTIMIZER.COMPILE, compiled_step.py), or
+        # None: optimizer.step, looked up at each call (a torch scheduler built later wraps it
+        # to record that the optimizer stepped).
+        self._compiled_step = None
         self.accumulation_steps = int(accumulation_steps)
         # A disabled scaler would only pass calls through: treat it as none, so the loss check
         # (which a scaler replaces by skipping) stays on.
@@ -207,6 +209,9 @@ class OptimWrapper:
         if step.grad_norm is None:  # for the error message and the metrics
             step.grad_norm = self._gradient_check.total_norm()
         self.read_back()  # raises when too many were non-finite in a row
+
+    def _optimizer_step(self) -> None:
+        (self._compiled_step or self.optimizer.step)()
 
     def _momentum_unset(self) -> bool:
         """Before a step of a fused SGD with momentum whose buffers do not exist yet, make
@@ -385,7 +390,7 @@ def build_optim_wrapper(optimizer: torch.optim.Optimizer, solver: CfgNode,
         if scaler is not None:
             raise ConfigError("SOLVER.OPTIMIZER.COMPILE: not supported with SOLVER.AMP.DTYPE float16 (its "
                               "GradScaler steps the optimizer itself); use bfloat16 or COMPILE False")
-        wrapper._optimizer_step = compiled_step(optimizer)
+        wrapper._compiled_step = compiled_step(optimizer)
     return wrapper
 
 
