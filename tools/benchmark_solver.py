@@ -62,6 +62,7 @@ from pet.bench.step_paths import short_job, step_paths_section  # noqa: E402
 from pet.bench.device_loop import device_loop_section  # noqa: E402
 from pet.bench.build_benchmark import build_cost_section, format_build_cost  # noqa: E402
 from pet.bench.data_benchmark import data_loader_section, format_data_loader  # noqa: E402
+from pet.bench.fsdp_benchmark import format_fsdp, fsdp_section  # noqa: E402
 from tools.write_image_folder import write_image_folder  # noqa: E402
 from pet.lib.utils.compiled_step import compiled_step  # noqa: E402
 from pet.lib.utils.lr_scheduler import LearningRateScheduler  # noqa: E402
@@ -319,6 +320,10 @@ def main(argv=None):
     parser.add_argument("--data-loader", action="store_true",
                         help="also time the data loader against a plain DataLoader and train_net's "
                              "wait for data (about a minute)")
+    parser.add_argument("--fsdp", action="store_true",
+                        help="also measure SOLVER.DISTRIBUTED.STRATEGY fsdp on 2 processes: per-process "
+                             "memory against ddp, train_net's loop against a bare FSDP2 loop (about "
+                             "a minute)")
     parser.add_argument("--compiled-step", action="store_true",
                         help="also time the solver's step compiled (SOLVER.OPTIMIZER.COMPILE), "
                              "unclipped and with each clip, and the job's loop with MODEL.COMPILE "
@@ -335,6 +340,9 @@ def main(argv=None):
         print("\n" + format_build_cost(result["build_cost"]))
     if "data_loader" in result:
         print("\n" + format_data_loader(result["data_loader"]))
+    if args.fsdp:
+        result["fsdp"] = fsdp_section(args.quick)
+        print("\n" + "\n".join(format_fsdp(result["fsdp"])))
     if "compiled_loop" in result:
         loops = result["compiled_loop"]
         print("\ntrain_net's loop of the job, eager and with MODEL.COMPILE (lock-step): " + "; ".join(

@@ -25,8 +25,10 @@ from pet.engine.writers import WRITERS
 
 
 def validate_job(cfg: CfgNode, iter_per_epoch_override: Optional[int] = None,
-                 world_size: int = 1) -> int:
-    """Check every section of ``cfg`` for a run of ``world_size`` processes; return the
+                 world_size: Optional[int] = None) -> int:
+    """Check every section of ``cfg`` for a run of ``world_size`` processes (None: a tool
+    checking the config without running it, which cannot know; the batch is then checked for
+    one process); return the
     iterations per epoch the schedule is converted with: ``iter_per_epoch_override`` when given
     (a what-if of the tools), else the training loader's.
 
@@ -52,6 +54,6 @@ def validate_job(cfg: CfgNode, iter_per_epoch_override: Optional[int] = None,
     else:
         iters = iter_per_epoch(cfg)
     validate_solver(cfg.SOLVER, iters)
-    validate_micro_batches(cfg, len(train), world_size)
+    validate_micro_batches(cfg, len(train), world_size or 1)
     validate_strategy(cfg, world_size)
     return iters

@@ -70,3 +70,30 @@ def test_the_batch_is_split_over_processes_and_micro_batches():
     with pytest.raises(ConfigError, match=r"^DATA.BATCH_SIZE: 36 images per step cannot be split into "
                        r"SOLVER.ACCUMULATION_STEPS=2 x 4 processes equal micro-batches; use a multiple of 8$"):
         validate_job(cfg, world_size=4)
+
+
+@pytest.mark.parametrize("overrides, world_size, message", [
+    (["SOLVER.DISTRIBUTED.STRATEGY", "fsdp"], 1, "fsdp shards the model over the processes of a torchrun job"),
+    (["SOLVER.DISTRIBUTED.STRATEGY", "FSDP"], 2, "SOLVER.DISTRIBUTED.STRATEGY: unknown value 'FSDP'; allowed: ddp, fsdp"),
+    (["SOLVER.DISTRIBUTED.STRATEGY", "fsdp", "MODEL.COMPILE.ENABLED", "True"], 2,
+     "fsdp is not supported with MODEL.COMPILE.ENABLED"),
+    (["SOLVER.DISTRIBUTED.STRATEGY", "fsdp", "SOLVER.OPTIMIZER.COMPILE", "True"], 2,
+     "fsdp is not supported with SOLVER.OPTIMIZER.COMPILE"),
+    (["SOLVER.DISTRIBUTED.STRATEGY", "fsdp", "MODEL.EMA.ENABLED", "True"], None,
+     "fsdp is not supported with MODEL.EMA.ENABLED"),
+    (["SOLVER.ASYNC_CHECKPOINT", "True"], 2, "SOLVER.ASYNC_CHECKPOINT: True needs SOLVER.DISTRIBUTED.STRATEGY fsdp"),
+    (["SOLVER.DISTRIBUTED.FSDP_BLOCKS", "['']"], 2, "SOLVER.DISTRIBUTED.FSDP_BLOCKS: expected a list"),
+])
+def test_the_strategy_is_checked_against_the_job(overrides, world_size, message):
+    cfg = get_cfg()
+    merge_from_list(cfg, overrides)
+    with pytest.raises(ConfigError, match=message):
+        validate_job(cfg, world_size=world_size)
+
+
+def test_a_tool_that_does_not_run_the_job_accepts_fsdp():
+    """check_cfg and the other tools do not know the number of processes (None): an fsdp
+    config checks; train_net, which knows it, refuses one process."""
+    cfg = get_cfg()
+    merge_from_list(cfg, ["SOLVER.DISTRIBUTED.STRATEGY", "fsdp", "SOLVER.ASYNC_CHECKPOINT", "True"])
+    assert validate_job(cfg) == validate_job(cfg, world_size=2) == 44

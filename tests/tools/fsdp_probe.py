@@ -130,6 +130,56 @@ def check_fused_kernels_on_shards(rank):
         print("OK fused kernels on shards")
 
 
+def check_every_optimizer(rank):
+    """Every optimizer of the registry (with full_model clipping), built by Pet's Optimizer over
+    the shards, steps them as it steps the whole model, except those NOT_ON_SHARDS names, which
+    are refused with one line; and those do fail on shards (the list follows torch)."""
+    from pet.lib.config import ConfigError, get_cfg
+    import pet.lib.utils.optimizer as optimizer_module
+    from pet.lib.utils.optimizer import NOT_ON_SHARDS, OPTIMIZERS, Optimizer
+    for name in OPTIMIZERS.names():
+        if name in NOT_ON_SHARDS:
+            cfg = get_cfg().SOLVER.OPTIMIZER
+            cfg.defrost()
+            cfg.TYPE, cfg.WEIGHT_DECAY = name, 0.0
+            try:
+                Optimizer(build()[1], cfg).build()
+                raise AssertionError(f"{name} was not refused on shards")
+            except ConfigError as e:  # SparseAdam: refused for dense gradients first
+                assert name == "SPARSEADAM" or f"TYPE: {name} cannot step parameters sharded" in str(e), e
+            if name == "SPARSEADAM":
+                continue  # needs sparse gradients, whole or sharded
+            whole, sharded = build()  # and, built without the refusal, it does fail on them
+            optimizer_module.NOT_ON_SHARDS = ()
+            try:
+                optimizer = Optimizer(sharded, cfg).build()
+            finally:
+                optimizer_module.NOT_ON_SHARDS = NOT_ON_SHARDS
+            set_grads(whole, sharded, seed=5)
+            try:
+                optimizer.step()
+                raise AssertionError(f"{name} steps shards now: take it off NOT_ON_SHARDS")
+            except (RuntimeError, NotImplementedError):
+                pass
+            continue
+        cfg = get_cfg().SOLVER.OPTIMIZER
+        cfg.defrost()
+        cfg.TYPE, cfg.BASE_LR, cfg.CLIP_GRADIENTS.ENABLED, cfg.CLIP_GRADIENTS.CLIP_VALUE = name, 0.01, True, 1.0
+        if not OPTIMIZERS.get(name).weight_decay:
+            cfg.WEIGHT_DECAY = 0.0
+        whole, sharded = build()
+        optimizers = [Optimizer(model, cfg).build() for model in (whole, sharded)]
+        for step in range(3):
+            set_grads(whole, sharded, seed=10 + step, scale=2.0)
+            for optimizer in optimizers:
+                optimizer.step()
+        for w, s in zip(whole.parameters(), sharded.parameters()):
+            torch.testing.assert_close(s.full_tensor(), w.detach(), rtol=2e-5, atol=1e-6,
+                                       msg=lambda m: f"{name}: {m}")
+    if rank == 0:
+        print("OK every optimizer on shards")
+
+
 def main():
     dist.init_process_group("gloo")
     rank = dist.get_rank()
@@ -140,6 +190,7 @@ def main():
     check_norm_and_flag(rank)
     check_scaler(rank)
     check_fused_kernels_on_shards(rank)
+    check_every_optimizer(rank)
     assert isinstance(next(build()[1].parameters()), DTensor)
     dist.barrier()
     dist.destroy_process_group()

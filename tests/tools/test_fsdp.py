@@ -76,7 +76,7 @@ def test_the_step_seam_on_shards_matches_torch_on_the_whole_model():
                "--master_port", str(free_port()), str(PROBE)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("OK ") == 9, result.stdout
+    assert result.stdout.count("OK ") == 10, result.stdout
 
 
 def test_fsdp_trains_to_ddps_weights_with_the_same_clipped_norms(references):
@@ -146,6 +146,23 @@ def test_sigkill_and_resume_under_fsdp_is_bit_identical(references, tmp_path):
     assert "Resuming from out/model_0000010.dcp at iteration 10" in result.stdout
     assert_bit_identical(whole_final(cwd / "fsdp"), whole_final(tmp_path / "out"))
     assert [r["iteration"] for r in read_metrics(tmp_path / "out")] == list(range(20))
+
+
+def test_float16_under_fsdp_scales_losses_and_resumes_bit_identical(tmp_path):
+    """float16: parameters cast for compute by FSDP2's MixedPrecisionPolicy, losses scaled by
+    the sharded GradScaler (its state in the checkpoint); resumed from its periodic checkpoint,
+    the run ends bit-identical to itself."""
+    cfg_file = write_cfg(tmp_path, FSDP_JOB)
+    args = (*FSDP, "SOLVER.AMP.ENABLED", True, "SOLVER.AMP.DTYPE", "float16")
+    result = torchrun(tmp_path, cfg_file, "OUTPUT_DIR", "reference", *args)
+    assert result.returncode == 0, result.stderr
+    assert "float16 parameters" in result.stdout
+    records = read_metrics(tmp_path / "reference")
+    assert records[-1]["loss"] < records[0]["loss"] and all(r["loss_scale"] > 0 for r in records)
+    resume_from(tmp_path / "reference", "model_0000010.dcp", tmp_path / "out")
+    result = torchrun(tmp_path, cfg_file, "OUTPUT_DIR", "out", *args, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert_bit_identical(whole_final(tmp_path / "reference"), whole_final(tmp_path / "out"))
 
 
 def resume_from(source, checkpoint: str, destination):

@@ -3,6 +3,7 @@ import. The registry names (MODEL.TYPE, DATA.DATASET) are checked by the registr
 ``pet.engine.job.validate_job`` runs every check of a training job in one place.
 """
 import re
+from typing import Optional
 
 from yacs.config import CfgNode
 
@@ -116,9 +117,9 @@ def validate_micro_batches(cfg: CfgNode, num_train_images: int, world_size: int 
         )
 
 
-def validate_strategy(cfg: CfgNode, world_size: int) -> None:
-    """ConfigError when SOLVER.DISTRIBUTED.STRATEGY fsdp cannot run this job: one process (no
-    torchrun), or a feature that needs the whole model in every process."""
+def validate_strategy(cfg: CfgNode, world_size: Optional[int]) -> None:
+    """ConfigError when SOLVER.DISTRIBUTED.STRATEGY fsdp cannot run this job: a feature that
+    needs the whole model in every process, or one process (no torchrun; None: not known)."""
     if cfg.SOLVER.DISTRIBUTED.STRATEGY != "fsdp":
         return
     refused = [("SOLVER.OPTIMIZERS", bool(cfg.SOLVER.OPTIMIZERS)),
@@ -129,7 +130,7 @@ def validate_strategy(cfg: CfgNode, world_size: int) -> None:
         if used:
             raise ConfigError(f"SOLVER.DISTRIBUTED.STRATEGY: fsdp is not supported with {key} (it needs "
                               f"the whole model in each process); use ddp or turn {key} off")
-    if world_size < 2:
+    if world_size is not None and world_size < 2:
         raise ConfigError(f"SOLVER.DISTRIBUTED.STRATEGY: fsdp shards the model over the processes of a "
                           f"torchrun job, and this run has {world_size}; launch it with torchrun "
                           f"--nproc_per_node 2 (or more), or use ddp")

@@ -175,6 +175,19 @@ def check_sparse_gradients(names: List[str], spec: OptimizerSpec, model: Optiona
 # The optimizers whose fused kernels step sharded (FSDP2's DTensor) parameters: torch 2.13's
 # DTensor has sharding rules for _fused_adam_ and _fused_adamw_ alone (the others raise).
 FUSED_ON_SHARDS = ("Adam", "AdamW")
+# The registry's optimizers that cannot step sharded parameters at all: Muon orthogonalizes
+# whole matrices and Adafactor factors whole ones (a shard's rows are not the matrix), torch's
+# Rprop has no DTensor path for its sign masks, SparseAdam takes sparse gradients only.
+NOT_ON_SHARDS = ("MUON", "ADAFACTOR", "RPROP", "SPARSEADAM")
+
+
+def check_shards(spec: OptimizerSpec, params: List[torch.Tensor]) -> None:
+    """ConfigError when the optimizer of ``spec`` cannot step ``params`` because they are
+    sharded (SOLVER.DISTRIBUTED.STRATEGY fsdp)."""
+    if params and is_sharded(params[0]) and spec.name in NOT_ON_SHARDS:
+        allowed = ", ".join(n for n in OPTIMIZERS.names() if n not in NOT_ON_SHARDS)
+        raise ConfigError(f"{_OPT}.TYPE: {spec.name} cannot step parameters sharded by SOLVER.DISTRIBUTED."
+                          f"STRATEGY fsdp; allowed there: {allowed} (or use ddp)")
 
 
 def _fused_supported(params: List[torch.Tensor], info: OptimizerInfo) -> bool:
@@ -232,6 +245,7 @@ def build_optimizer(model: nn.Module, spec: OptimizerSpec) -> torch.optim.Optimi
     check_sparse_gradients(sparse, spec, model)
     groups = run_builder(spec.builder, model, spec.grouping)
     tensors = [p[1] if isinstance(p, tuple) else p for group in groups for p in group["params"]]
+    check_shards(spec, tensors)
     kwargs = dict(spec.options, lr=spec.grouping.base_lr)
     if info.weight_decay:  # else every decay is 0 (optimizer_spec) and torch ignores the key
         kwargs["weight_decay"] = spec.grouping.weight_decay
