@@ -11,32 +11,25 @@ unreadable one) and which old ones are deleted (SOLVER.KEEP_CHECKPOINTS): pet.en
 On resume the checkpoint decides the progress (weights, optimizer moments, iteration, RNG) and
 the current config decides the hyper-parameters (lr, weight decay, momentum, schedule).
 """
-import contextlib
 import logging
 import os
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
 from torch import nn
 from yacs.config import CfgNode
 
-from pet.engine.distributed import ProcessInfo, all_gather_objects
-from pet.engine.sharded_checkpoint import (
-    SHARDED_SUFFIX,
-    STATE_FILE,
-    TMP_SUFFIX as SHARDED_TMP_SUFFIX,
-    load_tensors,
-    publish,
-    reshard,
-    remove_tree,
-    shard_like,
-    split_state,
-    tmp_dir,
+from pet.engine.checkpoint_io import (  # noqa: F401  (re-exported: the checkpointer's API)
+    TMP_SUFFIX,
+    CheckpointWriteError,
+    atomic_write,
+    cfg_to_dict,
+    write_on_main,
 )
+from pet.engine.distributed import ProcessInfo, all_gather_objects
+from pet.engine.sharded_checkpoint import SHARDED_SUFFIX, load_tensors, remove_tree, reshard, shard_like, split_state
+from pet.engine.sharded_writer import ShardedWriter
 from pet.lib.utils.shards import shard_group
 from pet.engine.seed import rng_state, seed_everything, set_rng_state  # noqa: F401  (re-exported)
 from pet.lib.config.errors import first_line
@@ -46,7 +39,6 @@ from pet.engine.checkpoint_files import (  # noqa: F401  (re-exported: the check
     PERIODIC_NAME,
     choose_resume_checkpoint,
     last_checkpoint_path,
-    periodic_iterations,
     periodic_name,
     read_checkpoint,
     remove_old_checkpoints,
@@ -65,64 +57,6 @@ from pet.engine.checkpoint_state import (  # noqa: F401  (re-exported: the check
 logger = logging.getLogger(__name__)
 
 FINAL_NAME = os.path.splitext(FINAL_FILE)[0]  # model_final
-TMP_SUFFIX = ".tmp"
-
-
-class CheckpointWriteError(OSError):
-    """A file of the run could not be written (a full disk, a failed device); the file it was
-    to replace is intact and no temporary file is left."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Files
-# ---------------------------------------------------------------------------------------------
-def write_on_main(process: ProcessInfo, write: Callable[[], None]) -> None:
-    """``write()`` on rank 0 alone; when it fails there (CheckpointWriteError: a full disk),
-    every process raises it, so all of them stop at the same point with the same error instead
-    of waiting for rank 0 at the next collective. Every process must call it at the same point.
-    """
-    failure = None
-    if process.is_main:
-        try:
-            write()
-        except CheckpointWriteError as e:
-            failure = str(e)
-    failures = [f for f in all_gather_objects(failure) if f]
-    if failures:
-        raise CheckpointWriteError(failures[0])
-
-
-def atomic_write(path: str, write) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, flush and fsync it, then
-    rename it over ``path``: a crash at any moment leaves either the old file or the new one.
-
-    Raises CheckpointWriteError (one line: the path and the reason) when any of it fails, a
-    full disk included; the temporary file is then removed and ``path`` is untouched.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp_path = os.path.join(directory, f".{os.path.basename(path)}{TMP_SUFFIX}")
-    try:
-        with open(tmp_path, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.remove(tmp_path)
-        if isinstance(e, OSError) or (isinstance(e, RuntimeError) and not isinstance(e, NotImplementedError)):
-            # torch.save reports a failed write of its zip writer as a RuntimeError.
-            reason = (e.strerror if isinstance(e, OSError) and e.strerror
-                      else f"write failed: {first_line(e)}")
-            raise CheckpointWriteError(f"cannot write {path} ({reason}); the previous file is "
-                                       f"kept and no temporary file is left") from None
-        raise
-    # The rename itself is durable only once the directory entry is on disk.
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def find_checkpoints(save_dir: str) -> List[str]:
@@ -132,22 +66,6 @@ def find_checkpoints(save_dir: str) -> List[str]:
         return []
     return sorted(name for name in os.listdir(save_dir)
                   if name.endswith((".pth", SHARDED_SUFFIX)) or name == LAST_CHECKPOINT)
-
-
-@dataclass
-class PendingSave:
-    """A sharded checkpoint being written in the background (SOLVER.ASYNC_CHECKPOINT)."""
-
-    future: Any
-    tmp: str
-    path: str
-    published: bool = False
-
-
-def cfg_to_dict(cfg: CfgNode) -> Dict[str, Any]:
-    """A CfgNode as nested plain dicts (what ``weights_only`` loading accepts)."""
-    return {key: cfg_to_dict(value) if isinstance(value, CfgNode) else value
-            for key, value in cfg.items()}
 
 
 class Checkpointer:
@@ -189,11 +107,8 @@ class Checkpointer:
         self.save_dir = save_dir
         self.process = process
         self.keep_checkpoints = keep_checkpoints
-        # Sharded periodic checkpoints written in the background, over a group of their own
-        # (its collectives run beside the training's).
-        self.async_save = async_save
-        self._async_group = dist.new_group(backend="gloo") if async_save and dist.is_initialized() else None
-        self._pending: Optional[PendingSave] = None
+        # The sharded checkpoints' writer (periodic ones in the background with async_save).
+        self._writer = ShardedWriter(save_dir, process, async_save, self._point_to)
         self._sharded = False
         self.source: Optional[str] = None
         self.checkpoint: Dict[str, Any] = {}
@@ -224,9 +139,9 @@ class Checkpointer:
         chosen = [(rank, path) for rank, (_, path) in enumerate(outcomes) if path]
         if refusals and chosen:  # a node that cannot see the files the others see
             blind = next(rank for rank, (r, _) in enumerate(outcomes) if r)
-            raise CheckpointError(f"--resume: process {blind} of this job finds no checkpoint to resume "
-                                  f"(it reads {self.save_dir}) while process {chosen[0][0]} resumes from "
-                                  f"{chosen[0][1]}; OUTPUT_DIR must be on a file system every node sees")
+            raise CheckpointError(f"--resume: process {blind} of this job cannot resume ({refusals[0]}) "
+                                  f"while process {chosen[0][0]} resumes from {chosen[0][1]}; OUTPUT_DIR "
+                                  f"must be on a file system every node sees")
         if refusals:
             raise CheckpointError(refusals[0])
         paths = sorted({path for _, path in outcomes})
@@ -435,86 +350,22 @@ class Checkpointer:
             raise NonFiniteStateError(
                 f"{failure} after {iteration} iterations; {filename} was not written; last good "
                 f"checkpoint: {last_checkpoint_path(self.save_dir) or 'none'}")
+        progress = dict(iteration=int(iteration), rng=rng_states,
+                        **{key: cfg_to_dict(value) if isinstance(value, CfgNode) else value
+                           for key, value in extra.items()})
         if self.sharded:
-            return self._save_sharded(path, iteration, state, rng_states, extra)
-        def write() -> None:
-            state.update(iteration=int(iteration), rng=rng_states)
-            for key, value in extra.items():
-                state[key] = cfg_to_dict(value) if isinstance(value, CfgNode) else value
-            self._write(path, state)
-        write_on_main(self.process, write)
+            tensors, rest = split_state(state, self.checkpointables)
+            return self._writer.save(path, iteration, tensors, {**rest, **progress})
+        write_on_main(self.process, lambda: self._write(path, {**state, **progress}))
         return path
-
-    def _save_sharded(self, path: str, iteration: int, state: Dict[str, Any], rng_states: List[Any],
-                      extra: Dict[str, Any]) -> str:
-        """Write the sharded checkpoint ``path``: rank 0 the rest of the state to the temporary
-        directory, every process its shards (in the background for a periodic checkpoint with
-        ``async_save``), then rank 0 renames the directory into place and points at it."""
-        tmp = tmp_dir(path)
-        tensors, rest = split_state(state, self.checkpointables)
-        rest.update(iteration=int(iteration), rng=rng_states)
-        for key, value in extra.items():
-            rest[key] = cfg_to_dict(value) if isinstance(value, CfgNode) else value
-
-        def prepare() -> None:
-            try:
-                for stale in os.listdir(self.save_dir):  # left by a crash mid-write
-                    if stale.startswith(".") and SHARDED_SUFFIX + SHARDED_TMP_SUFFIX in stale:
-                        remove_tree(os.path.join(self.save_dir, stale))
-                os.makedirs(tmp)
-            except OSError as e:
-                raise CheckpointWriteError(f"cannot write {path} ({e.strerror or first_line(e)}); the "
-                                           f"previous checkpoint is kept") from None
-            atomic_write(os.path.join(tmp, STATE_FILE), lambda f: torch.save(rest, f))
-        write_on_main(self.process, prepare)
-        writer = dcp.FileSystemWriter(tmp)
-        if self.async_save and PERIODIC_NAME.match(os.path.basename(path)):
-            future = dcp.async_save(tensors, storage_writer=writer, process_group=self._async_group)
-            self._pending = PendingSave(future, tmp, path)
-            return path
-        try:
-            dcp.save(tensors, storage_writer=writer)
-        except Exception as e:  # noqa: BLE001  (DCP gathers every process's failure into one)
-            raise CheckpointWriteError(f"cannot write {path} ({first_line(e)}); the previous checkpoint "
-                                       f"is kept") from None
-        write_on_main(self.process, lambda: self._publish(tmp, path, iteration))
-        return path
-
-    def _publish(self, tmp: str, path: str, iteration: int) -> None:
-        """Rename the complete directory ``tmp`` to ``path`` and point at it (rank 0)."""
-        try:
-            publish(tmp, path)
-        except OSError as e:
-            raise CheckpointWriteError(f"cannot write {path} ({e.strerror or first_line(e)}); the "
-                                       f"previous checkpoint is kept") from None
-        self._point_to(path, iteration)
 
     def poll(self) -> None:
-        """Publish a background checkpoint once it is written (rank 0; DCP's coordinator
-        finishes last, after every process's shards): call it every iteration."""
-        pending = self._pending
-        if pending is None or pending.published or not self.process.is_main or not pending.future.done():
-            return
-        if pending.future.exception() is None:  # a failure is raised by wait_pending, everywhere
-            self._publish(pending.tmp, pending.path, periodic_iterations(pending.path))
-            pending.published = True
+        """Publish a background checkpoint once it is written (``ShardedWriter.poll``)."""
+        self._writer.poll()
 
     def wait_pending(self) -> None:
-        """Wait for the background checkpoint, if any, and publish it; CheckpointWriteError on
-        every process when a process's write failed (the previous checkpoint stays)."""
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return
-        error = None
-        try:
-            pending.future.result()
-        except Exception as e:  # noqa: BLE001
-            error = f"cannot write {pending.path} ({first_line(e)}); the previous checkpoint is kept"
-        errors = [e for e in all_gather_objects(error) if e]
-        if errors:
-            raise CheckpointWriteError(errors[0])
-        write_on_main(self.process, lambda: pending.published or self._publish(
-            pending.tmp, pending.path, periodic_iterations(pending.path)))
+        """Wait for the background checkpoint, if any, and publish it (``ShardedWriter.wait``)."""
+        self._writer.wait()
 
     def _write(self, path: str, state: Dict[str, Any]) -> None:
         """Write ``state`` to ``path``, point ``last_checkpoint`` at it, then apply

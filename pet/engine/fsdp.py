@@ -18,6 +18,8 @@ from yacs.config import CfgNode
 
 from pet.lib.config.errors import ConfigError
 from pet.lib.utils.optim_wrapper import AUTOCAST_DTYPES
+from pet.lib.utils.optimizer import check_on_shards, optimizer_spec
+from pet.models import build_model
 
 
 def fsdp_blocks(model: nn.Module, patterns: List[str], model_type: str) -> List[nn.Module]:
@@ -43,6 +45,16 @@ def fsdp_blocks(model: nn.Module, patterns: List[str], model_type: str) -> List[
                           f"{model_type} names no blocks; set {key} to patterns of its module names "
                           f"(e.g. ['layers.*']) or give the model an fsdp_blocks() method")
     return blocks
+
+
+def check_fsdp_job(cfg: CfgNode) -> None:
+    """ConfigError when fsdp cannot run ``cfg``'s model or optimizer (no blocks, a pattern
+    that matches nothing, an optimizer that cannot step shards): checked before the processes
+    meet, on a model built on the meta device (no memory), so every process stops alike."""
+    with torch.device("meta"):
+        model = build_model(cfg)
+    fsdp_blocks(model, list(cfg.SOLVER.DISTRIBUTED.FSDP_BLOCKS), cfg.MODEL.TYPE)
+    check_on_shards(optimizer_spec(cfg.SOLVER.OPTIMIZER))
 
 
 def mixed_precision(solver: CfgNode, root: bool) -> MixedPrecisionPolicy:

@@ -20,6 +20,7 @@ from pet.lib.config.validate_job import (
 from pet.lib.config.runtime import validate_runtime
 from pet.lib.utils.solver import validate_solver
 from pet.models import MODELS
+from pet.engine.fsdp import check_fsdp_job
 from pet.engine.hook_config import check_custom_hooks
 from pet.engine.writers import WRITERS
 
@@ -56,4 +57,6 @@ def validate_job(cfg: CfgNode, iter_per_epoch_override: Optional[int] = None,
     validate_solver(cfg.SOLVER, iters)
     validate_micro_batches(cfg, len(train), world_size or 1)
     validate_strategy(cfg, world_size)
+    if cfg.SOLVER.DISTRIBUTED.STRATEGY == "fsdp":
+        check_fsdp_job(cfg)
     return iters

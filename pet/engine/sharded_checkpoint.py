@@ -25,10 +25,11 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor, distribute_tensor
+
+from pet.engine.checkpoint_io import TMP_SUFFIX
 SHARDED_SUFFIX = ".dcp"
 STATE_FILE = "state.pth"
 METADATA_FILE = ".metadata"
-TMP_SUFFIX = ".tmp"
 
 
 def is_sharded_checkpoint(path: str) -> bool:
@@ -203,8 +204,9 @@ def full_state_dict(module: nn.Module) -> Dict[str, torch.Tensor]:
 
 
 def remove_tree(path: str) -> None:
-    """Delete a checkpoint: a file, or a sharded checkpoint's directory."""
-    if os.path.isdir(path) and not os.path.islink(path):
+    """Delete a checkpoint: a file, or a sharded checkpoint's directory (``*.dcp``, or its
+    temporary form); any other directory is not ours to delete (OSError)."""
+    if os.path.isdir(path) and not os.path.islink(path) and SHARDED_SUFFIX in os.path.basename(path):
         shutil.rmtree(path)
     else:
         os.remove(path)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+import pet.engine.checkpoint_io as checkpoint_io
 import pet.engine.checkpointer as checkpointer_module
 from pet.engine.checkpointer import (
     LAST_CHECKPOINT,
@@ -193,10 +194,13 @@ def test_every_process_resumes_from_the_same_checkpoint_or_none_does(tmp_path, m
                         fake_gather([(None, str(tmp_path / "model_0000002.pth"))]))
     with pytest.raises(CheckpointError, match="the processes of this job chose different checkpoints"):
         Checkpointer(str(tmp_path), resume=True)
-    # Another process that finds nothing readable refuses for the whole job.
+    # Another process that finds nothing readable refuses for the whole job, saying that it
+    # sees other files than this one (a node whose OUTPUT_DIR is not the shared one).
     monkeypatch.setattr(checkpointer_module, "all_gather_objects",
                         fake_gather([("--resume: no readable checkpoint in x", None)]))
-    with pytest.raises(CheckpointError, match="^--resume: no readable checkpoint in x$"):
+    with pytest.raises(CheckpointError, match=r"^--resume: process 1 of this job cannot resume \(--resume: no "
+                       r"readable checkpoint in x\) while process 0 resumes from .*model_0000004.pth; "
+                       r"OUTPUT_DIR must be on a file system every node sees$"):
         Checkpointer(str(tmp_path), resume=True)
     monkeypatch.setattr(checkpointer_module, "all_gather_objects", fake_gather([None]))
     assert Checkpointer(str(tmp_path), resume=True).source == chosen
@@ -205,7 +209,7 @@ def test_every_process_resumes_from_the_same_checkpoint_or_none_does(tmp_path, m
 def test_a_failed_write_of_rank_0_fails_every_process_alike(tmp_path, monkeypatch):
     error = f"cannot write {tmp_path}/model_0000002.pth (No space left on device); the previous file is kept"
     # Rank 1 writes nothing; it learns rank 0's failure from the gather after the write.
-    monkeypatch.setattr(checkpointer_module, "all_gather_objects",
+    monkeypatch.setattr(checkpoint_io, "all_gather_objects",  # write_on_main's gather
                         lambda obj: [error if obj is None else obj, obj])
     checkpointer = Checkpointer(str(tmp_path), process=ProcessInfo(rank=1, world_size=2),
                                 model=nn.Linear(2, 2))

@@ -95,5 +95,21 @@ def test_a_tool_that_does_not_run_the_job_accepts_fsdp():
     """check_cfg and the other tools do not know the number of processes (None): an fsdp
     config checks; train_net, which knows it, refuses one process."""
     cfg = get_cfg()
-    merge_from_list(cfg, ["SOLVER.DISTRIBUTED.STRATEGY", "fsdp", "SOLVER.ASYNC_CHECKPOINT", "True"])
+    merge_from_list(cfg, ["MODEL.TYPE", "transformer", "SOLVER.DISTRIBUTED.STRATEGY", "fsdp",
+                          "SOLVER.ASYNC_CHECKPOINT", "True"])
     assert validate_job(cfg) == validate_job(cfg, world_size=2) == 44
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["MODEL.TYPE", "cnn"], "MODEL.TYPE cnn names no blocks; set SOLVER.DISTRIBUTED.FSDP_BLOCKS"),
+    (["SOLVER.DISTRIBUTED.FSDP_BLOCKS", "['backbone.nothing.*']"], "'backbone.nothing.*' matches no submodule"),
+    (["SOLVER.OPTIMIZER.TYPE", "MUON"], "SOLVER.OPTIMIZER.TYPE: MUON cannot step parameters sharded"),
+    (["SOLVER.OPTIMIZER.IMPLEMENTATION", "fused"], "'fused' cannot step SGD on sharded parameters"),
+])
+def test_what_fsdp_cannot_shard_is_refused_before_the_processes_meet(overrides, message):
+    """The model (built on the meta device) and the optimizer, checked by validate_job: every
+    process refuses alike, before the process group (one line from the first process)."""
+    cfg = get_cfg()
+    merge_from_list(cfg, ["MODEL.TYPE", "transformer", "SOLVER.DISTRIBUTED.STRATEGY", "fsdp", *overrides])
+    with pytest.raises(ConfigError, match=message):
+        validate_job(cfg, world_size=2)

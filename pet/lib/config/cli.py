@@ -5,6 +5,7 @@ import contextlib
 import importlib
 import os
 import sys
+import time
 from typing import Iterator, List, Optional, Sequence
 
 from yacs.config import CfgNode
@@ -36,6 +37,10 @@ def exit_on_config_error() -> Iterator[None]:
     except ConfigError as e:
         if os.environ.get("LOCAL_RANK", "0") == "0":  # once per machine of a torchrun job
             print(f"error: {e}", file=sys.stderr)
+        else:
+            # torchrun stops the other processes as soon as one exits: the silent ones leave a
+            # moment later, so the one that prints is never stopped before its line.
+            time.sleep(1.0)
         sys.exit(EXIT_BAD_CONFIG)
 
 

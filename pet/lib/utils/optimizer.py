@@ -181,19 +181,29 @@ FUSED_ON_SHARDS = ("Adam", "AdamW")
 NOT_ON_SHARDS = ("MUON", "ADAFACTOR", "RPROP", "SPARSEADAM")
 
 
-def check_shards(spec: OptimizerSpec, params: List[torch.Tensor]) -> None:
-    """ConfigError when the optimizer of ``spec`` cannot step ``params`` because they are
-    sharded (SOLVER.DISTRIBUTED.STRATEGY fsdp)."""
-    if params and is_sharded(params[0]) and spec.name in NOT_ON_SHARDS:
+def _fused_on_shards(info: OptimizerInfo) -> bool:
+    return any(c.__name__ in FUSED_ON_SHARDS for c in info.cls.__mro__)
+
+
+def check_on_shards(spec: OptimizerSpec) -> None:
+    """ConfigError when the optimizer of ``spec`` cannot step sharded parameters
+    (SOLVER.DISTRIBUTED.STRATEGY fsdp): a type that needs whole tensors, or a fused kernel
+    torch has no sharded form of."""
+    if spec.name in NOT_ON_SHARDS:
         allowed = ", ".join(n for n in OPTIMIZERS.names() if n not in NOT_ON_SHARDS)
         raise ConfigError(f"{_OPT}.TYPE: {spec.name} cannot step parameters sharded by SOLVER.DISTRIBUTED."
                           f"STRATEGY fsdp; allowed there: {allowed} (or use ddp)")
+    info = OPTIMIZERS.get(spec.name)
+    if spec.implementation == "fused" and not _fused_on_shards(info):
+        raise ConfigError(f"{_OPT}.IMPLEMENTATION: 'fused' cannot step {info.cls.__name__} on sharded "
+                          f"parameters (SOLVER.DISTRIBUTED.STRATEGY fsdp: torch's fused kernels take them "
+                          f"for {', '.join(FUSED_ON_SHARDS)}); allowed: auto, foreach, loop")
 
 
 def _fused_supported(params: List[torch.Tensor], info: OptimizerInfo) -> bool:
     # torch's own list of devices with fused optimizer kernels (CPU and CUDA among them).
     devices = _get_fused_kernels_supported_devices()
-    if params and is_sharded(params[0]) and not any(c.__name__ in FUSED_ON_SHARDS for c in info.cls.__mro__):
+    if params and is_sharded(params[0]) and not _fused_on_shards(info):
         return False
     return all(p.is_floating_point() and not p.is_sparse and p.device.type in devices
                for p in params)
@@ -214,10 +224,6 @@ def implementation_kwargs(implementation: str, info: OptimizerInfo,
         if not info.fused:
             raise ValueError(f"{_OPT}.IMPLEMENTATION: 'fused' is not available for "
                              f"{info.cls.__name__}; allowed: auto, foreach, loop")
-        if not _fused_supported(params, info) and params and is_sharded(params[0]):
-            raise ConfigError(f"{_OPT}.IMPLEMENTATION: 'fused' cannot step {info.cls.__name__} on sharded "
-                             f"parameters (SOLVER.DISTRIBUTED.STRATEGY fsdp: torch's fused kernels "
-                             f"take them for {', '.join(FUSED_ON_SHARDS)}); allowed: auto, foreach, loop")
         return dict(fused=True)
     if not info.foreach:
         return {}
@@ -245,7 +251,8 @@ def build_optimizer(model: nn.Module, spec: OptimizerSpec) -> torch.optim.Optimi
     check_sparse_gradients(sparse, spec, model)
     groups = run_builder(spec.builder, model, spec.grouping)
     tensors = [p[1] if isinstance(p, tuple) else p for group in groups for p in group["params"]]
-    check_shards(spec, tensors)
+    if tensors and is_sharded(tensors[0]):
+        check_on_shards(spec)
     kwargs = dict(spec.options, lr=spec.grouping.base_lr)
     if info.weight_decay:  # else every decay is 0 (optimizer_spec) and torch ignores the key
         kwargs["weight_decay"] = spec.grouping.weight_decay
