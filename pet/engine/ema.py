@@ -5,13 +5,15 @@
 a checkpointable ("ema" in each checkpoint), so a resumed run continues it bit for bit.
 """
 import copy
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from torch import nn
 
 from pet.engine.events import MetricsStorage
 from pet.engine.hooks import HOOKS, HookBase, is_period_end
+from pet.engine.sharded_checkpoint import reshard
+from pet.lib.utils.shards import local_shard, shard_group
 from pet.lib.config.runtime import PRIORITIES
 
 
@@ -26,11 +28,16 @@ def ema_decay(decay: float, update: int, warmup: bool) -> float:
 class ModelEMA:
     """A frozen copy of ``model`` holding the averaged weights (``module``, in eval mode).
 
-    ``state_dict``/``load_state_dict`` are the copy's, for the checkpointer."""
+    ``state_dict``/``load_state_dict`` are the copy's, for the checkpointer. ``module``: the
+    copy, built by the caller (a sharded model cannot be deep-copied: FSDP2 refuses; the copy
+    is built and sharded alike, its values loaded from ``model``'s state dict). A sharded
+    average is updated shard by shard, each process its own rows."""
 
-    def __init__(self, model: nn.Module, decay: float, warmup: bool = False) -> None:
-        self.module = copy.deepcopy(model).eval()
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = False,
+                 module: Optional[nn.Module] = None) -> None:
+        self.module = (copy.deepcopy(model) if module is None else module).eval()
         self.module.requires_grad_(False)
+        self.sharded = shard_group(self.module.parameters()) is not None
         self.decay = decay
         self.warmup = warmup
 
@@ -39,11 +46,13 @@ class ModelEMA:
         """Average ``model``'s parameters in (its ``update``-th update), copy its buffers:
         one multi-tensor lerp over the floating-point parameters (as timm's ModelEmaV3)."""
         decay = ema_decay(self.decay, update, self.warmup)
+        if self.sharded:  # its evaluation may have left its root's parameters gathered
+            reshard(self.module)
         averaged, current = [], []
         for ema_p, p in zip(self.module.parameters(), model.parameters()):
             if ema_p.is_floating_point():
-                averaged.append(ema_p)
-                current.append(p.detach())
+                averaged.append(local_shard(ema_p))
+                current.append(local_shard(p.detach()))
             else:
                 ema_p.copy_(p)
         if averaged:
@@ -52,6 +61,8 @@ class ModelEMA:
             ema_b.copy_(b)
 
     def state_dict(self) -> Dict[str, torch.Tensor]:
+        if self.sharded:
+            reshard(self.module)
         return self.module.state_dict()
 
     def load_state_dict(self, state_dict: Dict[str, torch.Tensor]) -> None:

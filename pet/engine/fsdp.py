@@ -66,6 +66,16 @@ def mixed_precision(solver: CfgNode, root: bool) -> MixedPrecisionPolicy:
                                 output_dtype=torch.float32 if root else None)
 
 
+def sharded_copy(cfg: CfgNode, device: torch.device, world_size: int) -> nn.Module:
+    """Another instance of the run's model, sharded as ``shard_model`` shards it, its storage
+    allocated on ``device`` but not initialized (built on the meta device: no random draws, no
+    whole copy in memory): the holder of values loaded from the model (the EMA)."""
+    with torch.device("meta"):
+        model = build_model(cfg)
+    shard_model(model, cfg, device, world_size)
+    return model.to_empty(device=device)
+
+
 def shard_model(model: nn.Module, cfg: CfgNode, device: torch.device, world_size: int) -> nn.Module:
     """``model`` with its blocks and root wrapped by ``fully_shard`` over ``world_size``
     processes on ``device`` (in place; returned for convenience). Build the optimizer after."""

@@ -2,7 +2,7 @@
 by every process at once with torch.distributed.checkpoint (DCP).
 
 Layout: DCP's files (each process's shards and the ``.metadata`` index) hold the tensors of
-the model (``model.<name>``) and of the optimizer's state (``optimizer.state.<param index>.
+the model (``model.<name>``; the EMA's: ``ema.<name>``) and of the optimizer's state (``optimizer.state.<param index>.
 <key>``); ``state.pth`` (written by rank 0) holds everything else of a checkpoint as the
 one-file format does: ``iteration``, ``rng``, the config, the scheduler, the step seam, the
 metrics, the optimizer's param groups. The directory is written as ``.<name>.dcp.tmp`` and
@@ -43,6 +43,12 @@ def tmp_dir(path: str) -> str:
     return os.path.join(directory, f".{name}{TMP_SUFFIX}")
 
 
+def holds_weights(checkpointable: Any) -> bool:
+    """Whether a checkpointable's state dict is a model's (its tensors by name): the model, or
+    the EMA (``module``: its copy of the model). Such entries go to DCP whole."""
+    return isinstance(checkpointable, nn.Module) or isinstance(getattr(checkpointable, "module", None), nn.Module)
+
+
 def split_state(state: Dict[str, Any], checkpointables: Dict[str, Any]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """(DCP's flat tensors, the rest) of a checkpoint's ``state``: the model's tensors and the
     optimizers' per-parameter tensors go to DCP, each process writing its own shards."""
@@ -50,7 +56,7 @@ def split_state(state: Dict[str, Any], checkpointables: Dict[str, Any]) -> Tuple
     rest: Dict[str, Any] = {}
     for name, value in state.items():
         kind = checkpointables.get(name)
-        if isinstance(kind, nn.Module):
+        if holds_weights(kind):
             tensors.update({f"{name}.{key}": tensor for key, tensor in value.items()})
             rest[name] = {}
         elif isinstance(kind, torch.optim.Optimizer):
@@ -127,7 +133,7 @@ def load_tensors(saved: Dict[str, Any], checkpointables: Dict[str, Any], path: s
     targets: Dict[str, torch.Tensor] = {}
     for name, entry in saved.items():
         kind = checkpointables.get(name)
-        if isinstance(kind, nn.Module):
+        if holds_weights(kind):
             current = kind.state_dict()
             for key in entry:
                 targets[f"{name}.{key}"] = entry[key] = current[key]
@@ -167,7 +173,7 @@ def shard_like(saved: Dict[str, Any], checkpointables: Dict[str, Any]) -> None:
     wherever the run's model is sharded (in place; a no-op for a whole model)."""
     for name, entry in saved.items():
         kind = checkpointables.get(name)
-        if isinstance(kind, nn.Module):
+        if holds_weights(kind):
             current = kind.state_dict()
             for key, tensor in entry.items():
                 if isinstance(current.get(key), DTensor) and isinstance(tensor, torch.Tensor):

@@ -222,11 +222,12 @@ def build_eval_hook(cfg: CfgNode, model: nn.Module, test_loader: EvalLoader, max
     return EvalHook(eval_fn, eval_period(cfg, iter_per_epoch), max_iter, iter_per_epoch)
 
 
-def build_ema(cfg: CfgNode, model: nn.Module) -> Optional[ModelEMA]:
-    """The EMA of ``model``'s weights when MODEL.EMA.ENABLED, else None."""
+def build_ema(cfg: CfgNode, model: nn.Module, module: Optional[nn.Module] = None) -> Optional[ModelEMA]:
+    """The EMA of ``model``'s weights when MODEL.EMA.ENABLED, else None; ``module``: the copy
+    that holds them (default: a deep copy of ``model``)."""
     if not cfg.MODEL.EMA.ENABLED:
         return None
-    return ModelEMA(model, cfg.MODEL.EMA.DECAY, warmup=cfg.MODEL.EMA.WARMUP)
+    return ModelEMA(model, cfg.MODEL.EMA.DECAY, warmup=cfg.MODEL.EMA.WARMUP, module=module)
 
 
 def build_train_hooks(cfg: CfgNode, optimizers: Dict[str, torch.optim.Optimizer], schedulers: Dict,

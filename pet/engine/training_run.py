@@ -21,7 +21,7 @@ from pet.engine.checkpointer import Checkpointer
 from pet.engine.compile import check_compiler, check_graph, compile_model, sample_inputs
 from pet.engine.distributed import ProcessInfo
 from pet.engine.ema import ModelEMA
-from pet.engine.fsdp import shard_model
+from pet.engine.fsdp import shard_model, sharded_copy
 from pet.engine.events import MetricsStorage
 from pet.engine.hooks import EvalHook
 from pet.engine.logger import ProgressBar
@@ -129,7 +129,8 @@ def build_training_run(cfg: CfgNode, process: ProcessInfo, device: torch.device,
         suffix = f".{name}" if name else ""  # optimizer and scheduler, or optimizer.<name>, ...
         checkpointer.add_checkpointable(f"optimizer{suffix}", optimizer)
         checkpointer.add_checkpointable(f"scheduler{suffix}", schedulers[name])
-    ema = build_ema(cfg, model)
+    fsdp = cfg.SOLVER.DISTRIBUTED.STRATEGY == "fsdp"
+    ema = build_ema(cfg, model, sharded_copy(cfg, device, process.world_size) if fsdp else None)
     if ema is not None:
         checkpointer.add_checkpointable("ema", ema)
     max_iter = next(iter(schedulers.values())).max_iter

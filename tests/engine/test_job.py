@@ -79,8 +79,8 @@ def test_the_batch_is_split_over_processes_and_micro_batches():
      "fsdp is not supported with MODEL.COMPILE.ENABLED"),
     (["SOLVER.DISTRIBUTED.STRATEGY", "fsdp", "SOLVER.OPTIMIZER.COMPILE", "True"], 2,
      "fsdp is not supported with SOLVER.OPTIMIZER.COMPILE"),
-    (["SOLVER.DISTRIBUTED.STRATEGY", "fsdp", "MODEL.EMA.ENABLED", "True"], None,
-     "fsdp is not supported with MODEL.EMA.ENABLED"),
+    (["SOLVER.DISTRIBUTED.STRATEGY", "fsdp", "MODEL.COMPILE.ENABLED", "True"], None,
+     "fsdp is not supported with MODEL.COMPILE.ENABLED"),
     (["SOLVER.ASYNC_CHECKPOINT", "True"], 2, "SOLVER.ASYNC_CHECKPOINT: True needs SOLVER.DISTRIBUTED.STRATEGY fsdp"),
     (["SOLVER.DISTRIBUTED.FSDP_BLOCKS", "['']"], 2, "SOLVER.DISTRIBUTED.FSDP_BLOCKS: expected a list"),
 ])

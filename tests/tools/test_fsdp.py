@@ -165,6 +165,28 @@ def test_float16_under_fsdp_scales_losses_and_resumes_bit_identical(tmp_path):
     assert_bit_identical(whole_final(tmp_path / "reference"), whole_final(tmp_path / "out"))
 
 
+def test_the_ema_is_sharded_alike_and_resumes_bit_identical(tmp_path):
+    """MODEL.EMA under fsdp: the average is a second sharded copy (FSDP2 cannot deep-copy),
+    updated shard by shard; it ends equal to ddp's average, is evaluated (ema_accuracy), saved
+    in the sharded checkpoint and resumed bit for bit."""
+    cfg_file = write_cfg(tmp_path, FSDP_JOB)
+    ema = ("MODEL.EMA.ENABLED", True, "MODEL.EMA.DECAY", 0.9)
+    for name, extra in (("ddp", ()), ("fsdp", FSDP)):
+        result = torchrun(tmp_path, cfg_file, "OUTPUT_DIR", name, *ema, *extra)
+        assert result.returncode == 0, result.stderr
+    ddp, fsdp = whole_final(tmp_path / "ddp"), whole_final(tmp_path / "fsdp")
+    assert_same_weights({"iteration": 20, "model": ddp["ema"]}, {"iteration": 20, "model": fsdp["ema"]}, rtol=1e-5)
+    assert not all(torch.equal(fsdp["ema"][k], fsdp["model"][k]) for k in fsdp["model"])  # an average
+    evaluated = [r for r in read_metrics(tmp_path / "fsdp") if "ema_accuracy" in r]
+    assert [r["iteration"] for r in evaluated] == [9, 19]
+    resume_from(tmp_path / "fsdp", "model_0000010.dcp", tmp_path / "out")
+    result = torchrun(tmp_path, cfg_file, "OUTPUT_DIR", "out", *ema, *FSDP, "--resume")
+    assert result.returncode == 0, result.stderr
+    resumed = whole_final(tmp_path / "out")
+    assert_bit_identical(fsdp, resumed)
+    assert all(torch.equal(resumed["ema"][k], t) for k, t in fsdp["ema"].items())
+
+
 def resume_from(source, checkpoint: str, destination):
     """``destination``: a copy of the run ``source`` as it was when ``checkpoint`` was its last."""
     shutil.copytree(source, destination)
@@ -263,7 +285,7 @@ def test_convert_checkpoint_writes_plain_weights_that_evaluate_alike(references,
     ([*FSDP], "fsdp shards the model over the processes of a torchrun job, and this run has 1"),
     (["SOLVER.DISTRIBUTED.STRATEGY", "zero3"], "SOLVER.DISTRIBUTED.STRATEGY: unknown value 'zero3'; allowed: ddp, fsdp"),
     (["SOLVER.ASYNC_CHECKPOINT", True], "SOLVER.ASYNC_CHECKPOINT: True needs SOLVER.DISTRIBUTED.STRATEGY fsdp"),
-    ([*FSDP, "MODEL.EMA.ENABLED", True], "fsdp is not supported with MODEL.EMA.ENABLED"),
+    ([*FSDP, "MODEL.COMPILE.ENABLED", True], "fsdp is not supported with MODEL.COMPILE.ENABLED"),
     (["SOLVER.DISTRIBUTED.FSDP_BLOCKS", "layers"], "SOLVER.DISTRIBUTED.FSDP_BLOCKS: expected a list"),
 ])
 def test_bad_strategy_input_is_one_line_and_exit_2(tmp_path, overrides, fragment):

@@ -124,8 +124,7 @@ def validate_strategy(cfg: CfgNode, world_size: Optional[int]) -> None:
         return
     refused = [("SOLVER.OPTIMIZERS", bool(cfg.SOLVER.OPTIMIZERS)),
                ("MODEL.COMPILE.ENABLED", cfg.MODEL.COMPILE.ENABLED),
-               ("SOLVER.OPTIMIZER.COMPILE", cfg.SOLVER.OPTIMIZER.COMPILE),
-               ("MODEL.EMA.ENABLED", cfg.MODEL.EMA.ENABLED)]
+               ("SOLVER.OPTIMIZER.COMPILE", cfg.SOLVER.OPTIMIZER.COMPILE)]
     for key, used in refused:
         if used:
             raise ConfigError(f"SOLVER.DISTRIBUTED.STRATEGY: fsdp is not supported with {key} (it needs "
