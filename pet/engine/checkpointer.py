@@ -316,7 +316,7 @@ class Checkpointer:
         entropy = np.random.SeedSequence([seed, self.start_iter, self.process.rank])
         seed_everything(int(entropy.generate_state(1)[0]))
 
-    def save(self, name: str, iteration: int, **extra: Any) -> str:
+    def save(self, name: str, iteration: int, background: bool = False, **extra: Any) -> str:
         """Write ``save_dir/<name>.pth`` atomically and point ``last_checkpoint`` at it.
 
         ``iteration`` is the number of iterations completed; ``extra`` values must be plain
@@ -324,8 +324,10 @@ class Checkpointer:
 
         Under torch.distributed every process calls it (each hands in its RNG states); only
         rank 0 writes, except a sharded model's checkpoint (``<name>.dcp``), to which every
-        process writes its shards. Raises CheckpointWriteError (on every process, when a write
-        failed) and NonFiniteStateError; the previous checkpoint stays valid.
+        process writes its shards; with ``background`` (a periodic checkpoint, the run goes on)
+        and ``async_save`` those are written in the background. Raises CheckpointWriteError
+        (on every process, when a write failed) and NonFiniteStateError; the previous
+        checkpoint stays valid.
         """
         self.wait_pending()
         rng_states = all_gather_objects(rng_state())
@@ -355,7 +357,7 @@ class Checkpointer:
                            for key, value in extra.items()})
         if self.sharded:
             tensors, rest = split_state(state, self.checkpointables)
-            return self._writer.save(path, iteration, tensors, {**rest, **progress})
+            return self._writer.save(path, iteration, tensors, {**rest, **progress}, background)
         write_on_main(self.process, lambda: self._write(path, {**state, **progress}))
         return path
 

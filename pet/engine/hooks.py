@@ -232,7 +232,7 @@ class PeriodicCheckpointer(HookBase):
         done = storage.iter + 1
         self.checkpointer.poll()  # a background checkpoint appears once written
         if is_period_end(storage.iter, self.period) and done < self.max_iter:
-            self.checkpointer.save(periodic_name(done), done, **self.extra)
+            self.checkpointer.save(periodic_name(done), done, background=True, **self.extra)
 
     def after_train(self, storage: MetricsStorage) -> None:
         self.checkpointer.save(FINAL_NAME, storage.iter, **self.extra)

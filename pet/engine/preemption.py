@@ -116,6 +116,7 @@ class StopOnSignal(HookBase):
         name = periodic_name(done)
         if is_period_end(storage.iter, self.snapshot_period):
             path = self.checkpointer.checkpoint_path(name)
+            self.checkpointer.wait_pending()  # written in the background: on disk before the exit
         else:
             path = self.checkpointer.save(name, done, **self.extra)
         raise TrainingStopped(self.request.signal_name or "a signal", done, path)

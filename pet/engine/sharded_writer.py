@@ -13,7 +13,6 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
-from pet.engine.checkpoint_files import PERIODIC_NAME, periodic_iterations
 from pet.engine.checkpoint_io import CheckpointWriteError, atomic_write, write_on_main
 from pet.engine.distributed import ProcessInfo, all_gather_objects
 from pet.engine.sharded_checkpoint import SHARDED_SUFFIX, STATE_FILE, TMP_SUFFIX, publish, remove_tree, tmp_dir
@@ -27,6 +26,7 @@ class PendingSave:
     future: Any
     tmp: str
     path: str
+    iteration: int
     published: bool = False
 
 
@@ -44,9 +44,11 @@ class ShardedWriter:
         self._group = dist.new_group(backend="gloo") if async_save and dist.is_initialized() else None
         self._pending: Optional[PendingSave] = None
 
-    def save(self, path: str, iteration: int, tensors: Dict[str, torch.Tensor], rest: Dict[str, Any]) -> str:
+    def save(self, path: str, iteration: int, tensors: Dict[str, torch.Tensor], rest: Dict[str, Any],
+             background: bool = False) -> str:
         """Write ``tensors`` (every process its shards) and ``rest`` (rank 0) as the directory
-        ``path``; in the background for a periodic checkpoint with ``async_save``."""
+        ``path``; in the background with ``background`` and ``async_save`` (a periodic
+        checkpoint: the run goes on; a stop's or the last one is written before returning)."""
         self.wait()
         tmp = tmp_dir(path)
 
@@ -62,9 +64,9 @@ class ShardedWriter:
             atomic_write(os.path.join(tmp, STATE_FILE), lambda f: torch.save(rest, f))
         write_on_main(self.process, prepare)
         writer = dcp.FileSystemWriter(tmp)
-        if self.async_save and PERIODIC_NAME.match(os.path.basename(path)):
+        if self.async_save and background:
             future = dcp.async_save(tensors, storage_writer=writer, process_group=self._group)
-            self._pending = PendingSave(future, tmp, path)
+            self._pending = PendingSave(future, tmp, path, iteration)
             return path
         try:
             dcp.save(tensors, storage_writer=writer)
@@ -90,7 +92,7 @@ class ShardedWriter:
         if pending is None or pending.published or not self.process.is_main or not pending.future.done():
             return
         if pending.future.exception() is None:  # a failure is raised by wait(), everywhere
-            self._publish(pending.tmp, pending.path, periodic_iterations(pending.path))
+            self._publish(pending.tmp, pending.path, pending.iteration)
             pending.published = True
 
     def wait(self) -> None:
@@ -108,4 +110,4 @@ class ShardedWriter:
         if errors:
             raise CheckpointWriteError(errors[0])
         write_on_main(self.process, lambda: pending.published or self._publish(
-            pending.tmp, pending.path, periodic_iterations(pending.path)))
+            pending.tmp, pending.path, pending.iteration))

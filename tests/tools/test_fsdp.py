@@ -230,13 +230,39 @@ def test_async_checkpoints_equal_sync_ones_and_a_kill_mid_write_resumes(referenc
     assert periodic == [f"model_{i:07d}.dcp" for i in range(2, 20, 2)]
     assert read_whole(str(tmp_path / "async" / "model_0000018.dcp"))["iteration"] == 18
     assert not list((tmp_path / "async").glob(".*tmp*"))
-    # Killed the moment a checkpoint's temporary directory appears (mid-write).
+    # Killed the moment a checkpoint's temporary directory appears (mid-write); retention
+    # (KEEP_CHECKPOINTS 2) deletes older directories as new ones are published.
+    args = (*args, "SOLVER.KEEP_CHECKPOINTS", 2)
     sigkill_job_when(tmp_path, torchrun_command(cfg_file, args[0], "killed", *args[2:]),
                      (tmp_path / "killed" / ".model_0000006.dcp.tmp").exists)
     result = torchrun(tmp_path, cfg_file, "OUTPUT_DIR", "killed", *args[2:], "--resume")
     assert result.returncode == 0, result.stderr
     assert "Resuming from killed/model_000000" in result.stdout
     assert_bit_identical(whole_final(cwd / "fsdp"), whole_final(tmp_path / "killed"))
+    assert sorted(p.name for p in (tmp_path / "killed").glob("model_0*")) == ["model_0000016.dcp",
+                                                                             "model_0000018.dcp"]
+
+
+def test_sigterm_to_an_async_fsdp_job_writes_its_stop_checkpoint_before_exiting(tmp_path):
+    """The stop's checkpoint is written before the processes leave, background writes or not
+    (it was written in the background once, and lost with the process)."""
+    cfg_file = write_cfg(tmp_path, FSDP_JOB)
+    process = subprocess.Popen(torchrun_command(cfg_file, "OUTPUT_DIR", "out", *FSDP, "SOLVER.ASYNC_CHECKPOINT", True,
+                                                "SOLVER.SNAPSHOT_ITERS", 7, "SOLVER.SCHEDULER.TOTAL_ITERS", 100000),
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not (tmp_path / "out" / "model_0000021.dcp").exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1]
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    line = next(line for line in err.splitlines() if line.startswith("stopped by SIGTERM after "))
+    done = int(line.split()[4])
+    name = (tmp_path / "out" / "last_checkpoint").read_text()
+    assert f"saved out/{name};" in line and name == f"model_{done:07d}.dcp"
+    assert read_whole(str(tmp_path / "out" / name))["iteration"] == done
+    assert not list((tmp_path / "out").glob(".*tmp*"))
 
 
 def test_a_half_written_sharded_checkpoint_is_never_resumed(references, tmp_path):
