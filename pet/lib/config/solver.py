@@ -313,9 +313,9 @@ SOLVER.SNAPSHOT_EPOCHS = None
 # included) in OUTPUT_DIR, deleting older ones once a new one and last_checkpoint are written;
 # 0 keeps all. model_final.pth and model_best.pth are never deleted.
 SOLVER.KEEP_CHECKPOINTS = 0
-# Write each checkpoint in the background (torch.distributed.checkpoint's async_save) while
-# training goes on; SOLVER.DISTRIBUTED.STRATEGY fsdp only. The next checkpoint (and the end of the
-# run) first waits for the previous one; a checkpoint appears in OUTPUT_DIR (and last_checkpoint
+# Write each periodic checkpoint in the background (torch.distributed.checkpoint's async_save)
+# while training goes on; SOLVER.DISTRIBUTED.STRATEGY fsdp only. The next checkpoint, a stop
+# signal's and the end of the run first wait for the previous one (a stop's is written at once); a checkpoint appears in OUTPUT_DIR (and last_checkpoint
 # names it) only once every process's shards are on disk, so a crash mid-write leaves the one
 # before as the state --resume starts from.
 SOLVER.ASYNC_CHECKPOINT = False
@@ -330,9 +330,11 @@ SOLVER.DISTRIBUTED = CN()
 # root): a block's parameters are gathered for its forward and backward and freed after, its
 # gradients reduce-scattered. Param groups and rules see the original names and shapes;
 # full_model clipping and grad_norm use the norm over all shards, "norm" clipping each whole
-# parameter's. SOLVER.AMP becomes FSDP2's MixedPrecisionPolicy (parameters in the AMP dtype,
-# gradients reduced in float32; float16 with a GradScaler whose skip decision is shared).
-# Checkpoints are directories model_<iterations>/ of each process's shards (torch.distributed.
+# parameter's. Adam and AdamW step the shards with their fused kernels; MUON, ADAFACTOR, RPROP
+# and SPARSEADAM cannot step shards and are refused. SOLVER.AMP becomes FSDP2's
+# MixedPrecisionPolicy (parameters in the AMP dtype, gradients reduced in float32; float16 with
+# a GradScaler whose skip decision is shared).
+# Checkpoints are directories model_<iterations>.dcp of each process's shards (torch.distributed.
 # checkpoint); a run resumes from either kind on any number of processes under either strategy,
 # and tools/convert_checkpoint.py turns one into a model_final.pth of plain weights. Needs
 # torchrun with 2 or more processes; not with SOLVER.OPTIMIZERS, MODEL.COMPILE or
