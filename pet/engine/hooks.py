@@ -266,7 +266,7 @@ class BestCheckpointer(HookBase):
         if not all_gather_objects(self.eval_hook.best_accuracy > self._best)[0]:
             return
         self._best = self.eval_hook.best_accuracy
-        # Plain whole weights: a sharded model's are gathered (every process takes part).
+        # Plain whole weights: a sharded model's are gathered to rank 0 (every process takes part).
         weights = {name: full_state_dict(self.checkpointer.checkpointables[name]) if self.checkpointer.sharded
                    else self.checkpointer.checkpointables[name].state_dict()
                    for name in ("model", "ema") if name in self.checkpointer.checkpointables}

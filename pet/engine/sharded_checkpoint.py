@@ -22,6 +22,7 @@ from typing import Any, Dict, Tuple
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch import nn
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor, distribute_tensor
@@ -202,11 +203,13 @@ def reshard(model: nn.Module) -> None:
             module.reshard()
 
 
-def full_state_dict(module: nn.Module) -> Dict[str, torch.Tensor]:
-    """``module``'s state dict with whole tensors on the CPU: a sharded model's gathered
-    (a collective: every process calls it). Plain weights for a one-file checkpoint."""
-    return {key: (value.full_tensor() if isinstance(value, DTensor) else value).detach().cpu()
-            for key, value in module.state_dict().items()}
+def full_state_dict(checkpointable: Any) -> Dict[str, torch.Tensor]:
+    """The whole weights of a sharded model (or of the EMA's sharded copy) on rank 0's CPU, as
+    plain tensors, gathered one at a time (torch's ``get_model_state_dict`` with CPU offload:
+    the other processes get nothing and never hold a whole copy). Every process calls it."""
+    module = checkpointable if isinstance(checkpointable, nn.Module) else checkpointable.module
+    reshard(module)
+    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def remove_tree(path: str) -> None:
