@@ -124,7 +124,8 @@ def main(argv=None) -> int:
     progress_bar = ProgressBar() if process.is_main else ProgressBar(stream=io.StringIO())  # silent
     logger = setup_logging(progress_bar, main_process=process.is_main)
     with exit_on_config_error():
-        iter_per_epoch = validate_job(cfg, world_size=process.world_size)
+        # --eval-only trains nothing: an fsdp run's config evaluates in one process.
+        iter_per_epoch = validate_job(cfg, world_size=None if args.eval_only else process.world_size)
         device = resolve_device(cfg.MODEL.DEVICE, process)
         configure_numerics(cfg.DETERMINISTIC, cfg.TF32, device)
         if args.eval_only:

@@ -296,9 +296,12 @@ def test_convert_checkpoint_writes_plain_weights_that_evaluate_alike(references,
     assert evaluated.returncode == 0, evaluated.stderr
     accuracy = [r for r in read_metrics(cwd / "fsdp") if "accuracy" in r][-1]["accuracy"]
     assert f"held-out accuracy {accuracy:.2f}%" in evaluated.stdout
-    # MODEL.WEIGHTS may name the sharded directory itself.
+    # MODEL.WEIGHTS may name the sharded directory itself; the fsdp run's own config evaluates
+    # its last checkpoint in one plain process.
     direct = train(tmp_path, cfg_file, "--eval-only", "MODEL.WEIGHTS", cwd / "fsdp" / "model_final.dcp")
     assert direct.returncode == 0 and f"held-out accuracy {accuracy:.2f}%" in direct.stdout, direct.stderr
+    resumed = train(cwd, cfg_file, "--eval-only", "--resume", "OUTPUT_DIR", "fsdp", *FSDP)
+    assert resumed.returncode == 0 and f"held-out accuracy {accuracy:.2f}%" in resumed.stdout, resumed.stderr
     # Bad input: an existing output, something that is no sharded checkpoint, a half one.
     for args, fragment in (([str(cwd / "fsdp" / "model_final.dcp"), "--out", str(out)], "exists"),
                            ([str(cwd / "ddp" / "model_final.pth")], "is not a sharded checkpoint"),
