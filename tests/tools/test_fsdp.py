@@ -314,10 +314,9 @@ def test_convert_checkpoint_writes_plain_weights_that_evaluate_alike(references,
     ([*FSDP], "fsdp shards the model over the processes of a torchrun job, and this run has 1"),
     (["SOLVER.DISTRIBUTED.STRATEGY", "zero3"], "SOLVER.DISTRIBUTED.STRATEGY: unknown value 'zero3'; allowed: ddp, fsdp"),
     (["SOLVER.ASYNC_CHECKPOINT", True], "SOLVER.ASYNC_CHECKPOINT: True needs SOLVER.DISTRIBUTED.STRATEGY fsdp"),
-    ([*FSDP, "MODEL.COMPILE.ENABLED", True], "fsdp is not supported with MODEL.COMPILE.ENABLED"),
-    (["SOLVER.DISTRIBUTED.FSDP_BLOCKS", "layers"], "SOLVER.DISTRIBUTED.FSDP_BLOCKS: expected a list"),
 ])
 def test_bad_strategy_input_is_one_line_and_exit_2(tmp_path, overrides, fragment):
+    """Through train_net (every other refusal of the strategy's keys: tests/engine/test_job.py)."""
     cfg_file = write_cfg(tmp_path, FSDP_JOB)
     result = train(tmp_path, cfg_file, "OUTPUT_DIR", "out", *overrides)
     assert_bad_input(result, fragment)
