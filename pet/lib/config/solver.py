@@ -315,9 +315,9 @@ SOLVER.SNAPSHOT_EPOCHS = None
 SOLVER.KEEP_CHECKPOINTS = 0
 # Write each periodic checkpoint in the background (torch.distributed.checkpoint's async_save)
 # while training goes on; SOLVER.DISTRIBUTED.STRATEGY fsdp only. The next checkpoint, a stop
-# signal's and the end of the run first wait for the previous one (a stop's is written at once); a checkpoint appears in OUTPUT_DIR (and last_checkpoint
-# names it) only once every process's shards are on disk, so a crash mid-write leaves the one
-# before as the state --resume starts from.
+# signal's (written at once) and the end of the run first wait for the previous one. A checkpoint
+# appears in OUTPUT_DIR (and last_checkpoint names it) only once every process's shards are on
+# disk, so a crash mid-write leaves the one before as the state --resume starts from.
 SOLVER.ASYNC_CHECKPOINT = False
 
 # ---------------------------------------------------------------------------------------------

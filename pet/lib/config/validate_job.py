@@ -118,8 +118,8 @@ def validate_micro_batches(cfg: CfgNode, num_train_images: int, world_size: int 
 
 
 def validate_strategy(cfg: CfgNode, world_size: Optional[int]) -> None:
-    """ConfigError when SOLVER.DISTRIBUTED.STRATEGY fsdp cannot run this job: a feature that
-    needs the whole model in every process, or one process (no torchrun; None: not known)."""
+    """ConfigError when SOLVER.DISTRIBUTED.STRATEGY fsdp cannot run this job: a feature built
+    for a whole model in every process, or one process (no torchrun; None: not known)."""
     if cfg.SOLVER.DISTRIBUTED.STRATEGY != "fsdp":
         return
     refused = [("SOLVER.OPTIMIZERS", bool(cfg.SOLVER.OPTIMIZERS)),
@@ -127,8 +127,8 @@ def validate_strategy(cfg: CfgNode, world_size: Optional[int]) -> None:
                ("SOLVER.OPTIMIZER.COMPILE", cfg.SOLVER.OPTIMIZER.COMPILE)]
     for key, used in refused:
         if used:
-            raise ConfigError(f"SOLVER.DISTRIBUTED.STRATEGY: fsdp is not supported with {key} (it needs "
-                              f"the whole model in each process); use ddp or turn {key} off")
+            raise ConfigError(f"SOLVER.DISTRIBUTED.STRATEGY: fsdp is not supported with {key} (built for "
+                              f"a whole model in each process); use ddp or turn {key} off")
     if world_size is not None and world_size < 2:
         raise ConfigError(f"SOLVER.DISTRIBUTED.STRATEGY: fsdp shards the model over the processes of a "
                           f"torchrun job, and this run has {world_size}; launch it with torchrun "
