@@ -29,7 +29,7 @@ from pet.data import build_train_loader
 from pet.engine.distributed import ProcessInfo, destroy_process_group, init_process_group
 from pet.engine.logger import close_logging
 from pet.lib.config import load_cfg
-from pet.lib.utils.shards import local_shard
+from pet.lib.utils.shards import local_shard, optimizer_params
 
 CFG_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                         "cfgs", "digits_transformer_adamw_cosine.yaml")
@@ -47,7 +47,7 @@ def state_bytes(optimizer: torch.optim.Optimizer) -> Dict[str, int]:
     def size(tensor: torch.Tensor) -> int:
         local = local_shard(tensor)
         return local.numel() * local.element_size()
-    params = [p for group in optimizer.param_groups for p in group["params"]]
+    params = optimizer_params(optimizer)
     state = [t for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
     parts = dict(parameters=sum(size(p) for p in params),
                  gradients=sum(size(p.grad) for p in params if p.grad is not None),

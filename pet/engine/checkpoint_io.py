@@ -61,7 +61,12 @@ def atomic_write(path: str, write) -> None:
             raise CheckpointWriteError(f"cannot write {path} ({reason}); the previous file is "
                                        f"kept and no temporary file is left") from None
         raise
-    # The rename itself is durable only once the directory entry is on disk.
+    fsync_dir(directory)
+
+
+def fsync_dir(directory: str) -> None:
+    """Make the renames in ``directory`` durable: a rename is on disk only once the
+    directory's entry is."""
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

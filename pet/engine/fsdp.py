@@ -47,13 +47,17 @@ def fsdp_blocks(model: nn.Module, patterns: List[str], model_type: str) -> List[
     return blocks
 
 
+def meta_model(cfg: CfgNode) -> nn.Module:
+    """The run's model built on the meta device: its structure, no memory, no random draws."""
+    with torch.device("meta"):
+        return build_model(cfg)
+
+
 def check_fsdp_job(cfg: CfgNode) -> None:
     """ConfigError when fsdp cannot run ``cfg``'s model or optimizer (no blocks, a pattern
     that matches nothing, an optimizer that cannot step shards): checked before the processes
     meet, on a model built on the meta device (no memory), so every process stops alike."""
-    with torch.device("meta"):
-        model = build_model(cfg)
-    fsdp_blocks(model, list(cfg.SOLVER.DISTRIBUTED.FSDP_BLOCKS), cfg.MODEL.TYPE)
+    fsdp_blocks(meta_model(cfg), list(cfg.SOLVER.DISTRIBUTED.FSDP_BLOCKS), cfg.MODEL.TYPE)
     check_on_shards(optimizer_spec(cfg.SOLVER.OPTIMIZER))
 
 
@@ -70,8 +74,7 @@ def sharded_copy(cfg: CfgNode, device: torch.device, world_size: int) -> nn.Modu
     """Another instance of the run's model, sharded as ``shard_model`` shards it, its storage
     allocated on ``device`` but not initialized (built on the meta device: no random draws, no
     whole copy in memory): the holder of values loaded from the model (the EMA)."""
-    with torch.device("meta"):
-        model = build_model(cfg)
+    model = meta_model(cfg)
     shard_model(model, cfg, device, world_size)
     return model.to_empty(device=device)
 

@@ -17,7 +17,7 @@ loaded into a sharded model is cut into this process's shards (``shard_like``).
 import os
 import shutil
 import warnings
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -27,7 +27,8 @@ from torch import nn
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor, distribute_tensor
 
-from pet.engine.checkpoint_io import TMP_SUFFIX
+from pet.engine.checkpoint_io import TMP_SUFFIX, fsync_dir
+from pet.lib.utils.shards import optimizer_params
 SHARDED_SUFFIX = ".dcp"
 STATE_FILE = "state.pth"
 METADATA_FILE = ".metadata"
@@ -44,10 +45,17 @@ def tmp_dir(path: str) -> str:
     return os.path.join(directory, f".{name}{TMP_SUFFIX}")
 
 
+def weights_module(checkpointable: Any) -> Optional[nn.Module]:
+    """The module whose weights a checkpointable's state dict is: the model itself, or the
+    EMA's copy of it (``module``); None for any other checkpointable."""
+    module = checkpointable if isinstance(checkpointable, nn.Module) else getattr(checkpointable, "module", None)
+    return module if isinstance(module, nn.Module) else None
+
+
 def holds_weights(checkpointable: Any) -> bool:
-    """Whether a checkpointable's state dict is a model's (its tensors by name): the model, or
-    the EMA (``module``: its copy of the model). Such entries go to DCP whole."""
-    return isinstance(checkpointable, nn.Module) or isinstance(getattr(checkpointable, "module", None), nn.Module)
+    """Whether a checkpointable's state dict is a model's (its tensors by name): such entries
+    go to DCP whole."""
+    return weights_module(checkpointable) is not None
 
 
 def split_state(state: Dict[str, Any], checkpointables: Dict[str, Any]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
@@ -80,10 +88,11 @@ def read_metadata(path: str):
     return dcp.FileSystemReader(path).read_metadata().state_dict_metadata
 
 
-def read_sharded_checkpoint(path: str) -> Dict[str, Any]:
+def read_sharded_checkpoint(path: str, metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """A sharded checkpoint as a one-file checkpoint dict whose model and optimizer tensors are
-    meta-device placeholders (``sharded`` names the directory). Raises ValueError/OSError when
-    a part is missing or unreadable (the caller words it)."""
+    meta-device placeholders (``sharded`` names the directory); ``metadata``: DCP's index when
+    the caller read it already. Raises ValueError/OSError when a part is missing or unreadable
+    (the caller words it)."""
     if not os.path.isfile(os.path.join(path, METADATA_FILE)):
         raise ValueError(f"no {METADATA_FILE} (not a complete sharded checkpoint)")
     with warnings.catch_warnings():
@@ -91,7 +100,7 @@ def read_sharded_checkpoint(path: str) -> Dict[str, Any]:
         checkpoint = torch.load(os.path.join(path, STATE_FILE), map_location="cpu", weights_only=True)
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{STATE_FILE} is not a Pet checkpoint")
-    for key, meta in read_metadata(path).items():
+    for key, meta in (read_metadata(path) if metadata is None else metadata).items():
         if hasattr(meta, "size"):  # a tensor
             _place(checkpoint, key, torch.empty(tuple(meta.size), dtype=meta.properties.dtype, device="meta"))
     checkpoint["sharded"] = path
@@ -119,11 +128,6 @@ def _target_like(param: torch.Tensor, size: Tuple[int, ...], dtype: torch.dtype)
         return DTensor.from_local(local, param.device_mesh, param.placements, run_check=False,
                                   shape=param.shape, stride=param.stride())
     return torch.empty(size, dtype=dtype)
-
-
-def optimizer_params(optimizer: torch.optim.Optimizer):
-    """The optimizer's parameters in its state dict's index order."""
-    return [p for group in optimizer.param_groups for p in group["params"]]
 
 
 def load_tensors(saved: Dict[str, Any], checkpointables: Dict[str, Any], path: str) -> None:
@@ -155,9 +159,10 @@ def read_whole(path: str) -> Dict[str, Any]:
     """The sharded checkpoint ``path`` as a one-file checkpoint: every tensor whole on the CPU,
     read in this process alone (no process group). tools/convert_checkpoint.py writes its
     model weights as plain weights."""
-    checkpoint = read_sharded_checkpoint(path)
+    metadata = read_metadata(path)
+    checkpoint = read_sharded_checkpoint(path, metadata)
     targets: Dict[str, torch.Tensor] = {}
-    for key, meta in read_metadata(path).items():
+    for key, meta in metadata.items():
         if hasattr(meta, "size"):
             targets[key] = torch.empty(tuple(meta.size), dtype=meta.properties.dtype)
     with warnings.catch_warnings():  # DCP warns that it reads in one process: the intent here
@@ -207,7 +212,7 @@ def full_state_dict(checkpointable: Any) -> Dict[str, torch.Tensor]:
     """The whole weights of a sharded model (or of the EMA's sharded copy) on rank 0's CPU, as
     plain tensors, gathered one at a time (torch's ``get_model_state_dict`` with CPU offload:
     the other processes get nothing and never hold a whole copy). Every process calls it."""
-    module = checkpointable if isinstance(checkpointable, nn.Module) else checkpointable.module
+    module = weights_module(checkpointable)
     reshard(module)
     return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
@@ -233,8 +238,4 @@ def publish(tmp: str, path: str) -> None:
         remove_tree(old)
     else:
         os.replace(tmp, path)
-    dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))

@@ -15,7 +15,7 @@ import torch.distributed.checkpoint as dcp
 
 from pet.engine.checkpoint_io import CheckpointWriteError, atomic_write, write_on_main
 from pet.engine.distributed import ProcessInfo, all_gather_objects
-from pet.engine.sharded_checkpoint import SHARDED_SUFFIX, STATE_FILE, TMP_SUFFIX, publish, remove_tree, tmp_dir
+from pet.engine.sharded_checkpoint import STATE_FILE, publish, tmp_dir
 from pet.lib.config.errors import first_line
 
 
@@ -53,10 +53,7 @@ class ShardedWriter:
         tmp = tmp_dir(path)
 
         def prepare() -> None:
-            try:
-                for stale in os.listdir(self.save_dir):  # left by a crash mid-write
-                    if stale.startswith(".") and SHARDED_SUFFIX + TMP_SUFFIX in stale:
-                        remove_tree(os.path.join(self.save_dir, stale))
+            try:  # a crash's leftovers went at the start (output_dir.remove_leftovers)
                 os.makedirs(tmp)
             except OSError as e:
                 raise CheckpointWriteError(f"cannot write {path} ({e.strerror or first_line(e)}); the "

@@ -35,6 +35,11 @@ def shard_group(params: Iterable[torch.Tensor]) -> Optional[dist.ProcessGroup]:
     return None
 
 
+def optimizer_params(optimizer: torch.optim.Optimizer) -> List[torch.Tensor]:
+    """The optimizer's parameters in its state dict's index order."""
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
 def optimizer_shard_group(optimizer: torch.optim.Optimizer) -> Optional[dist.ProcessGroup]:
     """The process group the optimizer's parameters are sharded over (None: not sharded)."""
     return shard_group(p for group in optimizer.param_groups for p in group["params"])
