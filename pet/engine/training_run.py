@@ -8,7 +8,7 @@ up to the loaded checkpoint (it writes nothing); the caller then prepares OUTPUT
 """
 import copy
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Union
 
 import torch
 from torch import nn
@@ -149,24 +149,31 @@ def build_training_run(cfg: CfgNode, process: ProcessInfo, device: torch.device,
 
 
 def check_compile(cfg: CfgNode, model: nn.Module, train: Dataset, device: torch.device) -> None:
-    """ConfigError when MODEL.COMPILE cannot work for this run (a model stepping several
-    optimizers itself, no compiler for ``device``, a graph break under FULLGRAPH)."""
-    if cfg.SOLVER.OPTIMIZERS:
-        raise ConfigError("MODEL.COMPILE.ENABLED: not supported with SOLVER.OPTIMIZERS (the model's own "
-                          "train_step calls its submodules); set MODEL.COMPILE.ENABLED False")
+    """ConfigError when MODEL.COMPILE cannot work for this run (no compiler for ``device``, a
+    graph break under FULLGRAPH, FULLGRAPH with several optimizers)."""
     check_compiler(device)
-    check_graph(model, sample_inputs(train, device), cfg.MODEL.COMPILE, cfg.MODEL.TYPE)
+    if not cfg.SOLVER.OPTIMIZERS:
+        check_graph(model, sample_inputs(train, device), cfg.MODEL.COMPILE, cfg.MODEL.TYPE)
+        return
+    # The model's train_step calls its submodules with inputs only it makes: no trace before
+    # training, so FULLGRAPH cannot be checked; without it torch logs each break where it happens.
+    if cfg.MODEL.COMPILE.FULLGRAPH:
+        raise ConfigError("MODEL.COMPILE.FULLGRAPH: cannot be checked before training with SOLVER.OPTIMIZERS "
+                          "(the model's train_step calls its submodules with inputs only it makes); set it "
+                          "False (each graph break is then logged with where it happened)")
+    torch._logging.set_logs(graph_breaks=True)
 
 
-def separate_ddp(model: nn.Module, names: List[str], device_ids: Optional[List[int]]) -> nn.Module:
-    """A view of ``model`` whose submodules ``names`` are each their own DistributedDataParallel
-    (MMEngine's separate DDP, for several optimizers): its ``train_step`` calls them, and each
-    backward all-reduces the gradients of the submodules it reached. The view shares every
-    parameter with ``model``, which stays unwrapped for checkpoints, evaluation and the EMA."""
+def separate_modules(model: nn.Module, names: List[str], wrap: Callable[[nn.Module], nn.Module]) -> nn.Module:
+    """A view of ``model`` whose submodules ``names`` are each ``wrap``ped: their own
+    DistributedDataParallel (MMEngine's separate DDP, for several optimizers: each backward
+    all-reduces the gradients of the submodules it reached) and/or torch.compile. Its
+    ``train_step`` calls them. The view shares every parameter with ``model``, which stays
+    unwrapped for checkpoints, evaluation and the EMA."""
     view = copy.copy(model)
     view._modules = dict(model._modules)  # its own table of submodules, the same submodules
     for name in names:
-        view._modules[name] = DistributedDataParallel(model._modules[name], device_ids=device_ids)
+        view._modules[name] = wrap(model._modules[name])
     return view
 
 
@@ -182,15 +189,19 @@ def build_trainer(run: TrainingRun, progress_bar: ProgressBar, stop_request: Sto
                               run.iter_per_epoch, run.start_iter, progress_bar,
                               main_process=process.is_main, model=run.model, ema=run.ema,
                               distributed=process.distributed)
-    trained_model = run.model  # sharded in place under fsdp
-    if process.distributed and cfg.SOLVER.DISTRIBUTED.STRATEGY == "ddp":
-        device_ids = [device.index] if device.type == "cuda" else None
-        if isinstance(run.optim_wrapper, OptimWrapperDict):
-            trained_model = separate_ddp(run.model, list(run.optimizers), device_ids)
-        else:
-            trained_model = DistributedDataParallel(run.model, device_ids=device_ids)
-    if cfg.MODEL.COMPILE.ENABLED:  # around DDP (torch's advice); checkpoints keep run.model
-        trained_model = compile_model(trained_model, cfg.MODEL.COMPILE)
+    ddp = process.distributed and cfg.SOLVER.DISTRIBUTED.STRATEGY == "ddp"
+    device_ids = [device.index] if device.type == "cuda" else None
+
+    def wrap(module: nn.Module) -> nn.Module:  # compiled around DDP (torch's advice)
+        module = DistributedDataParallel(module, device_ids=device_ids) if ddp else module
+        return compile_model(module, cfg.MODEL.COMPILE) if cfg.MODEL.COMPILE.ENABLED else module
+
+    trained_model = run.model  # sharded in place under fsdp; checkpoints keep run.model
+    if isinstance(run.optim_wrapper, OptimWrapperDict):  # each optimizer's submodule wrapped
+        if ddp or cfg.MODEL.COMPILE.ENABLED:
+            trained_model = separate_modules(run.model, list(run.optimizers), wrap)
+    else:
+        trained_model = wrap(run.model)
     hooks.append(StopOnSignal(stop_request, run.checkpointer, snapshot_period(cfg, run.iter_per_epoch),
                               run.scheduler.max_iter, device, extra={"config": cfg}))
     run.checkpointer.load_rng(cfg.SEED)

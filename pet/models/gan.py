@@ -50,8 +50,10 @@ class Discriminator(nn.Module):
 def with_constant_parameters(module: nn.Module, *inputs: torch.Tensor):
     """``module(*inputs)`` with its parameters as constants: the gradient reaches the inputs
     and none of its parameters (the generator's step through the discriminator). Under
-    separate DDP the module's own network runs, outside DDP, which then expects no backward."""
-    inner = getattr(module, "module", module)
+    separate DDP or MODEL.COMPILE the module's own network runs, eagerly and outside DDP,
+    which then expects no backward."""
+    inner = getattr(module, "_orig_mod", module)  # torch.compile's wrapper
+    inner = getattr(inner, "module", inner)  # DistributedDataParallel's
     constants = {name: param.detach() for name, param in inner.named_parameters()}
     return torch.func.functional_call(inner, constants, inputs)
 

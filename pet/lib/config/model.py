@@ -29,7 +29,8 @@ MODEL.EMA.WARMUP = False
 
 # torch.compile the trained model (MMEngine's compile=True, timm's --torchcompile): the model
 # (inside DistributedDataParallel under torchrun, as torch recommends) is compiled for the
-# training steps; evaluation and the EMA run the same weights eagerly. Checkpoints are the same
+# training steps; with SOLVER.OPTIMIZERS each optimizer's submodule, which the model's
+# train_step calls. Evaluation and the EMA run the same weights eagerly. Checkpoints are the same
 # as an eager run's (no "_orig_mod." prefixes): a run resumes with either setting.
 MODEL.COMPILE = CN()
 MODEL.COMPILE.ENABLED = False
@@ -37,7 +38,9 @@ MODEL.COMPILE.ENABLED = False
 # "max-autotune-no-cudagraphs".
 MODEL.COMPILE.MODE = "default"
 # One graph for the whole forward pass: a model that cannot be traced as one is refused before
-# training (without it, each graph break is logged once, with where it happened).
+# training (without it, each graph break is logged once, with where it happened). Not with
+# SOLVER.OPTIMIZERS: their submodules' inputs exist only inside train_step, so nothing can be
+# traced before training.
 MODEL.COMPILE.FULLGRAPH = False
 # Dynamic shapes: None (torch decides: static first, dynamic once a shape changes), True, False.
 MODEL.COMPILE.DYNAMIC = None

@@ -22,9 +22,11 @@ SOLVER.OPTIMIZER.TYPE = "SGD"
 # embedding has sparse=True, which only SGD steps, unclipped), or force one of
 # "fused", "foreach", "loop".
 SOLVER.OPTIMIZER.IMPLEMENTATION = "auto"
-# Compile the optimizer step (clipping included) with torch.compile, once: every group's lr (and
-# Adam's/AdamW's betas) is held as a tensor the schedules write into, so no schedule recompiles
-# it (an SGD momentum cycle does: torch takes SGD's momentum as a number). Takes the per-tensor
+# Compile the optimizer step (clipping included) with torch.compile, once: every group's lr is
+# held as a tensor the schedules write into, and so are SGD's momentum and weight decay and
+# Adam's/AdamW's betas and weight decay (they step through our branch-free copy of torch's
+# update, pet/lib/utils/tensor_updates.py), so no schedule recompiles it. Other optimizers keep
+# momentum and weight decay as numbers: a schedule of those is refused. Takes the per-tensor
 # loop implementation (compile generates the fused kernel); not with float16's GradScaler.
 SOLVER.OPTIMIZER.COMPILE = False
 # Learning rate of the default parameter group at the top of the schedule (no unit; the

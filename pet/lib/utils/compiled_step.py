@@ -2,19 +2,21 @@
 torch.compile, its schedulable hyper-parameters held as tensors (torch's recipe for a compiled
 step: a schedule that writes into the tensors in place never recompiles).
 
-The lr of every group becomes a 0-dim float64 tensor, and so do Adam's and AdamW's betas (the
-momentum a schedule may cycle); the scheduler and the hyper-parameter schedules write into them
-in place. Checkpoints hold them as tensors; ``set_hyperparameter_form`` turns a loaded
-optimizer's values into the form its run steps with (a run resumes compiled or eager alike).
+The lr of every group becomes a 0-dim float64 tensor; so do SGD's momentum and weight decay and
+Adam's and AdamW's betas and weight decay, which those three step through
+``tensor_updates`` (torch's own code branches on their values). The scheduler and the
+hyper-parameter schedules write into the tensors in place. Checkpoints hold them as tensors;
+``set_hyperparameter_form`` turns a loaded optimizer's values into the form its run steps with
+(a run resumes compiled or eager alike).
 """
-from typing import Any, Callable, Dict, Iterable
+from types import MethodType
+from typing import Any, Callable, Dict, Iterable, Optional
 
 import torch
 
 from pet.lib.config.errors import ConfigError
-
-# Optimizers whose betas torch takes as tensors (their single-tensor path, which compile fuses).
-_TENSOR_BETAS = (torch.optim.Adam, torch.optim.AdamW)
+from pet.lib.utils.grad_clip import GradientClipping
+from pet.lib.utils.tensor_updates import TENSOR_KEYS, init_adam_state, tensor_update, torch_class
 
 
 def _as_tensor(value: Any) -> torch.Tensor:
@@ -28,19 +30,24 @@ def _as_float(value: Any) -> Any:
 
 
 def set_hyperparameter_form(optimizer: torch.optim.Optimizer, compiled: bool) -> None:
-    """Every group's lr (and betas where torch takes tensors) as tensors when ``compiled``,
-    else as floats."""
-    convert = _as_tensor if compiled else _as_float
-    tensor_betas = compiled and isinstance(optimizer, _TENSOR_BETAS)
+    """Every group's lr (and the TENSOR_KEYS of SGD, Adam and AdamW) as tensors when
+    ``compiled``, else as floats."""
+    cls = torch_class(optimizer)
+    tensor_keys = TENSOR_KEYS[cls] if compiled and cls is not None else ()
     for group in optimizer.param_groups:
-        group["lr"] = convert(group["lr"])
-        if "betas" in group:
-            group["betas"] = tuple((_as_tensor if tensor_betas else _as_float)(b) for b in group["betas"])
+        group["lr"] = _as_tensor(group["lr"]) if compiled else _as_float(group["lr"])
+        for key in ("momentum", "weight_decay", "betas"):
+            if key not in group:
+                continue
+            convert = _as_tensor if key in tensor_keys else _as_float
+            value = group[key]
+            group[key] = tuple(map(convert, value)) if isinstance(value, (tuple, list)) else convert(value)
 
 
 def check_scheduled_keys(optimizer: torch.optim.Optimizer, momentum_cycled: bool, params: Iterable[str]) -> None:
     """ConfigError when a schedule would change a hyper-parameter the compiled step holds as a
-    number (SGD's momentum, a weight decay): each change would compile the step again."""
+    number (the momentum or weight decay of an optimizer other than SGD, Adam and AdamW): each
+    change would compile the step again."""
     group = optimizer.param_groups[0]
     keys = list(params)
     if momentum_cycled:
@@ -52,7 +59,8 @@ def check_scheduled_keys(optimizer: torch.optim.Optimizer, momentum_cycled: bool
                 f"{key} (SOLVER.SCHEDULER.PARAMS)"
             raise ConfigError(f"SOLVER.OPTIMIZER.COMPILE: {type(optimizer).__name__} takes {shown} as a number, "
                               f"so each scheduled change would compile the step again; schedule it with "
-                              f"COMPILE False, or use ADAM/ADAMW (their betas are tensors)")
+                              f"COMPILE False, or use SGD, ADAM or ADAMW (their compiled step holds "
+                              f"{key} as a tensor)")
 
 
 def write_value(group: Dict[str, Any], key: str, value: float) -> None:
@@ -73,17 +81,38 @@ def write_beta1(group: Dict[str, Any], value: float) -> None:
 
 
 def compiled_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
-    """``optimizer.step()`` (its clipping included) through torch.compile."""
-    compiled = torch.compile(optimizer.step, fullgraph=False)
+    """``optimizer.step()`` (its clipping included) through torch.compile. SGD, Adam and
+    AdamW step through their ``tensor_updates``: that update becomes this optimizer's ``step``
+    (torch's step hooks and the scheduler's wrapper kept around it)."""
+    update = tensor_update(optimizer)
+    if update is not None:
+        optimizer.step = MethodType(torch.optim.Optimizer.profile_hook_step(_step_of(update)), optimizer)
+    compiled = torch.compile(lambda: optimizer.step(), fullgraph=False)
     state_ready = [False]
 
     def step() -> None:
         if not state_ready[0]:
             if _creates_momentum_buffers(optimizer):
-                optimizer.step()  # once, in a run started from scratch: it makes the buffers
+                type(optimizer).step(optimizer)  # once, from scratch: torch's own step makes the buffers
                 return
+            if isinstance(optimizer, torch.optim.Adam):
+                init_adam_state(optimizer)
             state_ready[0] = True
         compiled()
+    return step
+
+
+def _step_of(update: Callable[[torch.optim.Optimizer], None]) -> Callable:
+    """An optimizer's ``step(closure=None)`` that clips (GradientClipping) and runs ``update``."""
+    def step(optimizer: torch.optim.Optimizer, closure: Optional[Callable] = None) -> Any:
+        loss = None
+        if closure is not None:  # it computes the gradients: they must exist before the clip
+            with torch.enable_grad():
+                loss = closure()
+        if isinstance(optimizer, GradientClipping):
+            optimizer.clip_gradients_()
+        update(optimizer)
+        return loss
     return step
 
 

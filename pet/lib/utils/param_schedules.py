@@ -127,6 +127,8 @@ def check_params_in_groups(schedules: List[ParamSchedule], optimizer: torch.opti
         for group in optimizer.param_groups:
             value = group.get(schedule.param)
             check_param_key(index, schedule.param, name, [k for k in group if not k.startswith("initial_")])
+            if isinstance(value, torch.Tensor) and value.dim() == 0 and value.is_floating_point():
+                continue  # a compiled step's value (compiled_step.py)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{_entry_prefix(index)}.PARAM: {name}'s {schedule.param!r} is "
                                   f"{value!r}, not a number: it cannot be scheduled")
@@ -148,5 +150,7 @@ def write_params(schedules: List[ParamSchedule], param_groups: List[Dict[str, An
     for schedule in schedules:
         value = schedule.value(iteration)
         for group in param_groups:
-            initial = group.setdefault(schedule.initial_key, float(group[schedule.param]))
+            initial = group.get(schedule.initial_key)
+            if initial is None:
+                initial = group[schedule.initial_key] = float(group[schedule.param])
             write_value(group, schedule.param, value * (initial / schedule.start))

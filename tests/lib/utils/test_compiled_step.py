@@ -57,7 +57,26 @@ def train(net, solver_cfg, iterations):
     ["SOLVER.OPTIMIZER.TYPE", "SGD", "SOLVER.OPTIMIZER.MOMENTUM", "0.9", "SOLVER.SCHEDULER.POLICY", "COSINE",
      "SOLVER.SCHEDULER.TOTAL_ITERS", "40", "SOLVER.SCHEDULER.WARM_UP_ITERS", "5",
      "SOLVER.OPTIMIZER.CLIP_GRADIENTS.ENABLED", "True", "SOLVER.OPTIMIZER.CLIP_GRADIENTS.CLIP_TYPE", "full_model"],
-], ids=["adamw-cosine-restarts-warmup", "adamw-one-cycle-momentum", "sgd-cosine-warmup-full_model"])
+    # SGD's momentum cycle and a weight-decay schedule (tensor_updates.py), nesterov, norm clipping.
+    ["SOLVER.OPTIMIZER.TYPE", "SGD", "SOLVER.OPTIMIZER.MOMENTUM", "0.9", "SOLVER.OPTIMIZER.NESTEROV", "True",
+     "SOLVER.SCHEDULER.POLICY", "ONE_CYCLE", "SOLVER.SCHEDULER.TOTAL_ITERS", "40",
+     "SOLVER.SCHEDULER.WARM_UP_ITERS", "0", "SOLVER.SCHEDULER.PARAMS",
+     "({'PARAM': 'weight_decay', 'START': 0.0001, 'END': 0.01},)",
+     "SOLVER.OPTIMIZER.CLIP_GRADIENTS.ENABLED", "True", "SOLVER.OPTIMIZER.CLIP_GRADIENTS.CLIP_TYPE", "norm"],
+    # DINO's weight-decay schedule on AdamW, with AMSGrad and a momentum cycle.
+    ["SOLVER.OPTIMIZER.TYPE", "ADAMW", "SOLVER.OPTIMIZER.BASE_LR", "0.01", "SOLVER.OPTIMIZER.AMSGRAD",
+     "True", "SOLVER.OPTIMIZER.WEIGHT_DECAY", "0.04",
+     "SOLVER.SCHEDULER.POLICY", "ONE_CYCLE", "SOLVER.SCHEDULER.TOTAL_ITERS", "40", "SOLVER.SCHEDULER.WARM_UP_ITERS",
+     "0", "SOLVER.SCHEDULER.PARAMS", "({'PARAM': 'weight_decay', 'START': 0.04, 'END': 0.4},)"],
+    # Adam's coupled weight decay, scheduled, with value clipping.
+    ["SOLVER.OPTIMIZER.TYPE", "ADAM", "SOLVER.OPTIMIZER.BASE_LR", "0.01", "SOLVER.OPTIMIZER.WEIGHT_DECAY", "0.01",
+     "SOLVER.SCHEDULER.POLICY", "COSINE", "SOLVER.SCHEDULER.TOTAL_ITERS", "40", "SOLVER.SCHEDULER.WARM_UP_ITERS",
+     "5", "SOLVER.SCHEDULER.PARAMS", "({'PARAM': 'weight_decay', 'START': 0.01, 'END': 0.1, 'POLICY': 'LINEAR'},)",
+     "SOLVER.OPTIMIZER.CLIP_GRADIENTS.ENABLED", "True", "SOLVER.OPTIMIZER.CLIP_GRADIENTS.CLIP_TYPE", "value",
+     "SOLVER.OPTIMIZER.CLIP_GRADIENTS.CLIP_VALUE", "0.05"],
+], ids=["adamw-cosine-restarts-warmup", "adamw-one-cycle-momentum", "sgd-cosine-warmup-full_model",
+        "sgd-nesterov-momentum-cycle-weight-decay-schedule-norm", "adamw-amsgrad-weight-decay-schedule",
+        "adam-weight-decay-schedule-value"])
 def test_a_compiled_step_equals_the_eager_one_and_no_schedule_recompiles_it(keys):
     eager_net, compiled_net = model(), model()
     eager, _ = train(eager_net, solver(*keys), 40)
@@ -66,7 +85,13 @@ def test_a_compiled_step_equals_the_eager_one_and_no_schedule_recompiles_it(keys
     compiled, graphs = train(compiled_net, solver(*keys, "SOLVER.OPTIMIZER.COMPILE", "True"), 40)
     assert isinstance(compiled.param_groups[0]["lr"], torch.Tensor)
     assert graphs[-1] == graphs[1] > 0, f"graphs compiled per iteration: {graphs}"  # none after the first steps
-    assert float(compiled.param_groups[0]["lr"]) == pytest.approx(eager.param_groups[0]["lr"], rel=1e-12)
+    for compiled_group, eager_group in zip(compiled.param_groups, eager.param_groups):
+        for key in ("lr", "momentum", "weight_decay"):  # each a tensor written in place
+            if key in eager_group:
+                assert isinstance(compiled_group[key], torch.Tensor), key
+                assert float(compiled_group[key]) == pytest.approx(eager_group[key], rel=1e-12, abs=1e-15)
+        if "betas" in eager_group:
+            assert [float(b) for b in compiled_group["betas"]] == pytest.approx(eager_group["betas"], rel=1e-12)
     for a, b in zip(compiled_net.parameters(), eager_net.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
@@ -87,17 +112,19 @@ def test_a_schedule_of_a_number_the_compiled_step_holds_is_refused():
 
     cycle = ["SOLVER.SCHEDULER.POLICY", "ONE_CYCLE", "SOLVER.SCHEDULER.TOTAL_ITERS", "40",
              "SOLVER.SCHEDULER.WARM_UP_ITERS", "0", "SOLVER.OPTIMIZER.COMPILE", "True"]
-    cfg = solver("SOLVER.OPTIMIZER.TYPE", "SGD", "SOLVER.OPTIMIZER.MOMENTUM", "0.9", *cycle)
+    cfg = solver("SOLVER.OPTIMIZER.TYPE", "RMSPROP", "SOLVER.OPTIMIZER.MOMENTUM", "0.9", *cycle)
     optimizer = Optimizer(model(), cfg.OPTIMIZER).build()
     scheduler = LearningRateScheduler(optimizer, cfg)
-    with pytest.raises(ConfigError, match=r"^SOLVER.OPTIMIZER.COMPILE: SGD takes the momentum \(SOLVER.SCHEDULER's "
+    with pytest.raises(ConfigError, match=r"^SOLVER.OPTIMIZER.COMPILE: RMSprop takes the momentum \(SOLVER.SCHEDULER's "
                                           r"cycle\) as a number, so each scheduled change would compile"):
         check_scheduled_keys(optimizer, scheduler.cycles_momentum, [])
-    with pytest.raises(ConfigError, match=r"^SOLVER.OPTIMIZER.COMPILE: SGD takes weight_decay \(SOLVER.SCHEDULER.PARAMS\)"):
+    with pytest.raises(ConfigError, match=r"^SOLVER.OPTIMIZER.COMPILE: RMSprop takes weight_decay "
+                                          r"\(SOLVER.SCHEDULER.PARAMS\).*use SGD, ADAM or ADAMW"):
         check_scheduled_keys(optimizer, False, ["weight_decay"])
-    cfg = solver("SOLVER.OPTIMIZER.TYPE", "ADAMW", *cycle)
-    optimizer = Optimizer(model(), cfg.OPTIMIZER).build()
-    check_scheduled_keys(optimizer, LearningRateScheduler(optimizer, cfg).cycles_momentum, [])  # betas: tensors
+    for optimizer_type in ("SGD", "ADAM", "ADAMW"):  # their momentum and weight decay are tensors
+        cfg = solver("SOLVER.OPTIMIZER.TYPE", optimizer_type, "SOLVER.OPTIMIZER.MOMENTUM", "0.9", *cycle)
+        optimizer = Optimizer(model(), cfg.OPTIMIZER).build()
+        check_scheduled_keys(optimizer, LearningRateScheduler(optimizer, cfg).cycles_momentum, ["weight_decay"])
 
 
 @pytest.mark.parametrize("optimizer_type, clip_type", [
