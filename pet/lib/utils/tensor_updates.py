@@ -9,7 +9,7 @@ is on where its buffer exists. The state (momentum buffers, Adam's moments and s
 torch's, made eagerly before the first compiled call (``init_state``), so checkpoints resume
 into torch's own step and back.
 """
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -30,15 +30,24 @@ def _grad(param: torch.Tensor, group: dict) -> torch.Tensor:
     return -param.grad if group["maximize"] else param.grad
 
 
+def _scalars(param: torch.Tensor, *values: Any) -> Tuple[Any, ...]:
+    """``values`` (0-dim tensors or numbers) in the precision torch's eager kernels use with
+    ``param`` (its opmath type: float64 for float64, else float32): the arithmetic on the
+    hyper-parameters stays in float64, the per-element work in the parameter's precision
+    (float64 there cost 5% of a compiled SGD step on the CPU)."""
+    dtype = torch.float64 if param.dtype == torch.float64 else torch.float32
+    return tuple(v.to(dtype) if isinstance(v, torch.Tensor) else v for v in values)
+
+
 @torch.no_grad()
 def sgd_update(optimizer: torch.optim.SGD) -> None:
     """torch's SGD step: ``grad + weight_decay * param``, the momentum buffer (where one
     exists) ``momentum * buf + (1 - dampening) * grad``, Nesterov's look-ahead, ``-lr``."""
     for group in optimizer.param_groups:
-        lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
         for param in group["params"]:
             if param.grad is None:
                 continue
+            lr, momentum, weight_decay = _scalars(param, group["lr"], group["momentum"], group["weight_decay"])
             grad = _grad(param, group) + weight_decay * param
             buf = optimizer.state[param].get("momentum_buffer")
             if buf is not None:
@@ -60,19 +69,24 @@ def adam_update(optimizer: torch.optim.Adam) -> None:
             grad = _grad(param, group)
             step = state["step"]
             step += 1
-            if group["decoupled_weight_decay"]:
-                param.mul_(1 - lr * weight_decay)
-            else:
-                grad = grad + weight_decay * param
-            exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-            exp_avg.lerp_(grad, 1 - beta1)
-            exp_avg_sq.mul_(beta2).add_((1 - beta2) * grad * grad)
+            # The scalars in float64, as torch's eager step computes them in Python.
+            step_size = lr / (1 - beta1 ** step)
             bias_correction2_sqrt = (1 - beta2 ** step).sqrt()
+            decay, wd, weight1, beta2_, weight2, step_size, bias_correction2_sqrt = _scalars(
+                param, 1 - lr * weight_decay, weight_decay, 1 - beta1, beta2, 1 - beta2, step_size,
+                bias_correction2_sqrt)
+            if group["decoupled_weight_decay"]:
+                param.mul_(decay)
+            else:
+                grad = grad + wd * param
+            exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+            exp_avg.lerp_(grad, weight1)
+            exp_avg_sq.mul_(beta2_).add_(weight2 * grad * grad)
             if group["amsgrad"]:
                 torch.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
                 exp_avg_sq = state["max_exp_avg_sq"]
             denom = exp_avg_sq.sqrt() / bias_correction2_sqrt + group["eps"]
-            param.sub_(lr / (1 - beta1 ** step) * exp_avg / denom)
+            param.sub_(step_size * exp_avg / denom)
 
 
 def init_adam_state(optimizer: torch.optim.Adam) -> None:
