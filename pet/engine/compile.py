@@ -4,11 +4,12 @@ compiled module the training steps call.
 The compiled module wraps the model (inside DistributedDataParallel under torchrun, as torch
 recommends, so its graphs split at the gradient buckets) and shares its parameters; checkpoints,
 evaluation and the EMA use the model itself, so nothing saved carries torch.compile's
-``_orig_mod.`` prefixes and a run resumes compiled or eager alike.
+``_orig_mod.`` prefixes and a run resumes compiled or eager alike. Under fsdp each block is
+compiled in place instead (``compile_blocks``).
 """
 import copy
 import logging
-from typing import Any
+from typing import Any, List
 
 import torch
 from torch import nn
@@ -103,3 +104,12 @@ def compile_model(model: nn.Module, compile_cfg: CfgNode) -> nn.Module:
     """``torch.compile(model)`` with MODEL.COMPILE's mode, fullgraph and dynamic."""
     return torch.compile(model, mode=compile_cfg.MODE, fullgraph=compile_cfg.FULLGRAPH,
                          dynamic=compile_cfg.DYNAMIC)
+
+
+def compile_blocks(blocks: List[nn.Module], compile_cfg: CfgNode) -> None:
+    """Each of ``blocks`` compiled in place (``Module.compile``) with MODEL.COMPILE's mode,
+    fullgraph and dynamic: FSDP2's blocks, after ``fully_shard`` (torchtitan's per-block
+    compile), so each block's gathers and reduce-scatters stay FSDP2's hooks around its graph.
+    Blocks of one class share their graphs (dynamo takes their parameters as inputs)."""
+    for block in blocks:
+        block.compile(mode=compile_cfg.MODE, fullgraph=compile_cfg.FULLGRAPH, dynamic=compile_cfg.DYNAMIC)

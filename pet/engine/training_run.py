@@ -18,10 +18,10 @@ from yacs.config import CfgNode
 
 from pet.data import EvalLoader, build_datasets, build_eval_loader, build_train_loader
 from pet.engine.checkpointer import Checkpointer
-from pet.engine.compile import check_compiler, check_graph, compile_model, sample_inputs
+from pet.engine.compile import check_compiler, check_graph, compile_blocks, compile_model, sample_inputs
 from pet.engine.distributed import ProcessInfo
 from pet.engine.ema import ModelEMA
-from pet.engine.fsdp import shard_model, sharded_copy
+from pet.engine.fsdp import fsdp_blocks, shard_model, sharded_copy
 from pet.engine.events import MetricsStorage
 from pet.engine.hooks import EvalHook
 from pet.engine.logger import ProgressBar
@@ -197,7 +197,11 @@ def build_trainer(run: TrainingRun, progress_bar: ProgressBar, stop_request: Sto
         return compile_model(module, cfg.MODEL.COMPILE) if cfg.MODEL.COMPILE.ENABLED else module
 
     trained_model = run.model  # sharded in place under fsdp; checkpoints keep run.model
-    if isinstance(run.optim_wrapper, OptimWrapperDict):  # each optimizer's submodule wrapped
+    if cfg.SOLVER.DISTRIBUTED.STRATEGY == "fsdp":  # each block compiled in place, the root eager
+        if cfg.MODEL.COMPILE.ENABLED:
+            compile_blocks(fsdp_blocks(run.model, list(cfg.SOLVER.DISTRIBUTED.FSDP_BLOCKS), cfg.MODEL.TYPE),
+                           cfg.MODEL.COMPILE)
+    elif isinstance(run.optim_wrapper, OptimWrapperDict):  # each optimizer's submodule wrapped
         if ddp or cfg.MODEL.COMPILE.ENABLED:
             trained_model = separate_modules(run.model, list(run.optimizers), wrap)
     else:

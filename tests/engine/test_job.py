@@ -75,12 +75,10 @@ def test_the_batch_is_split_over_processes_and_micro_batches():
 @pytest.mark.parametrize("overrides, world_size, message", [
     (["SOLVER.DISTRIBUTED.STRATEGY", "fsdp"], 1, "fsdp shards the model over the processes of a torchrun job"),
     (["SOLVER.DISTRIBUTED.STRATEGY", "FSDP"], 2, "SOLVER.DISTRIBUTED.STRATEGY: unknown value 'FSDP'; allowed: ddp, fsdp"),
-    (["SOLVER.DISTRIBUTED.STRATEGY", "fsdp", "MODEL.COMPILE.ENABLED", "True"], 2,
-     "fsdp is not supported with MODEL.COMPILE.ENABLED"),
     (["SOLVER.DISTRIBUTED.STRATEGY", "fsdp", "SOLVER.OPTIMIZER.COMPILE", "True"], 2,
      "fsdp is not supported with SOLVER.OPTIMIZER.COMPILE"),
-    (["SOLVER.DISTRIBUTED.STRATEGY", "fsdp", "MODEL.COMPILE.ENABLED", "True"], None,
-     "fsdp is not supported with MODEL.COMPILE.ENABLED"),
+    (["SOLVER.DISTRIBUTED.STRATEGY", "fsdp", "SOLVER.OPTIMIZER.COMPILE", "True"], None,
+     "fsdp is not supported with SOLVER.OPTIMIZER.COMPILE"),
     (["SOLVER.ASYNC_CHECKPOINT", "True"], 2, "SOLVER.ASYNC_CHECKPOINT: True needs SOLVER.DISTRIBUTED.STRATEGY fsdp"),
     (["SOLVER.DISTRIBUTED.FSDP_BLOCKS", "['']"], 2, "SOLVER.DISTRIBUTED.FSDP_BLOCKS: expected a list"),
 ])

@@ -123,7 +123,6 @@ def validate_strategy(cfg: CfgNode, world_size: Optional[int]) -> None:
     if cfg.SOLVER.DISTRIBUTED.STRATEGY != "fsdp":
         return
     refused = [("SOLVER.OPTIMIZERS", bool(cfg.SOLVER.OPTIMIZERS)),
-               ("MODEL.COMPILE.ENABLED", cfg.MODEL.COMPILE.ENABLED),
                ("SOLVER.OPTIMIZER.COMPILE", cfg.SOLVER.OPTIMIZER.COMPILE)]
     for key, used in refused:
         if used:
