@@ -122,7 +122,7 @@ def build_training_run(cfg: CfgNode, process: ProcessInfo, device: torch.device,
     for name, optimizer in optimizers.items():
         # The checkpoint's iteration is the whole progress of each schedule.
         schedulers[name] = LearningRateScheduler(optimizer, solvers[name], start_iter=checkpointer.start_iter,
-                                                 iter_per_epoch=iter_per_epoch)
+                                                 iter_per_epoch=iter_per_epoch, name=name)
         if solvers[name].OPTIMIZER.COMPILE:
             check_scheduled_keys(optimizer, schedulers[name].cycles_momentum,
                                  [s.param for s in schedulers[name].param_schedules or ()])

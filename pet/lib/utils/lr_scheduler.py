@@ -158,6 +158,7 @@ class LearningRateScheduler(lr_scheduler._LRScheduler):
         iter_per_epoch: iterations per epoch, needed by epoch-based configs.
         last_epoch: torch's resume convention (the last iteration done); the iteration after
             construction is ``last_epoch + 1``. Give this or ``start_iter``, not both.
+        name: the optimizer's name among several (SOLVER.OPTIMIZERS), said in the log lines.
 
     Raises:
         ConfigError on a bad SCHEDULER config; ValueError when both ``start_iter`` and
@@ -175,6 +176,7 @@ class LearningRateScheduler(lr_scheduler._LRScheduler):
         start_iter: int = 0,
         iter_per_epoch: int = -1,
         last_epoch: int = -1,
+        name: str = "",
     ) -> None:
         if start_iter != 0 and last_epoch != -1:
             raise ValueError(
@@ -186,6 +188,7 @@ class LearningRateScheduler(lr_scheduler._LRScheduler):
         self.milestones = self.schedule.milestones
         self.base_lr = solver.OPTIMIZER.BASE_LR
         self.log_lr_change_threshold = solver.SCHEDULER.LOG_LR_CHANGE_THRESHOLD
+        self.name = name  # SOLVER.OPTIMIZERS' name of its optimizer, in the log lines
         self.info = dict(best_acc=0.0, best_epoch=1, cur_acc=0.0, cur_epoch=1)
         self.lr_factor = None
         # Only jumps are logged (a smooth decay changes the lr by large ratios near its end).
@@ -275,7 +278,8 @@ class LearningRateScheduler(lr_scheduler._LRScheduler):
         if lr_change_ratio(self.lr_factor, lr_factor) > self.log_lr_change_threshold:
             if lr_factor * self.base_lr > 1e-7:
                 logger.info(
-                    "Changing learning rate %.7f -> %.7f at iteration %d",
+                    "Changing learning rate%s %.7f -> %.7f at iteration %d",
+                    f" of {self.name}" if self.name else "",
                     self.lr_factor * self.base_lr,
                     lr_factor * self.base_lr,
                     self.last_epoch,

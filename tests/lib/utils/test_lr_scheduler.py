@@ -212,6 +212,15 @@ def test_large_lr_changes_are_logged_once_each(caplog):
     ]
 
 
+def test_the_log_line_names_the_optimizer_of_several(caplog):
+    """SOLVER.OPTIMIZERS: each optimizer's scheduler says whose lr changes."""
+    scheduler = LearningRateScheduler(make_optimizer(), make_solver("STEP", warmup_iters=0), name="generator")
+    with caplog.at_level(logging.INFO, logger="pet.lib.utils.lr_scheduler"):
+        run(scheduler, 45)
+    assert [r.getMessage() for r in caplog.records] == [
+        "Changing learning rate of generator 0.2000000 -> 0.1000000 at iteration 40"]
+
+
 def test_a_linear_ramp_is_not_logged_but_a_constant_warmup_end_is(caplog):
     with caplog.at_level(logging.INFO, logger="pet.lib.utils.lr_scheduler"):
         run(LearningRateScheduler(make_optimizer(), make_solver("STEP", "LINEAR")), 45)
