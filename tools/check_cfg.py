@@ -15,7 +15,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
+from pet.lib.config.cli import (build_parser, end_quietly_on_closed_pipe, exit_on_config_error,  # noqa: E402
+                                parse_cfg)
 from pet.engine.job import validate_job  # noqa: E402
 from pet.lib.config.ignored_keys import ignored_scheduler_keys, replaced_keys  # noqa: E402
 from pet.lib.utils.lr_scheduler import LR_POLICIES, build_schedule  # noqa: E402
@@ -56,6 +57,7 @@ def warning_lines(cfg, schedule):
 def main(argv=None):
     parser = build_parser("Merge and check a config; print it and the quantities derived from it.")
     add_iter_per_epoch_argument(parser)
+    end_quietly_on_closed_pipe()
     args, cfg = parse_cfg(parser, argv)
     with exit_on_config_error():
         iter_per_epoch = validate_job(cfg, args.iter_per_epoch)

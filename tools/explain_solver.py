@@ -10,8 +10,11 @@ frozen) followed by the modifiers that changed its values (+backbone, +layer_dec
 warnings for the classic mistakes: a normalization layer the rules do not recognize, and a
 bias- or scale-like parameter left in the default rule with weight decay.
 
+With SOLVER.OPTIMIZERS, one such report per optimizer over its submodule (names in full).
+
 Exit status: 0, or 1 with ``--strict`` when there is a warning, or 2 on a bad config.
-``--json`` prints one JSON document {"optimizer", "params", "groups", "warnings"} instead.
+``--json`` prints one JSON document {"optimizer", "params", "groups", "warnings"} instead
+({"optimizers": {name: such a document}} with SOLVER.OPTIMIZERS).
 """
 import dataclasses
 import json
@@ -20,8 +23,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
+from pet.lib.config.cli import (build_parser, end_quietly_on_closed_pipe, exit_on_config_error,  # noqa: E402
+                                parse_cfg)
 from pet.engine.job import validate_job  # noqa: E402
+from pet.lib.utils.multi_optimizer import build_optimizers, optimizer_solvers  # noqa: E402
 from pet.lib.utils.optimizer import Optimizer  # noqa: E402
 from pet.lib.utils.param_groups import assignments_of_groups, explain_params  # noqa: E402
 from pet.reports.param_report import FROZEN, group_rows, grouping_warnings, param_rows  # noqa: E402
@@ -63,34 +68,51 @@ def print_text(optimizer_name, params, groups, warnings):
         print(f"WARNING: {warning}")
 
 
-def main(argv=None):
-    parser = build_parser("Show the rule, lr, weight decay and param group of every parameter.")
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when there is a warning")
-    args, cfg = parse_cfg(parser, argv)
-    with exit_on_config_error():
-        validate_job(cfg)
-        model = build_model(cfg)
-        solver = Optimizer(model, cfg.SOLVER.OPTIMIZER)
-        optimizer = solver.build()  # freezes FREEZE's parameters first
+def explain(model, optimizer_cfg, prefix=""):
+    """{"optimizer", "params", "groups", "warnings"} of ``optimizer_cfg`` over ``model``; the
+    parameter names (and the warnings') start with ``prefix``."""
+    solver = Optimizer(model, optimizer_cfg)
+    optimizer = solver.build()  # freezes FREEZE's parameters first
     if solver.spec.builder == "default":
         assignments = explain_params(model, solver.spec.grouping)
     else:
         assignments = assignments_of_groups(model, optimizer.param_groups, f"builder:{solver.spec.builder}")
-    params = param_rows(model, assignments, optimizer.param_groups)
-    groups = group_rows(optimizer.param_groups, assignments)
-    warnings = grouping_warnings(model, assignments)
-    optimizer_name = type(optimizer).__name__
+    params = [dataclasses.replace(p, name=prefix + p.name)
+              for p in param_rows(model, assignments, optimizer.param_groups)]
+    warnings = [prefix + w if prefix else w for w in grouping_warnings(model, assignments)]
+    return {"optimizer": type(optimizer).__name__, "params": params,
+            "groups": group_rows(optimizer.param_groups, assignments), "warnings": warnings}
+
+
+def main(argv=None):
+    parser = build_parser("Show the rule, lr, weight decay and param group of every parameter.")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when there is a warning")
+    end_quietly_on_closed_pipe()
+    args, cfg = parse_cfg(parser, argv)
+    with exit_on_config_error():
+        validate_job(cfg)
+        model = build_model(cfg)
+        if cfg.SOLVER.OPTIMIZERS:  # one report per optimizer, over its top-level submodule
+            build_optimizers(model, cfg.SOLVER)  # every parameter in exactly one, or one line
+            children = dict(model.named_children())
+            reports = {name: explain(children[name], node.OPTIMIZER, f"{name}.")
+                       for name, node in optimizer_solvers(cfg.SOLVER).items()}
+        else:
+            reports = {"": explain(model, cfg.SOLVER.OPTIMIZER)}
     if args.json:
-        print(json.dumps({
-            "optimizer": optimizer_name,
-            "params": [dataclasses.asdict(p) for p in params],
-            "groups": [dataclasses.asdict(g) for g in groups],
-            "warnings": warnings,
-        }, indent=1))
+        documents = {name: dict(report, params=[dataclasses.asdict(p) for p in report["params"]],
+                                groups=[dataclasses.asdict(g) for g in report["groups"]])
+                     for name, report in reports.items()}
+        print(json.dumps(documents[""] if "" in documents else {"optimizers": documents}, indent=1))
     else:
-        print_text(optimizer_name, params, groups, warnings)
-    if args.strict and warnings:
+        for name, report in reports.items():
+            if name:
+                print(f"== SOLVER.OPTIMIZERS.{name} ({report['optimizer']}) ==")
+            print_text(report["optimizer"], report["params"], report["groups"], report["warnings"])
+            if name:
+                print()
+    if args.strict and any(report["warnings"] for report in reports.values()):
         sys.exit(EXIT_WARNINGS)
 
 

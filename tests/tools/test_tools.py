@@ -2,6 +2,7 @@
 it: ``python tools/NAME.py --cfg FILE [KEY VALUE ...]`` in a subprocess."""
 import csv
 import json
+import signal
 import struct
 import subprocess
 import sys
@@ -184,6 +185,32 @@ def test_explain_solver_text_table(tmp_path):
     assert bn_weight.split()[-4:] == ["norm+backbone", "0.1", "0", "1"]
     assert "param group(s) of AdamW:" in result.stdout
     assert lines[-1] == "0 warning(s)."
+
+
+def test_explain_solver_reports_each_of_several_optimizers(tmp_path):
+    """SOLVER.OPTIMIZERS (the shipped GAN): one report per optimizer over its submodule, with
+    its own lr; every parameter of the model in exactly one."""
+    result = run_tool("explain_solver", "--cfg", REPO / "cfgs" / "digits_gan_adam.yaml", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    reports = json.loads(result.stdout)["optimizers"]
+    assert {name: (r["optimizer"], [g["lr"] for g in r["groups"]]) for name, r in reports.items()} == {
+        "generator": ("Adam", [0.0005]), "discriminator": ("Adam", [0.0002])}
+    names = [p["name"] for r in reports.values() for p in r["params"]]
+    model = build_model(load_cfg(str(REPO / "cfgs" / "digits_gan_adam.yaml")))
+    assert sorted(names) == sorted(name for name, _ in model.named_parameters())
+    text = run_tool("explain_solver", "--cfg", REPO / "cfgs" / "digits_gan_adam.yaml", cwd=tmp_path).stdout
+    assert text.startswith("== SOLVER.OPTIMIZERS.generator (Adam) ==\n")
+    assert "== SOLVER.OPTIMIZERS.discriminator (Adam) ==" in text
+
+
+@pytest.mark.parametrize("tool", ["explain_solver", "check_cfg"])
+def test_a_report_read_by_head_ends_without_a_traceback(tmp_path, tool):
+    """``tool | head -1`` once head has gone (``| true`` goes before the tool's first write):
+    the tool ends by SIGPIPE, as ls does, without a traceback."""
+    command = f"{sys.executable} {REPO / 'tools' / f'{tool}.py'} --cfg {REPO / 'cfgs' / 'digits_gan_adam.yaml'} | true"
+    result = subprocess.run(["bash", "-c", f"{command}; echo ${{PIPESTATUS[0]}}"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.stdout.split() == [str(128 + signal.SIGPIPE)] and result.stderr == ""
 
 
 # ---------------------------------------------------------------------------------------------

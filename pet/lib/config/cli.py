@@ -4,6 +4,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import signal
 import sys
 import time
 from typing import Iterator, List, Optional, Sequence
@@ -25,6 +26,14 @@ def build_parser(description: str) -> argparse.ArgumentParser:
                         help="config overrides, e.g. SOLVER.OPTIMIZER.BASE_LR 0.05 or "
                              "SOLVER.OPTIMIZER.WEIGHT_DECAY=1e-4")
     return parser
+
+
+def end_quietly_on_closed_pipe() -> None:
+    """A report tool whose reader goes away (``| head``) ends as ``ls`` does, by SIGPIPE and
+    without a traceback (Python ignores SIGPIPE and raises BrokenPipeError instead). For tools
+    that only print: one that writes files must not stop half-way."""
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
 @contextlib.contextmanager
