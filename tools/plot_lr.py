@@ -9,7 +9,9 @@ The lrs come from stepping the training LearningRateScheduler on the real model'
 their rules (default, bias, norm, embed, each possibly +backbone). The warm-up's end and the
 milestones (of the policies that have them) are marked; ``--log`` draws the lr on a log scale;
 a schedule that cycles the momentum (ONE_CYCLE, CYCLIC) gets a panel with it below, and each
-hyper-parameter of SOLVER.SCHEDULER.PARAMS (e.g. weight_decay) one more.
+hyper-parameter of SOLVER.SCHEDULER.PARAMS (e.g. weight_decay) one more. With SOLVER.OPTIMIZERS
+each optimizer's curves (and panels) are drawn, their labels and columns starting with its name
+(``generator:default``).
 
 CSV columns: ``iteration``; ``epoch`` (iteration / iterations per epoch); then one column per
 distinct curve, named ``lr:`` and its rules joined by "/" (e.g. ``lr:default/norm``,
@@ -20,6 +22,7 @@ spread iterations plus its warm-up end and milestones (said in the title and the
 An output path that cannot be written is one line and exit 2, before anything is computed.
 """
 import csv
+import dataclasses
 import os
 import sys
 import textwrap
@@ -34,6 +37,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
 from pet.engine.job import validate_job  # noqa: E402
 from pet.reports.lr_curve import MAX_POINTS, distinct_curves, record_curves  # noqa: E402
+from pet.lib.utils.multi_optimizer import build_optimizers, optimizer_solvers  # noqa: E402
 from pet.lib.utils.optimizer import Optimizer  # noqa: E402
 from pet.lib.utils.param_groups import explain_params, grouping_spec  # noqa: E402
 from pet.reports.param_report import group_rules  # noqa: E402
@@ -52,11 +56,13 @@ def write_csv(path, curves, iter_per_epoch, others, iterations):
             writer.writerow([iteration, repr(iteration / iter_per_epoch)] + [repr(v) for v in values])
 
 
-def draw(path, curves, scheduler, iter_per_epoch, title, log_scale=False, others=None, iterations=None):
-    """Save the curves as a PNG, with the warm-up end and the milestones marked; each of
-    ``others`` (the cycled momentum, the scheduled hyper-parameters) in a panel below."""
+def draw(path, curves, schedulers, iter_per_epoch, title, log_scale=False, others=None, iterations=None):
+    """Save the curves as a PNG, with the warm-up ends and the milestones of ``schedulers``
+    (one per optimizer) marked; each of ``others`` (the cycled momentum, the scheduled
+    hyper-parameters) in a panel below."""
     others = others or {}
-    iterations = iterations if iterations is not None else range(scheduler.max_iter + 1)
+    max_iter = schedulers[0].max_iter  # the run's length, shared by its optimizers
+    iterations = iterations if iterations is not None else range(max_iter + 1)
     # A fixed size in pixels (constrained layout, no tight bbox): the same PNG size for any config
     # with as many panels.
     fig, axes = plt.subplots(1 + len(others), 1, figsize=(8, 5 + len(others) // 2), dpi=100,
@@ -72,13 +78,12 @@ def draw(path, curves, scheduler, iter_per_epoch, title, log_scale=False, others
     for curve in curves:
         label = f"{curve.label.replace('/', ', ')} (max {max(curve.lrs):.3g})"
         ax.plot(iterations, curve.lrs, label=textwrap.fill(label, 60), linewidth=1.5)
-    if scheduler.warmup_iters > 0:
-        ax.axvline(scheduler.warmup_iters, color="gray", linestyle="--", linewidth=1,
-                   label=f"warm-up end ({scheduler.warmup_iters})")
-    for index, milestone in enumerate(scheduler.milestones):
+    for warmup_iters in sorted({s.warmup_iters for s in schedulers if s.warmup_iters > 0}):
+        ax.axvline(warmup_iters, color="gray", linestyle="--", linewidth=1, label=f"warm-up end ({warmup_iters})")
+    for index, milestone in enumerate(sorted({m for s in schedulers for m in s.milestones})):
         ax.axvline(milestone, color="black", linestyle=":", linewidth=1,
                    label="milestones" if index == 0 else None)
-    ax.set_xlim(0, scheduler.max_iter)
+    ax.set_xlim(0, max_iter)
     (panels[-1] if panels else ax).set_xlabel("iteration")
     ax.set_ylabel("learning rate")
     ax.set_title(title, fontsize=10)
@@ -106,17 +111,34 @@ def main(argv=None):
             check_output_file(args.csv, "--csv")
         iter_per_epoch = validate_job(cfg, args.iter_per_epoch)
         model = build_model(cfg)
-        optimizer = Optimizer(model, cfg.SOLVER.OPTIMIZER).build()
-        scheduler, iterations, lrs, others = record_curves(optimizer, cfg.SOLVER, iter_per_epoch, MAX_POINTS)
-        rules = group_rules(optimizer.param_groups, explain_params(model, grouping_spec(cfg.SOLVER.OPTIMIZER)))
-        curves = distinct_curves(lrs, rules)
-        sampled = len(iterations) < scheduler.max_iter + 1
-        title = (f"{os.path.basename(args.cfg_file)}: {scheduler.schedule.policy}, "
-                 f"{type(optimizer).__name__}, {scheduler.max_iter} iterations"
-                 + (f" (drawn from {len(iterations)} sampled ones)" if sampled else ""))
+        if cfg.SOLVER.OPTIMIZERS:  # each optimizer's curves, its name before their labels
+            optimizers, solvers = build_optimizers(model, cfg.SOLVER), optimizer_solvers(cfg.SOLVER)
+        else:
+            optimizers, solvers = {"": Optimizer(model, cfg.SOLVER.OPTIMIZER).build()}, {"": cfg.SOLVER}
+        records = {name: record_curves(optimizers[name], solvers[name], iter_per_epoch, MAX_POINTS)
+                   for name in optimizers}
+        iterations = sorted({i for record in records.values() for i in record[1]})
+        if any(record[1] != iterations for record in records.values()):  # samples with other marks
+            records = {name: record_curves(optimizers[name], solvers[name], iter_per_epoch, iterations=iterations)
+                       for name in optimizers}
+        curves, others = [], {}
+        for name, (_, _, lrs, scheduled) in records.items():
+            module = getattr(model, name) if name else model
+            rules = group_rules(optimizers[name].param_groups,
+                                explain_params(module, grouping_spec(solvers[name].OPTIMIZER)))
+            prefix = f"{name}:" if name else ""
+            curves += [dataclasses.replace(c, label=prefix + c.label) for c in distinct_curves(lrs, rules)]
+            others.update({prefix + key: values for key, values in scheduled.items()})
+        schedulers = [record[0] for record in records.values()]
+        max_iter = schedulers[0].max_iter
+        sampled = len(iterations) < max_iter + 1
+        title = (f"{os.path.basename(args.cfg_file)}: "
+                 + ", ".join(f"{name + ' ' if name else ''}{s.schedule.policy}, {type(optimizers[name]).__name__}"
+                             for name, s in zip(records, schedulers))
+                 + f", {max_iter} iterations" + (f" (drawn from {len(iterations)} sampled ones)" if sampled else ""))
         with output_file_errors(args.out, "--out"):
-            draw(args.out, curves, scheduler, iter_per_epoch, title, args.log, others, iterations)
-        print(f"wrote {args.out}: {len(curves)} lr curve(s) over iterations 0..{scheduler.max_iter}"
+            draw(args.out, curves, schedulers, iter_per_epoch, title, args.log, others, iterations)
+        print(f"wrote {args.out}: {len(curves)} lr curve(s) over iterations 0..{max_iter}"
               + (f", {len(iterations)} of them sampled" if sampled else ""))
         if args.csv:
             with output_file_errors(args.csv, "--csv"):

@@ -53,21 +53,23 @@ def sampled_iterations(scheduler: LearningRateScheduler, max_points: int) -> Lis
 
 
 def record_curves(optimizer: torch.optim.Optimizer, solver: CfgNode, iter_per_epoch: int = -1,
-                  max_points: Optional[int] = None
+                  max_points: Optional[int] = None, iterations: Optional[List[int]] = None
                   ) -> Tuple[LearningRateScheduler, List[int], List[List[float]], Dict[str, List[float]]]:
     """(the scheduler, the iterations recorded, ``lrs[g][k]`` group g's lr at the k-th of them,
     the other scheduled hyper-parameters by name: ``momentum`` when the schedule cycles it, and
     each key of SOLVER.SCHEDULER.PARAMS, its value in a group built with START).
 
     Every iteration 0..max_iter is recorded, or, past ``max_points``, a sample of them
-    (``sampled_iterations``), each set by the scheduler's own ``load_state_dict`` (the way a
-    resumed run jumps to its iteration).
+    (``sampled_iterations``), or the sorted ``iterations`` given (another schedule's sample);
+    each set by the scheduler's own ``load_state_dict`` (the way a resumed run jumps to its
+    iteration).
     """
     with warnings.catch_warnings():
         # Nothing is trained here, so torch's "scheduler.step() before optimizer.step()" is moot.
         warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
         scheduler = LearningRateScheduler(optimizer, solver, iter_per_epoch=iter_per_epoch)
-        iterations = sampled_iterations(scheduler, max_points or scheduler.max_iter + 1)
+        if iterations is None:
+            iterations = sampled_iterations(scheduler, max_points or scheduler.max_iter + 1)
         every = len(iterations) == scheduler.max_iter + 1
         lrs: List[List[float]] = [[] for _ in optimizer.param_groups]
         for iteration in iterations:

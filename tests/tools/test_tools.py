@@ -2,6 +2,7 @@
 it: ``python tools/NAME.py --cfg FILE [KEY VALUE ...]`` in a subprocess."""
 import csv
 import json
+import math
 import signal
 import struct
 import subprocess
@@ -356,6 +357,29 @@ def test_plot_lr_draws_a_huge_schedule_from_samples_within_seconds(tmp_path):
     lr = {int(row[0]): row[header.index(next(h for h in header if h.startswith("lr:")))] for row in rows}
     # Around the first milestone (epoch 5,000,000 = iteration 220,000,000): the step is exact.
     assert lr[219_999_999] == pytest.approx(10 * lr[220_000_000])
+
+
+def test_plot_lr_draws_each_of_several_optimizers(tmp_path):
+    """SOLVER.OPTIMIZERS (the shipped GAN: the generator on a cosine from 0.0005, the
+    discriminator stepped at epoch 30 from 0.0002, both warmed up over one epoch from 0.1):
+    one curve per optimizer, named; a long schedule sampled at the marks of both."""
+    gan = REPO / "cfgs" / "digits_gan_adam.yaml"
+    result = run_tool("plot_lr", "--cfg", gan, "--csv", "lr.csv", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    header, rows = read_csv(tmp_path / "lr.csv")
+    assert header == ["iteration", "epoch", "lr:generator:embed/default/bias", "lr:discriminator:default/bias"]
+    lr = {int(row[0]): row[2:] for row in rows}  # 22 iterations per epoch: warm-up 22, step at 660
+    assert lr[0] == pytest.approx([0.00005, 0.00002]) and lr[22] == pytest.approx([0.0005, 0.0002])
+    assert lr[659][1] == pytest.approx(0.0002) and lr[660][1] == pytest.approx(0.0001)
+    assert lr[451][0] == pytest.approx(0.0005 * 0.5 * (1 + math.cos(math.pi * (451 - 22) / (880 - 22))))
+    assert lr[880][0] == pytest.approx(0.0, abs=1e-12)
+    result = run_tool("plot_lr", "--cfg", gan, "--csv", "long.csv", "SOLVER.SCHEDULER.TOTAL_EPOCHS", "1000",
+                      "SOLVER.OPTIMIZERS.discriminator.SCHEDULER.STEPS", "(333,)", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    _, rows = read_csv(tmp_path / "long.csv")
+    lr = {int(row[0]): row[2:] for row in rows}  # 22,000 iterations, sampled; the step at 7326
+    assert len(rows) < 22_001 and lr[7325][1] == pytest.approx(0.0002) and lr[7326][1] == pytest.approx(0.0001)
+    assert lr[21][0] < lr[22][0] == pytest.approx(0.0005)
 
 
 def test_plot_metrics_answers_a_garbage_metrics_file_with_one_line(tmp_path):
