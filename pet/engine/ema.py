@@ -5,7 +5,7 @@
 a checkpointable ("ema" in each checkpoint), so a resumed run continues it bit for bit.
 """
 import copy
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -81,6 +81,9 @@ class EMAHook(HookBase):
         self.model = model
         self.ema = ema
         self.every = every
+
+    def step_periods(self) -> Tuple[int, ...]:
+        return (self.every,)
 
     def after_step(self, storage: MetricsStorage) -> None:
         if is_period_end(storage.iter, self.every):

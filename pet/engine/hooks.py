@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -40,6 +40,12 @@ class HookBase:
     pet.lib.config.runtime.PRIORITIES) orders the hooks of a run: smaller runs earlier."""
 
     priority = PRIORITIES["NORMAL"]
+
+    def step_periods(self) -> Optional[Tuple[int, ...]]:
+        """The iterations whose ``before_step`` and ``after_step`` may act: those that complete
+        a multiple of one of these periods (0: none), and the last one; the trainer calls them
+        there only (asked once per hook list). None, unless a hook says: every iteration."""
+        return None
 
     def before_train(self, storage: MetricsStorage) -> None:
         pass
@@ -203,6 +209,9 @@ class EvalHook(HookBase):
             self.best_accuracy, self.best_epoch,
         )
 
+    def step_periods(self) -> Tuple[int, ...]:
+        return (self.period,)
+
     def after_step(self, storage: MetricsStorage) -> None:
         if is_eval_step(storage.iter, self.period, self.max_iter):
             self._evaluate(storage, storage.iter + 1)
@@ -227,6 +236,10 @@ class PeriodicCheckpointer(HookBase):
         self.period = period
         self.max_iter = max_iter
         self.extra = extra or {}
+
+    def step_periods(self) -> Optional[Tuple[int, ...]]:
+        # A sharded checkpoint written in the background is published by the first poll after it.
+        return None if getattr(self.checkpointer, "sharded", True) else (self.period,)
 
     def after_step(self, storage: MetricsStorage) -> None:
         done = storage.iter + 1
@@ -254,6 +267,10 @@ class BestCheckpointer(HookBase):
 
     def before_train(self, storage: MetricsStorage) -> None:
         self._best = self.eval_hook.best_accuracy  # restored from the checkpoint by now
+
+    def step_periods(self) -> Optional[Tuple[int, ...]]:
+        # Only an evaluation improves the best; before before_train, every step (the first sets it).
+        return None if self._best is None else (self.eval_hook.period,)
 
     def after_step(self, storage: MetricsStorage) -> None:
         if self._best is None:
@@ -301,6 +318,8 @@ class MetricsWriter(HookBase):
     ``iter_per_epoch`` gives the records their epoch and ``images_per_iter`` (the batch size)
     their throughput. On resume each writer drops what was written at or after ``start_iter``
     (by the interrupted run after its last checkpoint), so each iteration appears once.
+    ``eval_period``: the run's EvalHook's period, when only it records an accuracy (the trainer
+    then calls this hook on logged iterations only); None: any step may.
     """
 
     priority = PRIORITIES["BELOW_NORMAL"]
@@ -308,8 +327,9 @@ class MetricsWriter(HookBase):
     def __init__(self, path: str, period: int, max_iter: int, timer: IterationTimer,
                  start_iter: int = 0, progress_bar: Optional[ProgressBar] = None,
                  writers: Optional[List[MetricsFileWriter]] = None, iter_per_epoch: int = 0,
-                 images_per_iter: int = 0) -> None:
+                 images_per_iter: int = 0, eval_period: Optional[int] = None) -> None:
         self.period = period
+        self.eval_period = eval_period
         self.max_iter = max_iter
         self.timer = timer
         self.progress_bar = progress_bar or ProgressBar()
@@ -332,12 +352,17 @@ class MetricsWriter(HookBase):
         record["eta_seconds"] = round(eta, 1)
         return record
 
+    def step_periods(self) -> Optional[Tuple[int, ...]]:
+        if self.progress_bar.enabled or self.eval_period is None:  # the bar draws at any step
+            return None
+        return (self.period, self.eval_period)
+
     def after_step(self, storage: MetricsStorage) -> None:
         it = storage.iter
         evaluated = storage.has("accuracy")
         write = is_logged_iteration(it, self.period, self.max_iter, evaluated)
         if not (write or self.progress_bar.enabled):
-            return  # most steps: nothing to do (this hook runs on every step of every job)
+            return  # most steps, when the trainer calls it at every one: nothing to do
         eta = self.timer.eta_seconds(it)
         if write:
             record = self.record(storage, storage.latest(), eta)

@@ -79,6 +79,8 @@ class StopOnSignal(HookBase):
         # (iterations done, time) at the last one.
         self._next_agreement: Optional[int] = None
         self._last_agreement = (0, 0.0)
+        # Whether the run is distributed, known from before_train on (its process group lasts it).
+        self._distributed: Optional[bool] = None
 
     # Under torch.distributed the processes agree on the flag (an all-reduce and a host sync):
     # first after FIRST_AGREEMENT iterations, then about every AGREE_SECONDS but at least
@@ -88,8 +90,14 @@ class StopOnSignal(HookBase):
     AGREE_SECONDS = 1.0
     MAX_PERIOD = 100
 
+    def before_train(self, storage: MetricsStorage) -> None:
+        self._distributed = dist.is_available() and dist.is_initialized()
+
     def _stop_requested(self, iteration: int) -> bool:
-        if not (dist.is_available() and dist.is_initialized()):
+        distributed = self._distributed
+        if distributed is None:
+            distributed = dist.is_available() and dist.is_initialized()
+        if not distributed:
             return self.request.requested
         done = iteration + 1
         if self._next_agreement is None:

@@ -2,6 +2,7 @@
 iterations that are logged, and only there (the steps in between communicate nothing beyond
 DDP's gradient all-reduce)."""
 import math
+from typing import Optional, Tuple
 
 from pet.engine.events import MetricsStorage
 from pet.engine.hooks import HookBase, is_logged_iteration
@@ -19,13 +20,18 @@ class AverageOverProcesses(HookBase):
     the iteration.
 
     Runs on every process, after the evaluation and before the metrics are written.
+    ``eval_period``: as MetricsWriter's (the trainer then calls it on logged iterations only).
     """
 
     priority = PRIORITIES["BELOW_NORMAL"]
 
-    def __init__(self, period: int, max_iter: int) -> None:
+    def __init__(self, period: int, max_iter: int, eval_period: Optional[int] = None) -> None:
         self.period = period
         self.max_iter = max_iter
+        self.eval_period = eval_period
+
+    def step_periods(self) -> Optional[Tuple[int, ...]]:
+        return None if self.eval_period is None else (self.period, self.eval_period)
 
     def after_step(self, storage: MetricsStorage) -> None:
         it = storage.iter

@@ -29,6 +29,7 @@ from pet.engine.hooks import (
 from pet.engine.ema import EMAHook, ModelEMA
 from pet.engine.process_metrics import AverageOverProcesses
 from pet.engine.hook_config import build_custom_hooks, describe_hooks, order_hooks
+from pet.engine.hook_dispatch import HookDispatch
 from pet.engine.writers import build_writers
 from pet.engine.distributed import ProcessInfo, mean_over_processes
 from pet.engine.logger import ProgressBar
@@ -66,8 +67,8 @@ class Trainer:
         # are those that read the step seam back (see is_read_iteration).
         self.log_period = log_period
         self.eval_period = eval_period
-        # (the hook list, their before_step and after_step methods), made when the list changes.
-        self._hook_calls = None
+        # Which hook methods each iteration calls, made again when the hook list changes.
+        self._dispatch: Optional[HookDispatch] = None
         # A storage of its own, or the run's (a checkpointable: its history survives resume).
         self.storage = storage if storage is not None else MetricsStorage(start_iter)
         self.storage.iter = start_iter
@@ -97,11 +98,13 @@ class Trainer:
 
     def run_iteration(self, iteration: int) -> None:
         """The step of ``iteration`` with the hooks around it (those that define
-        ``before_step`` and ``after_step``: the base class's do nothing)."""
+        ``before_step`` and ``after_step``: the base class's do nothing), each at the
+        iterations it declares (``HookBase.step_periods``; by default every one)."""
         hooks = tuple(self.hooks)  # a list a caller may still change
-        if self._hook_calls is None or self._hook_calls[0] != hooks:
-            self._hook_calls = (hooks, _overriding(hooks, "before_step"), _overriding(hooks, "after_step"))
-        _, before, after = self._hook_calls
+        dispatch = self._dispatch
+        if dispatch is None or dispatch.hooks != hooks or dispatch.max_iter != self.max_iter:
+            dispatch = self._dispatch = HookDispatch(hooks, self.max_iter)
+        before, after = dispatch.calls(iteration)
         self.storage.begin_iteration(iteration)
         for before_step in before:
             before_step(self.storage)
@@ -183,12 +186,6 @@ class Trainer:
         return is_logged_iteration(iteration, self.log_period, self.max_iter, evaluated)
 
 
-def _overriding(hooks, name: str) -> List[Callable]:
-    """The bound ``name`` methods of the hooks that override HookBase's (which does nothing)."""
-    return [getattr(hook, name) for hook in hooks
-            if getattr(type(hook), name, None) is not getattr(HookBase, name)]
-
-
 def build_metrics_storage(process: ProcessInfo, device: torch.device) -> MetricsStorage:
     """The run's metrics storage; under torch.distributed it averages the per-process values
     over the processes (on ``device``: nccl reduces CUDA tensors only) when synchronized."""
@@ -246,13 +243,15 @@ def build_train_hooks(cfg: CfgNode, optimizers: Dict[str, torch.optim.Optimizer]
     before the evaluation)."""
     scheduler = next(iter(schedulers.values()))  # every one runs SOLVER.SCHEDULER's length
     max_iter = scheduler.max_iter
+    # The iterations with an accuracy: eval_hook's, unless a user's hook may record one too.
+    accuracy_period = None if cfg.CUSTOM_HOOKS else eval_hook.period
     timer = IterationTimer(max_iter, max(s.warmup_iters for s in schedulers.values()), ignore_warmup_time=True)
     hooks = [
         timer,
         *[LRScheduler(optimizers[name], schedulers[name], prefix=f"{name}." if name else "")
           for name in schedulers],
         eval_hook,
-        *([AverageOverProcesses(cfg.LOG_PERIOD, max_iter)] if distributed else []),
+        *([AverageOverProcesses(cfg.LOG_PERIOD, max_iter, accuracy_period)] if distributed else []),
         PeriodicCheckpointer(
             checkpointer,
             snapshot_period(cfg, iter_per_epoch),
@@ -271,6 +270,7 @@ def build_train_hooks(cfg: CfgNode, optimizers: Dict[str, torch.optim.Optimizer]
             writers=build_writers(cfg.WRITERS, cfg.OUTPUT_DIR, start_iter),
             iter_per_epoch=iter_per_epoch,
             images_per_iter=cfg.DATA.BATCH_SIZE,
+            eval_period=accuracy_period,
         ))
     if ema is not None:
         hooks.append(EMAHook(model, ema, cfg.MODEL.EMA.EVERY))
