@@ -1,7 +1,7 @@
 """The metrics storage that hooks write to and read from during training."""
 import statistics
 from collections import defaultdict, deque
-from typing import Callable, Deque, Dict, List, Optional, Union
+from typing import Callable, Deque, Dict, List, Optional, Set, Union
 
 import torch
 
@@ -40,8 +40,10 @@ class MetricsStorage:
         self._history: Dict[str, Deque[Scalar]] = defaultdict(lambda: deque(maxlen=HISTORY_LENGTH))
         # Per-process values recorded since the last synchronize(), by name.
         self._unsynchronized: Dict[str, int] = {}
-        # Whether a tensor was put since the last read.
+        # Whether a tensor was put since the last read, and the histories it went into: a read
+        # scans those alone (the others hold floats only).
         self._unread = False
+        self._unread_histories: Set[str] = set()
 
     def begin_iteration(self, iteration: int) -> None:
         """Start recording ``iteration``: its scalars replace the previous iteration's."""
@@ -54,7 +56,8 @@ class MetricsStorage:
         iteration. ``smoothing_hint`` says whether a median over recent iterations is a
         meaningful display (a loss, not an lr); ``per_process``, that the value is this
         process's own until ``synchronize()``."""
-        if isinstance(value, torch.Tensor):
+        tensor = isinstance(value, torch.Tensor)
+        if tensor:
             value = value.detach()
             self._unread = True
         else:
@@ -62,6 +65,8 @@ class MetricsStorage:
         self._latest[name] = value
         if smoothing_hint or per_process:
             self._history[name].append(value)
+            if tensor:
+                self._unread_histories.add(name)
         if per_process and self.mean_over_processes is not None:
             self._unsynchronized[name] = self._unsynchronized.get(name, 0) + 1
 
@@ -98,11 +103,13 @@ class MetricsStorage:
         if not self._unread:
             return
         self._unread = False
-        unread = {id(v): v for values in (self._latest.values(), *self._history.values())
+        histories = [self._history[name] for name in self._unread_histories]
+        self._unread_histories = set()
+        unread = {id(v): v for values in (self._latest.values(), *histories)
                   for v in values if isinstance(v, torch.Tensor)}
         values = dict(zip(unread, host_floats(list(unread.values()))))
         self._latest = {name: values.get(id(v), v) for name, v in self._latest.items()}
-        for history in self._history.values():
+        for history in histories:
             for index, v in enumerate(history):
                 if isinstance(v, torch.Tensor):
                     history[index] = values[id(v)]

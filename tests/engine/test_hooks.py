@@ -175,3 +175,16 @@ def test_hooks_are_registered_by_class_name_and_users_add_theirs():
         assert HOOKS.get("emptycachehook") is EmptyCacheHook
     finally:
         HOOKS.unregister("EmptyCacheHook")
+
+
+def test_storage_reads_every_tensor_put_since_the_last_read_floats_among_them():
+    storage = MetricsStorage(0)
+    storage.put_scalar("loss", torch.tensor(1.0))
+    storage.put_scalar("loss", 2.0)
+    storage.put_scalar("time", 0.5)
+    storage.put_scalar("loss", torch.tensor(3.0, dtype=torch.bfloat16))  # read as float32 would
+    storage.put_scalar("grad_norm", torch.tensor(7.0), smoothing_hint=False)  # latest() only
+    assert storage.latest() == {"loss": 3.0, "time": 0.5, "grad_norm": 7.0}
+    assert storage.median("loss", 3) == 2.0
+    storage.put_scalar("loss", torch.tensor(5.0))
+    assert storage.state_dict()["history"] == {"loss": [1.0, 2.0, 3.0, 5.0], "time": [0.5]}

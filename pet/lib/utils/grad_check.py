@@ -6,7 +6,7 @@ import torch
 
 from pet.lib.utils import clip_ops
 from pet.lib.utils.grad_clip import grads_by_device
-from pet.lib.utils.shards import local_shard, max_over_shards_, norms_over_shards, optimizer_shard_group
+from pet.lib.utils.shards import is_sharded, local_shard, max_over_shards_, norms_over_shards, optimizer_shard_group
 
 # [((device, dtype), the params of that device and dtype)]
 ParamGroups = List[Tuple[Tuple[torch.device, torch.dtype], List[torch.nn.Parameter]]]
@@ -59,6 +59,8 @@ class GradientCheck:
         self._ones: Dict[torch.device, torch.Tensor] = {}
         # The process group of sharded (FSDP2) parameters; None: not sharded.
         self._shard_group = optimizer_shard_group(optimizer)
+        # Whether a parameter is a DTensor (sharded, on a mesh of any size), set with the groups.
+        self._sharded = False
 
     def raise_if_nonfinite(self, flag: torch.Tensor, losses: List[torch.Tensor] = ()) -> torch.Tensor:
         """Raise ``flag`` (a 0-dim float32 tensor at 0) to 1 when an element of a gradient, or
@@ -68,7 +70,10 @@ class GradientCheck:
         for loss in losses:
             by_kind.setdefault((loss.device, loss.dtype), []).append(loss)
         for (device, dtype), params in self.params_by_device_and_dtype():
-            tensors = [local_shard(p.grad) for p in params if p.grad is not None] + by_kind.pop((device, dtype), [])
+            tensors = [grad for p in params if (grad := p.grad) is not None]
+            if self._sharded:  # DTensor gradients: their local shards
+                tensors = [local_shard(grad) for grad in tensors]
+            tensors += by_kind.pop((device, dtype), [])
             if tensors:
                 self._check(tensors, flag, device)
         for (device, _), rest in by_kind.items():
@@ -123,6 +128,7 @@ class GradientCheck:
                     grouped.setdefault((param.device, param.dtype), []).append(param)
             self._param_groups, self._group_count = list(grouped.items()), len(groups)
             self._shard_group = optimizer_shard_group(self.optimizer)
+            self._sharded = any(is_sharded(p) for params in grouped.values() for p in params)
         return self._param_groups
 
 
@@ -139,4 +145,6 @@ def host_floats(scalars: List[torch.Tensor]) -> List[float]:
     if not scalars:
         return []
     device = scalars[0].device
+    if all(scalar.dtype is torch.float32 and scalar.device == device for scalar in scalars):
+        return torch.stack(scalars).tolist()  # the usual case: no conversion, a third of the calls
     return torch.stack([scalar.detach().float().to(device) for scalar in scalars]).tolist()

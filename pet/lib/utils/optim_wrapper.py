@@ -32,6 +32,7 @@ from pet.lib.config.errors import ConfigError
 from pet.lib.utils.compiled_step import compiled_step, start_momentum_buffers
 from pet.lib.utils.grad_check import FlagSlots, GradientCheck
 from pet.lib.utils.shards import ShardedGradScaler, optimizer_shard_group
+from pet.lib.utils.step_call import optimizer_step
 from pet.lib.utils.step_record import PendingStep, StepRecord
 
 # One instance serves every step: entering it allocates nothing.
@@ -65,7 +66,7 @@ class OptimWrapper:
         self.optimizer = optimizer
         # The compiled form of optimizer.step (SOLVER.OPTIMIZER.COMPILE, compiled_step.py), or
         # None: optimizer.step, looked up at each call (a torch scheduler built later wraps it
-        # to record that the optimizer stepped).
+        # to record that the optimizer stepped; see step_call.py).
         self._compiled_step = None
         self.accumulation_steps = int(accumulation_steps)
         # A disabled scaler would only pass calls through: treat it as none, so the loss check
@@ -84,6 +85,9 @@ class OptimWrapper:
         self._record = StepRecord(self.skip_nonfinite, scaled=self.scaler is not None)
         self._gradient_check = GradientCheck(optimizer)
         self._flags: Optional[FlagSlots] = None  # the steps' non-finite flags (no scaler)
+        # Whether the steps run under torch.distributed: a run's process group is set up before
+        # its first step and lasts it (asked once, with the flags).
+        self._distributed = False
         # Whether a fused SGD with momentum may still allocate its buffers on a skipped step.
         self._watch_momentum = isinstance(optimizer, torch.optim.SGD) and any(
             group.get("fused") and group.get("momentum") for group in optimizer.param_groups)
@@ -190,14 +194,15 @@ class OptimWrapper:
         self.micro_batches = 0
         if self._flags is None:
             self._flags = FlagSlots(self._gradient_check.first_device())
-        distributed = dist.is_available() and dist.is_initialized()
-        step.nonfinite = self._gradient_check.raise_if_nonfinite(
-            self._flags.take(), [] if distributed else [step.loss.to(self._flags.device)])
+            self._distributed = dist.is_available() and dist.is_initialized()
+        losses = [] if self._distributed else [step.loss if step.loss.device == self._flags.device
+                                               else step.loss.to(self._flags.device)]
+        step.nonfinite = self._gradient_check.raise_if_nonfinite(self._flags.take(), losses)
         if getattr(self.optimizer, "_step_supports_amp_scaling", False):
             allocates_momentum = self._momentum_unset()
             self.optimizer.found_inf = step.nonfinite
             try:
-                self.optimizer.step()
+                optimizer_step(self.optimizer)
             finally:
                 del self.optimizer.found_inf
             if allocates_momentum:
@@ -211,7 +216,10 @@ class OptimWrapper:
         self.read_back()  # raises when too many were non-finite in a row
 
     def _optimizer_step(self) -> None:
-        (self._compiled_step or self.optimizer.step)()
+        if self._compiled_step is not None:
+            self._compiled_step()
+        else:
+            optimizer_step(self.optimizer)
 
     def _momentum_unset(self) -> bool:
         """Before a step of a fused SGD with momentum whose buffers do not exist yet, make
