@@ -2,6 +2,7 @@
 of MODEL, DATA, TEST and the run keys is checked with a message naming it, the names from the
 registries."""
 import pytest
+from yacs.config import CfgNode
 
 from pet.data import DATASETS, iter_per_epoch
 from pet.lib.config import ConfigError, get_cfg, merge_from_list
@@ -75,10 +76,6 @@ def test_the_batch_is_split_over_processes_and_micro_batches():
 @pytest.mark.parametrize("overrides, world_size, message", [
     (["SOLVER.DISTRIBUTED.STRATEGY", "fsdp"], 1, "fsdp shards the model over the processes of a torchrun job"),
     (["SOLVER.DISTRIBUTED.STRATEGY", "FSDP"], 2, "SOLVER.DISTRIBUTED.STRATEGY: unknown value 'FSDP'; allowed: ddp, fsdp"),
-    (["SOLVER.DISTRIBUTED.STRATEGY", "fsdp", "SOLVER.OPTIMIZER.COMPILE", "True"], 2,
-     "fsdp is not supported with SOLVER.OPTIMIZER.COMPILE"),
-    (["SOLVER.DISTRIBUTED.STRATEGY", "fsdp", "SOLVER.OPTIMIZER.COMPILE", "True"], None,
-     "fsdp is not supported with SOLVER.OPTIMIZER.COMPILE"),
     (["SOLVER.ASYNC_CHECKPOINT", "True"], 2, "SOLVER.ASYNC_CHECKPOINT: True needs SOLVER.DISTRIBUTED.STRATEGY fsdp"),
     (["SOLVER.DISTRIBUTED.FSDP_BLOCKS", "['']"], 2, "SOLVER.DISTRIBUTED.FSDP_BLOCKS: expected a list"),
 ])
@@ -86,6 +83,16 @@ def test_the_strategy_is_checked_against_the_job(overrides, world_size, message)
     cfg = get_cfg()
     merge_from_list(cfg, overrides)
     with pytest.raises(ConfigError, match=message):
+        validate_job(cfg, world_size=world_size)
+
+
+@pytest.mark.parametrize("world_size", [2, None])
+def test_fsdp_refuses_several_optimizers(world_size):
+    cfg = get_cfg()
+    merge_from_list(cfg, ["SOLVER.DISTRIBUTED.STRATEGY", "fsdp"])
+    cfg.SOLVER.OPTIMIZERS = CfgNode({"backbone": {"BASE_LR": 0.1}, "head": {"BASE_LR": 0.2}})
+    with pytest.raises(ConfigError, match=r"^SOLVER.DISTRIBUTED.STRATEGY: fsdp is not supported with "
+                                          r"SOLVER.OPTIMIZERS \(built for a whole model"):
         validate_job(cfg, world_size=world_size)
 
 

@@ -96,19 +96,23 @@ def test_fsdp_trains_to_ddps_weights_with_the_same_clipped_norms(references):
     assert best.keys() == fsdp["model"].keys() and all(not hasattr(t, "placements") for t in best.values())
 
 
-def test_compile_under_fsdp_compiles_each_block_and_trains_as_eager(references, tmp_path):
+def test_compile_under_fsdp_compiles_each_block_and_the_step_and_trains_as_eager(references, tmp_path):
     """MODEL.COMPILE under fsdp: each block compiled in place after fully_shard (torchtitan's
-    way), the root eager; the run follows the eager fsdp run and saves the same keys."""
+    way), the root eager; SOLVER.OPTIMIZER.COMPILE: the step on the shards (SGD with momentum
+    and full_model clipping over the shards). The run follows the eager fsdp run and saves the
+    same keys."""
     cwd, cfg_file = references
     if shutil.which(os.environ.get("CXX", "g++")) is None:
         pytest.skip("torch.compile on the CPU needs a C++ compiler")
-    command = torchrun_command(cfg_file, "OUTPUT_DIR", "compiled", *FSDP, "MODEL.COMPILE.ENABLED", "True")
+    command = torchrun_command(cfg_file, "OUTPUT_DIR", "compiled", *FSDP, "MODEL.COMPILE.ENABLED", "True",
+                               "SOLVER.OPTIMIZER.COMPILE", "True")
     result = subprocess.run(command, cwd=cwd, env=dict(os.environ, TORCH_LOGS="graph_code"), capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "TRACED GRAPH" in result.stderr  # dynamo traced the blocks
     eager, compiled = whole_final(cwd / "fsdp"), whole_final(cwd / "compiled")
     assert compiled["model"].keys() == eager["model"].keys()
+    assert isinstance(compiled["optimizer"]["param_groups"][0]["momentum"], torch.Tensor)  # the compiled form
     assert_same_weights(eager, compiled, rtol=1e-4)
     losses = [r["loss"] for r in read_metrics(cwd / "compiled")]
     assert losses == pytest.approx([r["loss"] for r in read_metrics(cwd / "fsdp")], rel=1e-4)

@@ -339,8 +339,9 @@ SOLVER.DISTRIBUTED = CN()
 # Checkpoints are directories model_<iterations>.dcp of each process's shards (torch.distributed.
 # checkpoint); a run resumes from either kind on any number of processes under either strategy,
 # and tools/convert_checkpoint.py turns one into a model_final.pth of plain weights. Needs
-# torchrun with 2 or more processes; not with SOLVER.OPTIMIZERS or SOLVER.OPTIMIZER.COMPILE.
-# MODEL.COMPILE compiles each block in place after sharding. MODEL.EMA's average is sharded alike.
+# torchrun with 2 or more processes; not with SOLVER.OPTIMIZERS. MODEL.COMPILE compiles each
+# block in place after sharding, SOLVER.OPTIMIZER.COMPILE the step on the shards. MODEL.EMA's
+# average is sharded alike.
 SOLVER.DISTRIBUTED.STRATEGY = "ddp"
 # Under fsdp: the submodules sharded as blocks, as fnmatch patterns of their names in
 # model.named_modules() ("backbone.blocks.layers.*": each layer). Empty: the blocks the model

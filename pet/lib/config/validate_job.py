@@ -122,12 +122,9 @@ def validate_strategy(cfg: CfgNode, world_size: Optional[int]) -> None:
     for a whole model in every process, or one process (no torchrun; None: not known)."""
     if cfg.SOLVER.DISTRIBUTED.STRATEGY != "fsdp":
         return
-    refused = [("SOLVER.OPTIMIZERS", bool(cfg.SOLVER.OPTIMIZERS)),
-               ("SOLVER.OPTIMIZER.COMPILE", cfg.SOLVER.OPTIMIZER.COMPILE)]
-    for key, used in refused:
-        if used:
-            raise ConfigError(f"SOLVER.DISTRIBUTED.STRATEGY: fsdp is not supported with {key} (built for "
-                              f"a whole model in each process); use ddp or turn {key} off")
+    if cfg.SOLVER.OPTIMIZERS:
+        raise ConfigError("SOLVER.DISTRIBUTED.STRATEGY: fsdp is not supported with SOLVER.OPTIMIZERS (built "
+                          "for a whole model in each process); use ddp or turn SOLVER.OPTIMIZERS off")
     if world_size is not None and world_size < 2:
         raise ConfigError(f"SOLVER.DISTRIBUTED.STRATEGY: fsdp shards the model over the processes of a "
                           f"torchrun job, and this run has {world_size}; launch it with torchrun "
