@@ -6,8 +6,8 @@ is a graph break at every step, on a number a recompilation at every scheduled c
 the formulas of torch's single-tensor paths (``_single_tensor_sgd``, ``_single_tensor_adam``)
 with no branch on a value: a weight decay of 0 adds ``0 * param`` (the same result), and momentum
 is on where its buffer exists. The state (momentum buffers, Adam's moments and step counts) is
-torch's, made eagerly before the first compiled call (``init_state``), so checkpoints resume
-into torch's own step and back.
+torch's, made eagerly before the first compiled call (``init_adam_state``; SGD's buffers:
+``compiled_step.start_momentum_buffers``), so checkpoints resume into torch's own step and back.
 """
 from typing import Any, Callable, Dict, Optional, Tuple
 
