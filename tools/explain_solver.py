@@ -26,8 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pet.lib.config.cli import (build_parser, end_quietly_on_closed_pipe, exit_on_config_error,  # noqa: E402
                                 parse_cfg)
 from pet.engine.job import validate_job  # noqa: E402
-from pet.lib.utils.multi_optimizer import build_optimizers, optimizer_solvers  # noqa: E402
-from pet.lib.utils.optimizer import Optimizer  # noqa: E402
+from pet.lib.utils.multi_optimizer import named_optimizers  # noqa: E402
+from pet.lib.utils.optimizer import optimizer_spec  # noqa: E402
 from pet.lib.utils.param_groups import assignments_of_groups, explain_params  # noqa: E402
 from pet.reports.param_report import FROZEN, group_rows, grouping_warnings, param_rows  # noqa: E402
 from pet.models import build_model  # noqa: E402
@@ -68,15 +68,15 @@ def print_text(optimizer_name, params, groups, warnings):
         print(f"WARNING: {warning}")
 
 
-def explain(model, optimizer_cfg, prefix=""):
-    """{"optimizer", "params", "groups", "warnings"} of ``optimizer_cfg`` over ``model``; the
-    parameter names (and the warnings') start with ``prefix``."""
-    solver = Optimizer(model, optimizer_cfg)
-    optimizer = solver.build()  # freezes FREEZE's parameters first
-    if solver.spec.builder == "default":
-        assignments = explain_params(model, solver.spec.grouping)
+def explain(model, optimizer, optimizer_cfg, prefix=""):
+    """{"optimizer", "params", "groups", "warnings"} of ``optimizer`` (built from
+    ``optimizer_cfg``) over ``model``; the parameter names (and the warnings') start with
+    ``prefix``."""
+    spec = optimizer_spec(optimizer_cfg)
+    if spec.builder == "default":
+        assignments = explain_params(model, spec.grouping)
     else:
-        assignments = assignments_of_groups(model, optimizer.param_groups, f"builder:{solver.spec.builder}")
+        assignments = assignments_of_groups(model, optimizer.param_groups, f"builder:{spec.builder}")
     params = [dataclasses.replace(p, name=prefix + p.name)
               for p in param_rows(model, assignments, optimizer.param_groups)]
     warnings = [prefix + w if prefix else w for w in grouping_warnings(model, assignments)]
@@ -93,13 +93,12 @@ def main(argv=None):
     with exit_on_config_error():
         validate_job(cfg)
         model = build_model(cfg)
-        if cfg.SOLVER.OPTIMIZERS:  # one report per optimizer, over its top-level submodule
-            build_optimizers(model, cfg.SOLVER)  # every parameter in exactly one, or one line
-            children = dict(model.named_children())
-            reports = {name: explain(children[name], node.OPTIMIZER, f"{name}.")
-                       for name, node in optimizer_solvers(cfg.SOLVER).items()}
-        else:
-            reports = {"": explain(model, cfg.SOLVER.OPTIMIZER)}
+        # Several optimizers: one report each, over its top-level submodule (freezes FREEZE's
+        # parameters first, as the build does).
+        optimizers, solvers = named_optimizers(model, cfg.SOLVER)
+        reports = {name: explain(getattr(model, name) if name else model, optimizer, solvers[name].OPTIMIZER,
+                                 f"{name}." if name else "")
+                   for name, optimizer in optimizers.items()}
     if args.json:
         documents = {name: dict(report, params=[dataclasses.asdict(p) for p in report["params"]],
                                 groups=[dataclasses.asdict(g) for g in report["groups"]])

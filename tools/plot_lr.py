@@ -37,8 +37,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
 from pet.engine.job import validate_job  # noqa: E402
 from pet.reports.lr_curve import MAX_POINTS, distinct_curves, record_curves  # noqa: E402
-from pet.lib.utils.multi_optimizer import build_optimizers, optimizer_solvers  # noqa: E402
-from pet.lib.utils.optimizer import Optimizer  # noqa: E402
+from pet.lib.utils.multi_optimizer import named_optimizers  # noqa: E402
 from pet.lib.utils.param_groups import explain_params, grouping_spec  # noqa: E402
 from pet.reports.param_report import group_rules  # noqa: E402
 from pet.lib.config.cli import add_iter_per_epoch_argument, check_output_file, output_file_errors  # noqa: E402
@@ -111,10 +110,7 @@ def main(argv=None):
             check_output_file(args.csv, "--csv")
         iter_per_epoch = validate_job(cfg, args.iter_per_epoch)
         model = build_model(cfg)
-        if cfg.SOLVER.OPTIMIZERS:  # each optimizer's curves, its name before their labels
-            optimizers, solvers = build_optimizers(model, cfg.SOLVER), optimizer_solvers(cfg.SOLVER)
-        else:
-            optimizers, solvers = {"": Optimizer(model, cfg.SOLVER.OPTIMIZER).build()}, {"": cfg.SOLVER}
+        optimizers, solvers = named_optimizers(model, cfg.SOLVER)  # several: names before the labels
         records = {name: record_curves(optimizers[name], solvers[name], iter_per_epoch, MAX_POINTS)
                    for name in optimizers}
         iterations = sorted({i for record in records.values() for i in record[1]})

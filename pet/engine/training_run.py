@@ -40,9 +40,8 @@ from pet.engine.trainer import (
 from pet.lib.utils.compiled_step import check_scheduled_keys, set_hyperparameter_form
 from pet.lib.utils.lr_scheduler import LearningRateScheduler
 from pet.lib.config.errors import ConfigError
-from pet.lib.utils.multi_optimizer import build_optimizers, optimizer_solvers
+from pet.lib.utils.multi_optimizer import named_optimizers
 from pet.lib.utils.optim_wrapper import OptimWrapper, OptimWrapperDict, build_optim_wrapper
-from pet.lib.utils.optimizer import Optimizer
 from pet.models import build_model
 
 
@@ -105,14 +104,10 @@ def build_training_run(cfg: CfgNode, process: ProcessInfo, device: torch.device,
             raise ConfigError(f"SOLVER.OPTIMIZERS: {type(model).__name__} (MODEL.TYPE {cfg.MODEL.TYPE}) "
                               f"has no train_step(batch, optim_wrappers); a model trained with several "
                               f"optimizers steps them itself (MMEngine's protocol)")
-        optimizers = build_optimizers(model, cfg.SOLVER)
-        solvers = optimizer_solvers(cfg.SOLVER)
-        optim_wrapper = OptimWrapperDict(**{name: build_optim_wrapper(optimizer, solvers[name], device.type)
-                                            for name, optimizer in optimizers.items()})
-    else:
-        optimizers = {"": Optimizer(model, cfg.SOLVER.OPTIMIZER).build()}
-        solvers = {"": cfg.SOLVER}
-        optim_wrapper = build_optim_wrapper(optimizers[""], cfg.SOLVER, device.type)
+    optimizers, solvers = named_optimizers(model, cfg.SOLVER)
+    wrappers = {name: build_optim_wrapper(optimizer, solvers[name], device.type)
+                for name, optimizer in optimizers.items()}
+    optim_wrapper = OptimWrapperDict(**wrappers) if cfg.SOLVER.OPTIMIZERS else wrappers[""]
     check_free_space(cfg.OUTPUT_DIR, checkpoint_size_estimate(model))
     checkpointer = Checkpointer(cfg.OUTPUT_DIR, resume=resume, weights=cfg.MODEL.WEIGHTS,
                                 process=process, keep_checkpoints=cfg.SOLVER.KEEP_CHECKPOINTS,

@@ -2,7 +2,7 @@
 each top-level submodule named gets its own optimizer, built by Pet's ``Optimizer`` from the
 entry's keys over SOLVER.OPTIMIZER's, and its own schedule from the entry's SCHEDULER keys over
 SOLVER.SCHEDULER's. A pure function of the model and the config, as the single optimizer."""
-from typing import Dict
+from typing import Dict, Tuple
 
 import torch
 from torch import nn
@@ -69,3 +69,13 @@ def build_optimizers(model: nn.Module, solver: CfgNode) -> Dict[str, torch.optim
             raise ConfigError(f"{_KEY}: parameter {param_name!r} is in no optimizer; add its "
                               f"top-level submodule {top!r} to {_KEY}")
     return {name: Optimizer(children[name], node.OPTIMIZER).build() for name, node in nodes.items()}
+
+
+def named_optimizers(model: nn.Module, solver: CfgNode
+                     ) -> Tuple[Dict[str, torch.optim.Optimizer], Dict[str, CfgNode]]:
+    """The run's optimizers by name and the SOLVER node of each: SOLVER.OPTIMIZERS' (see
+    ``build_optimizers``), or ``{"": SOLVER.OPTIMIZER's over the whole model}`` and
+    ``{"": solver}``. What train_net, explain_solver and plot_lr build alike."""
+    if solver.OPTIMIZERS:
+        return build_optimizers(model, solver), optimizer_solvers(solver)
+    return {"": Optimizer(model, solver.OPTIMIZER).build()}, {"": solver}
