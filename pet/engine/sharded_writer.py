@@ -19,6 +19,11 @@ from pet.engine.sharded_checkpoint import STATE_FILE, publish, tmp_dir
 from pet.lib.config.errors import first_line
 
 
+def _write_error(path: str, reason: str) -> CheckpointWriteError:
+    """The one line of a failed write of the sharded checkpoint ``path``."""
+    return CheckpointWriteError(f"cannot write {path} ({reason}); the previous checkpoint is kept")
+
+
 @dataclass
 class PendingSave:
     """A sharded checkpoint being written in the background."""
@@ -56,8 +61,7 @@ class ShardedWriter:
             try:  # a crash's leftovers went at the start (output_dir.remove_leftovers)
                 os.makedirs(tmp)
             except OSError as e:
-                raise CheckpointWriteError(f"cannot write {path} ({e.strerror or first_line(e)}); the "
-                                           f"previous checkpoint is kept") from None
+                raise _write_error(path, e.strerror or first_line(e)) from None
             atomic_write(os.path.join(tmp, STATE_FILE), lambda f: torch.save(rest, f))
         write_on_main(self.process, prepare)
         writer = dcp.FileSystemWriter(tmp)
@@ -68,8 +72,7 @@ class ShardedWriter:
         try:
             dcp.save(tensors, storage_writer=writer)
         except Exception as e:  # noqa: BLE001  (DCP gathers every process's failure into one)
-            raise CheckpointWriteError(f"cannot write {path} ({first_line(e)}); the previous checkpoint "
-                                       f"is kept") from None
+            raise _write_error(path, first_line(e)) from None
         write_on_main(self.process, lambda: self._publish(tmp, path, iteration))
         return path
 
@@ -78,8 +81,7 @@ class ShardedWriter:
         try:
             publish(tmp, path)
         except OSError as e:
-            raise CheckpointWriteError(f"cannot write {path} ({e.strerror or first_line(e)}); the "
-                                       f"previous checkpoint is kept") from None
+            raise _write_error(path, e.strerror or first_line(e)) from None
         self.point_to(path, iteration)
 
     def poll(self) -> None:
@@ -102,7 +104,7 @@ class ShardedWriter:
         try:
             pending.future.result()
         except Exception as e:  # noqa: BLE001
-            error = f"cannot write {pending.path} ({first_line(e)}); the previous checkpoint is kept"
+            error = str(_write_error(pending.path, first_line(e)))
         errors = [e for e in all_gather_objects(error) if e]
         if errors:
             raise CheckpointWriteError(errors[0])

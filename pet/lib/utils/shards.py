@@ -42,7 +42,7 @@ def optimizer_params(optimizer: torch.optim.Optimizer) -> List[torch.Tensor]:
 
 def optimizer_shard_group(optimizer: torch.optim.Optimizer) -> Optional[dist.ProcessGroup]:
     """The process group the optimizer's parameters are sharded over (None: not sharded)."""
-    return shard_group(p for group in optimizer.param_groups for p in group["params"])
+    return shard_group(optimizer_params(optimizer))
 
 
 def aligned_local_grads(grads: List[torch.Tensor]) -> List[torch.Tensor]:
