@@ -14,6 +14,7 @@ import logging
 import logging.handlers
 import os
 import shutil
+import signal
 import sys
 import time
 from typing import Callable, Optional, TextIO
@@ -134,6 +135,20 @@ class ProgressBar:
             silence_closed_stream(self.stream)
 
 
+def raise_if_from_signal_handler(error: Optional[BaseException]) -> None:
+    """Re-raise ``error`` when a signal handler raised it while a record was being written
+    (torch's SIGCHLD handler reports a dead DataLoader worker so): logging would print it as
+    a "Logging error" traceback and go on, where the run must stop with its one line."""
+    if error is None:
+        return
+    handlers = {getattr(signal.getsignal(number), "__code__", None) for number in signal.valid_signals()}
+    frame = error.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code in handlers:
+            raise error
+        frame = frame.tb_next
+
+
 class OutputWriteError(Exception):
     """A file of the run's output (log.txt, metrics.json, the CSV, the TensorBoard events)
     could not be written (a full disk, a read-only directory): the message names the file."""
@@ -154,6 +169,7 @@ class _LogFileHandler(logging.FileHandler):
 
     def handleError(self, record: logging.LogRecord) -> None:
         error = sys.exc_info()[1]
+        raise_if_from_signal_handler(error)
         if isinstance(error, OSError):
             raise output_write_error(self.path, error) from None
         super().handleError(record)
@@ -192,6 +208,7 @@ class _ConsoleHandler(logging.StreamHandler):
 
     def handleError(self, record: logging.LogRecord) -> None:
         error = sys.exc_info()[1]
+        raise_if_from_signal_handler(error)
         if error is not None and is_closed_pipe(error):
             silence_closed_stream(self.stream)
             return

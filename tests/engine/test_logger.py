@@ -1,7 +1,10 @@
 """Tests of pet/engine/logger.py: the pacing of the plain progress lines off a terminal, and the
 route of MetricsWriter's lines to the console and to log.txt (each line once in the file)."""
 import io
+import logging
+import os
 import re
+import signal
 
 import pytest
 
@@ -134,3 +137,52 @@ def test_on_a_terminal_the_lines_go_to_log_txt_only(tmp_path, monkeypatch):
     assert "iter 20/20" in screen.rsplit("\r", 1)[-1]
     levels = [line.split()[2] for line in log.splitlines() if LINE.search(line)]
     assert levels == ["DEBUG"] * 10
+
+
+class SignalledStream(io.StringIO):
+    """A stream during whose write the process gets SIGUSR1 (as the training process gets
+    SIGCHLD when a DataLoader worker dies while a line is being written)."""
+
+    def write(self, text: str) -> int:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        return super().write(text)
+
+
+class WorkerDied(RuntimeError):
+    pass
+
+
+def raise_worker_died(signum, frame):
+    raise WorkerDied("DataLoader worker (pid 1) is killed by signal: Killed.")
+
+
+@pytest.mark.parametrize("where", ["console", "log.txt"])
+def test_an_error_a_signal_handler_raises_during_a_write_propagates(tmp_path, where, capsys):
+    # logging's default prints "--- Logging error ---" with a traceback and goes on; the run
+    # must instead see the error (train_net turns a dead worker into its one line).
+    previous = signal.signal(signal.SIGUSR1, raise_worker_died)
+    try:
+        logger = setup_logging(console_stream=SignalledStream() if where == "console" else io.StringIO())
+        if where == "log.txt":
+            attach_log_file(str(tmp_path / "log.txt"), append=False)
+            files = [h for h in logger.handlers if isinstance(h, logging.FileHandler)]
+            assert files
+            for handler in files:
+                handler.stream.close()
+                handler.stream = SignalledStream()
+        with pytest.raises(WorkerDied):
+            logger.info("a line")
+    finally:
+        close_logging()
+        signal.signal(signal.SIGUSR1, previous)
+    assert "Logging error" not in capsys.readouterr().err
+
+
+def test_other_errors_during_a_write_keep_loggings_default(capsys):
+    # A record that cannot be formatted is logging's own report, not a reason to stop a run.
+    logger = setup_logging(console_stream=io.StringIO())
+    try:
+        logger.info("%d", "not a number")
+    finally:
+        close_logging()
+    assert "Logging error" in capsys.readouterr().err
