@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict
 from yacs.config import CfgNode
 
 from pet.engine.distributed import ProcessInfo, all_gather_objects
+from pet.engine.logger import raise_if_from_signal_handler
 from pet.lib.config.errors import first_line
 
 TMP_SUFFIX = ".tmp"
@@ -54,6 +55,7 @@ def atomic_write(path: str, write) -> None:
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.remove(tmp_path)
+        raise_if_from_signal_handler(e)  # a dead DataLoader worker's report is not a failed write
         if isinstance(e, OSError) or (isinstance(e, RuntimeError) and not isinstance(e, NotImplementedError)):
             # torch.save reports a failed write of its zip writer as a RuntimeError.
             reason = (e.strerror if isinstance(e, OSError) and e.strerror

@@ -136,9 +136,10 @@ class ProgressBar:
 
 
 def raise_if_from_signal_handler(error: Optional[BaseException]) -> None:
-    """Re-raise ``error`` when a signal handler raised it while a record was being written
-    (torch's SIGCHLD handler reports a dead DataLoader worker so): logging would print it as
-    a "Logging error" traceback and go on, where the run must stop with its one line."""
+    """Re-raise ``error`` when a signal handler raised it while a record or a file was being
+    written (torch's SIGCHLD handler reports a dead DataLoader worker so): logging would print
+    it as a "Logging error" traceback and go on, a checkpoint write would call it a failed
+    write; the run must stop with the error's own line."""
     if error is None:
         return
     handlers = {getattr(signal.getsignal(number), "__code__", None) for number in signal.valid_signals()}

@@ -2,6 +2,8 @@
 the fallback of --resume past unreadable checkpoints, and retention (SOLVER.KEEP_CHECKPOINTS)."""
 import errno
 import logging
+import os
+import signal
 
 import pytest
 import torch
@@ -41,6 +43,26 @@ def test_an_interrupted_write_leaves_no_temporary_file(tmp_path):
         raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
         atomic_write(str(tmp_path / "a.pth"), interrupted)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_dead_workers_report_during_a_write_is_not_called_a_failed_write(tmp_path):
+    # torch's SIGCHLD handler raises RuntimeError("DataLoader worker ... is killed") wherever the
+    # training process is: during a checkpoint write it must stay that error (train_net turns it
+    # into its one line), not "cannot write model.pth (write failed: DataLoader worker ...)".
+    def worker_died(signum, frame):
+        raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Killed.")
+
+    def signalled(f):
+        f.write(b"x")
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGUSR1, worker_died)
+    try:
+        with pytest.raises(RuntimeError, match="^DataLoader worker"):
+            atomic_write(str(tmp_path / "a.pth"), signalled)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
     assert not list(tmp_path.iterdir())
 
 
