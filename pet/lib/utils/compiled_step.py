@@ -83,14 +83,27 @@ def write_beta1(group: Dict[str, Any], value: float) -> None:
 def compiled_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
     """``optimizer.step()`` (its clipping included) through torch.compile. SGD, Adam and
     AdamW step through their ``tensor_updates``: that update becomes this optimizer's ``step``
-    (torch's step hooks and the scheduler's wrapper kept around it)."""
+    (torch's step hooks kept around it). The compiled code calls the hooked step, never an
+    instance's patch of ``optimizer.step``; an lr scheduler's record is set as its patch sets it."""
     update = tensor_update(optimizer)
     if update is not None:
         optimizer.step = MethodType(torch.optim.Optimizer.profile_hook_step(_step_of(update)), optimizer)
-    compiled = torch.compile(lambda: optimizer.step(), fullgraph=False)
+    # The hooked step without an lr scheduler's recording wrapper, which breaks dynamo's graph
+    # (a weak reference): the record is set outside, as the wrapper sets it.
+    hooked_step = optimizer.step if update is not None else type(optimizer).step.__get__(optimizer)
+
+    def call_step() -> None:
+        hooked_step()
+    # dynamo keeps its compiled graphs on the code object, at most recompile_limit (8) per
+    # object: a copy of the code per optimizer, or a ninth optimizer (SOLVER.OPTIMIZERS)
+    # would step eagerly.
+    call_step.__code__ = call_step.__code__.replace()
+    compiled = torch.compile(call_step, fullgraph=False)
     state_ready = [False]
 
     def step() -> None:
+        if getattr(optimizer.__dict__.get("step"), "_wrapped_by_lr_sched", False):
+            optimizer._opt_called = True
         if not state_ready[0]:
             if _creates_momentum_buffers(optimizer):
                 type(optimizer).step(optimizer)  # once, from scratch: torch's own step makes the buffers

@@ -3,6 +3,7 @@ equals torch's eager step to float tolerance, and a whole schedule (warm-up, res
 momentum cycle) runs with no recompilation, counted with dynamo's own counters."""
 import os
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -183,3 +184,34 @@ def test_a_compiled_muon_is_as_close_to_exact_newton_schulz_as_the_eager_one(mon
 
     eager_error, compiled_error = distance(eager_net, exact_net), distance(compiled_net, exact_net)
     assert 0 < eager_error < 0.05 and compiled_error <= 2 * eager_error, (eager_error, compiled_error)
+
+
+def test_a_dampened_sgd_compiled_warns_nothing_and_equals_its_eager_step():
+    # Its first step runs torch's eager step (it makes the momentum buffers): the scheduler
+    # must still see an optimizer step before its own (no "lr_scheduler.step() before
+    # optimizer.step()" warning).
+    keys = ["SOLVER.OPTIMIZER.TYPE", "SGD", "SOLVER.OPTIMIZER.MOMENTUM", "0.9", "SOLVER.OPTIMIZER.KWARGS.dampening",
+            "0.5", "SOLVER.SCHEDULER.POLICY", "COSINE", "SOLVER.SCHEDULER.TOTAL_ITERS", "6",
+            "SOLVER.SCHEDULER.WARM_UP_ITERS", "2"]
+    eager_net, compiled_net = model(), model()
+    train(eager_net, solver(*keys), 6)
+    torch._dynamo.reset()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*lr_scheduler.step.*")
+        train(compiled_net, solver(*keys, "SOLVER.OPTIMIZER.COMPILE", "True"), 6)
+    for a, b in zip(compiled_net.parameters(), eager_net.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_each_optimizer_compiles_its_own_step_past_dynamos_recompile_limit():
+    # dynamo keeps at most recompile_limit graphs per code object (8 by default): with one code
+    # for every optimizer's step, the ones past the limit would step eagerly (SOLVER.OPTIMIZERS).
+    torch._dynamo.reset()
+    counters.clear()
+    keys = ["SOLVER.OPTIMIZER.TYPE", "SGD", "SOLVER.OPTIMIZER.MOMENTUM", "0.9", "SOLVER.SCHEDULER.POLICY",
+            "COSINE", "SOLVER.SCHEDULER.TOTAL_ITERS", "3", "SOLVER.SCHEDULER.WARM_UP_ITERS", "0",
+            "SOLVER.OPTIMIZER.COMPILE", "True"]
+    with torch._dynamo.config.patch(recompile_limit=2):
+        for _ in range(3):
+            train(model(), solver(*keys), 2)
+    assert counters["stats"]["unique_graphs"] == 3
