@@ -45,7 +45,7 @@ def merge_from_file(cfg: CfgNode, cfg_file: str) -> None:
     """
     mapping, sources = read_yaml_with_bases(cfg_file)
     for full_key, value in flatten(mapping):
-        _set(cfg, full_key, value, source=sources.get(full_key, cfg_file))
+        _set(cfg, full_key, value, source=sources.get(full_key, cfg_file), from_yaml=True)
 
 
 # Overrides longer than this are no config value (a pasted file, a runaway script).
@@ -130,7 +130,7 @@ def set_key(cfg: CfgNode, full_key: str, value: Any, source: str) -> None:
     _set(cfg, full_key, value, source)
 
 
-def _set(cfg: CfgNode, full_key: str, value: Any, source: str) -> None:
+def _set(cfg: CfgNode, full_key: str, value: Any, source: str, from_yaml: bool = False) -> None:
     if full_key.upper() in RENAMED_KEYS:
         raise ConfigError(f"{full_key} ({source}): was replaced by {RENAMED_KEYS[full_key.upper()]}")
     node = cfg
@@ -149,13 +149,28 @@ def _set(cfg: CfgNode, full_key: str, value: Any, source: str) -> None:
         # An open section (SOLVER.OPTIMIZER.KWARGS) takes new keys; its owner checks them.
         if not node.is_new_allowed():
             raise ConfigError(_unknown_key_message(cfg, full_key, source))
-        node[leaf] = _coerce(full_key, value, None)
+        node[leaf] = _coerce(full_key, _decode_yaml_text(value, None) if from_yaml else value, None)
         return
     if isinstance(node[leaf], CfgNode):
         if isinstance(value, dict) and not value:
             return  # an empty mapping (``KWARGS: {}``) sets nothing
         raise ConfigError(f"{full_key} ({source}): is a section, not a key; set one of its keys")
-    node[leaf] = _coerce(full_key, value, _default_value(full_key, node[leaf]))
+    default = _default_value(full_key, node[leaf])
+    node[leaf] = _coerce(full_key, _decode_yaml_text(value, default) if from_yaml else value, default)
+
+
+def _decode_yaml_text(value: Any, default: Any) -> Any:
+    """A YAML value as yacs reads it (its ``_decode_cfg_value``): YAML leaves ``1e-3``,
+    ``(30, 40)`` and ``None`` as text, yacs (and so Pet's and detectron2's configs) reads them
+    as Python literals; here also the elements of a list of numbers (``STEPS: [1e3, 2e3]``).
+    Text stays text for a key whose default is text: ``OUTPUT_DIR: 1e3`` names a directory."""
+    if isinstance(value, str) and not isinstance(default, str):
+        return _parse_literal(value)
+    numbers = isinstance(default, tuple) and default and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in default)
+    if isinstance(value, list) and numbers:
+        return [_parse_literal(v) if isinstance(v, str) else v for v in value]
+    return value
 
 
 def _default_value(full_key: str, current: Any) -> Any:

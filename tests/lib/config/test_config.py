@@ -197,3 +197,33 @@ def test_keep_checkpoints_is_an_integer_from_0(value, message):
     with pytest.raises(ConfigError) as error:
         validate_solver(cfg.SOLVER)
     assert str(error.value) == message
+
+
+def test_yaml_text_that_yacs_reads_as_a_literal_is_read_as_yacs_reads_it(tmp_path):
+    # PyYAML leaves 1e-3, (20, 26) and None as text; yacs' own merge reads them as Python
+    # literals, and Pet's and detectron2's YAML files are written for that.
+    text = ("SOLVER:\n  OPTIMIZER:\n    BASE_LR: 1e-3\n    WEIGHT_DECAY: 5e-4\n"
+            "  SCHEDULER:\n    STEPS: (20, 26)\n    WARM_UP_FACTOR: '0.25'\n")
+    path = tmp_path / "yacs_style.yaml"
+    path.write_text(text)
+    reference = get_cfg()
+    reference.merge_from_file(str(path))  # yacs itself
+    ours = load_cfg(str(path))
+    for key in ("BASE_LR", "WEIGHT_DECAY"):
+        assert ours.SOLVER.OPTIMIZER[key] == reference.SOLVER.OPTIMIZER[key]
+        assert type(ours.SOLVER.OPTIMIZER[key]) is type(reference.SOLVER.OPTIMIZER[key]) is float
+    assert ours.SOLVER.SCHEDULER.STEPS == reference.SOLVER.SCHEDULER.STEPS == (20, 26)
+    assert ours.SOLVER.SCHEDULER.WARM_UP_FACTOR == reference.SOLVER.SCHEDULER.WARM_UP_FACTOR == 0.25
+
+
+def test_yaml_none_and_number_texts_in_lists_are_read_and_text_keys_keep_their_text(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("OUTPUT_DIR: 1e3\nSOLVER:\n  SCHEDULER:\n    TOTAL_EPOCHS: None\n    TOTAL_ITERS: 3e3\n"
+                    "    STEPS: [1e3, 2e3]\n  OPTIMIZER:\n    FREEZE: ['0']\n    KWARGS:\n      lr_decay: 1e-2\n")
+    cfg = load_cfg(str(path))
+    assert cfg.OUTPUT_DIR == "1e3"  # a directory's name
+    assert cfg.SOLVER.SCHEDULER.TOTAL_EPOCHS is None
+    assert cfg.SOLVER.SCHEDULER.TOTAL_ITERS == 3000 and isinstance(cfg.SOLVER.SCHEDULER.TOTAL_ITERS, int)
+    assert cfg.SOLVER.SCHEDULER.STEPS == (1000, 2000)
+    assert cfg.SOLVER.OPTIMIZER.FREEZE == ("0",)  # module names stay text
+    assert cfg.SOLVER.OPTIMIZER.KWARGS.lr_decay == 0.01
