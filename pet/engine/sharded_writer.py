@@ -15,6 +15,7 @@ import torch.distributed.checkpoint as dcp
 
 from pet.engine.checkpoint_io import CheckpointWriteError, atomic_write, write_on_main
 from pet.engine.distributed import ProcessInfo, all_gather_objects
+from pet.engine.logger import raise_if_from_signal_handler
 from pet.engine.sharded_checkpoint import STATE_FILE, publish, tmp_dir
 from pet.lib.config.errors import first_line
 
@@ -72,6 +73,7 @@ class ShardedWriter:
         try:
             dcp.save(tensors, storage_writer=writer)
         except Exception as e:  # noqa: BLE001  (DCP gathers every process's failure into one)
+            raise_if_from_signal_handler(e)
             raise _write_error(path, first_line(e)) from None
         write_on_main(self.process, lambda: self._publish(tmp, path, iteration))
         return path
