@@ -87,6 +87,8 @@ CORPUS = [
     ("classes_below_labels", OK_YAML, ["MODEL.NUM_CLASSES", "5"], "MODEL.NUM_CLASSES: 5 is fewer than the 10 labels"),
     ("zero_iteration_schedule", OK_YAML, ["SOLVER.SCHEDULER.TOTAL_EPOCHS", "0.001", "SOLVER.SCHEDULER.STEPS", "()",
                                          "SOLVER.SCHEDULER.WARM_UP_ITERS", "0"], "round to 0 iterations"),
+    ("epoch_schedule_past_int", OK_YAML, ["SOLVER.SCHEDULER.TOTAL_EPOCHS", "1e30"],
+     "SOLVER.SCHEDULER.TOTAL_EPOCHS=1e+30: 1e+30 epochs of 44 iterations are 4.4e+31 iterations; at most 2147483647"),
     ("total_iters_zero", OK_YAML, ["SOLVER.SCHEDULER.TOTAL_ITERS", "0"], "TOTAL_ITERS"),
     ("lr_string", OK_YAML, ["SOLVER.OPTIMIZER.BASE_LR", "fast"], "SOLVER.OPTIMIZER.BASE_LR"),
     ("lr_negative", OK_YAML, ["SOLVER.OPTIMIZER.BASE_LR", "-1"], "SOLVER.OPTIMIZER.BASE_LR"),

@@ -147,6 +147,11 @@ def validate_scheduler(scheduler: CfgNode, iter_per_epoch: Optional[int] = None,
             f"{_SCHED}.TOTAL_EPOCHS={total}: {total} epochs of {iter_per_epoch} iterations round "
             f"to 0 iterations; train more than {1 / (2 * iter_per_epoch):.3g} epochs"
         )
+    if epoch_mode and max_iter > MAX_INT:  # what TOTAL_ITERS allows
+        raise ConfigError(
+            f"{_SCHED}.TOTAL_EPOCHS={total}: {total} epochs of {iter_per_epoch} iterations are "
+            f"{max_iter:.4g} iterations; at most {MAX_INT}"
+        )
     if scheduler.WARM_UP_EPOCHS is not None:
         warmup_iters, warmup_key = scheduler.WARM_UP_EPOCHS * iter_per_epoch, "WARM_UP_EPOCHS"
     else:
