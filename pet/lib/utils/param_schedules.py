@@ -94,6 +94,9 @@ def build_param_schedules(scheduler: CfgNode, iter_per_epoch: Optional[int],
         start, end = _number(entry, "START", prefix), _number(entry, "END", prefix)
         if start == 0.0:
             raise ConfigError(f"{prefix}.START: must not be 0 (each param group keeps its ratio to START)")
+        if end * start < 0:  # torch's optimizers refuse a negative weight decay, momentum, eps, ...
+            raise ConfigError(f"{prefix}.END: {end:g} has the other sign than START ({start:g}); a scheduled "
+                              f"{param} must not cross 0")
         curve = build_schedule(_curve_node(scheduler, entry), iter_per_epoch, prefix)
         if curve.factor(curve.max_iter) == 1.0 and end != start:
             raise ConfigError(f"{prefix}.END: POLICY {curve.policy} does not decay, so END must equal "

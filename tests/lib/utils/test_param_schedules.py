@@ -96,8 +96,12 @@ def test_a_step_policy_moves_the_momentum_at_its_milestone_and_warm_up_maps_the_
     ([{"PARAM": "weight_decay", "START": 0.04, "END": 0.4, "WARM_UP_ITERS": 100}],
      r"^SOLVER.SCHEDULER.PARAMS\[0\].WARM_UP_ITERS=100: the warm-up must be shorter"),
     (["weight_decay"], r"^SOLVER.SCHEDULER.PARAMS\[0\]: expected a mapping"),
+    # torch.optim.AdamW(weight_decay=-1) raises "Invalid weight_decay value": so does a schedule to it.
+    ([{"PARAM": "weight_decay", "START": 0.1, "END": -1}],
+     r"^SOLVER.SCHEDULER.PARAMS\[0\].END: -1 has the other sign than START \(0.1\); a scheduled weight_decay "
+     r"must not cross 0$"),
 ], ids=["not-a-key-of-the-optimizer", "zero-start", "no-end", "inf-end", "unknown-key", "the-lr",
-        "twice", "unknown-policy", "warm-up-too-long", "not-a-mapping"])
+        "twice", "unknown-policy", "warm-up-too-long", "not-a-mapping", "crosses-zero"])
 def test_bad_entries_are_one_line_naming_the_entry(params, message):
     with pytest.raises(ConfigError, match=message):
         validate_solver(solver(params))
