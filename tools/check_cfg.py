@@ -11,6 +11,7 @@ milestones, ...). Exit status 0 when the config is valid (warnings or not), 2 wi
 stderr when it is not.
 """
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -21,6 +22,8 @@ from pet.engine.job import validate_job  # noqa: E402
 from pet.lib.config.ignored_keys import ignored_scheduler_keys, replaced_keys  # noqa: E402
 from pet.lib.utils.lr_scheduler import LR_POLICIES, build_schedule  # noqa: E402
 from pet.lib.config.cli import add_iter_per_epoch_argument  # noqa: E402
+from pet.lib.config.yaml_file import flatten  # noqa: E402
+from pet.lib.utils.multi_optimizer import optimizer_solvers  # noqa: E402
 
 
 def derived_lines(cfg, schedule, iter_per_epoch, source):
@@ -46,12 +49,40 @@ def derived_lines(cfg, schedule, iter_per_epoch, source):
     return lines
 
 
-def warning_lines(cfg, schedule):
-    """One line per key that was set but that this run ignores."""
+def warning_lines(cfg, schedule, iter_per_epoch):
+    """One line per key that was set but that this run ignores. With SOLVER.OPTIMIZERS each
+    optimizer's schedule is checked: a key of its own SCHEDULER that its policy ignores, and a
+    key of SOLVER.SCHEDULER that no optimizer's schedule reads (its policy ignores it, or the
+    optimizer sets its own)."""
+    lines = replaced_keys(cfg)
+    main_lines = scheduler_warnings(cfg.SOLVER.SCHEDULER, schedule)
+    solvers = optimizer_solvers(cfg.SOLVER)
+    if not solvers:
+        return lines + main_lines
+    unread_everywhere = None
+    for name, solver in solvers.items():
+        own = [key for key, _ in flatten(cfg.SOLVER.OPTIMIZERS[name].get("SCHEDULER", {}))]
+        found = scheduler_warnings(solver.SCHEDULER, build_schedule(solver.SCHEDULER, iter_per_epoch))
+        section = f"SOLVER.OPTIMIZERS.{name}.SCHEDULER"
+        lines += [line.replace(SCHEDULER_SECTION, section) for line in found if warned_key(line) in own]
+        unread = {warned_key(line) for line in found} | set(own)  # ignored, or replaced by its own
+        unread_everywhere = unread if unread_everywhere is None else unread_everywhere & unread
+    return lines + [line for line in main_lines if warned_key(line) in unread_everywhere]
+
+
+SCHEDULER_SECTION = "SOLVER.SCHEDULER"
+
+
+def scheduler_warnings(scheduler, schedule):
+    """The keys of ``scheduler`` (as SOLVER.SCHEDULER) that ``schedule``'s policy ignores."""
     entry = LR_POLICIES.get(schedule.policy)
-    return replaced_keys(cfg) + ignored_scheduler_keys(
-        cfg, schedule.policy, entry.uses_milestones, entry.uses_floor, schedule.warmup_iters,
-        schedule.milestones)
+    return ignored_scheduler_keys(scheduler, schedule.policy, entry.uses_milestones, entry.uses_floor,
+                                  schedule.warmup_iters, schedule.milestones)
+
+
+def warned_key(line):
+    """The SOLVER.SCHEDULER key a warning names (``STEPS``, ``WSD.DECAY_ITERS``)."""
+    return re.match(rf"{re.escape(SCHEDULER_SECTION)}\.([A-Z_.]+?)[=:]", line).group(1)
 
 
 def main(argv=None):
@@ -62,6 +93,7 @@ def main(argv=None):
     with exit_on_config_error():
         iter_per_epoch = validate_job(cfg, args.iter_per_epoch)
         schedule = build_schedule(cfg.SOLVER.SCHEDULER, iter_per_epoch)
+        warnings = warning_lines(cfg, schedule, iter_per_epoch)
     if args.iter_per_epoch:
         source = "--iter-per-epoch"
     else:
@@ -72,7 +104,6 @@ def main(argv=None):
     print("\n# derived")
     for line in derived_lines(cfg, schedule, iter_per_epoch, source):
         print(f"# {line}")
-    warnings = warning_lines(cfg, schedule)
     for line in warnings:
         print(f"# warning: {line}")
     if warnings:

@@ -302,6 +302,22 @@ def test_check_cfg_warns_about_keys_the_run_ignores_and_lists_no_milestones_with
     assert result.stdout.rstrip().endswith("# OK: the config is valid (2 warning(s): set but ignored)")
 
 
+def test_check_cfg_warns_about_each_optimizers_ignored_keys(tmp_path):
+    # The GAN: generator COSINE (SOLVER.SCHEDULER's), discriminator STEP with its own STEPS and GAMMA.
+    result = run_tool("check_cfg", "--cfg", REPO / "cfgs" / "digits_gan_adam.yaml",
+                      "SOLVER.OPTIMIZERS.generator.SCHEDULER.STEPS", "(10,)",  # its COSINE has none
+                      "SOLVER.SCHEDULER.STEPS", "(5,)",  # COSINE ignores it, the discriminator has its own
+                      "SOLVER.SCHEDULER.LR_POW", "2",  # neither schedule is POLY
+                      "SOLVER.SCHEDULER.WARM_UP_FACTOR", "0.5", cwd=tmp_path)  # both warm up: read
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("# warning:")]
+    assert warnings == [
+        "# warning: SOLVER.OPTIMIZERS.generator.SCHEDULER.STEPS=(10,) is ignored: POLICY COSINE has no milestones",
+        "# warning: SOLVER.SCHEDULER.STEPS=(5,) is ignored: POLICY COSINE has no milestones",
+        "# warning: SOLVER.SCHEDULER.LR_POW=2.0 is ignored: POLICY COSINE is not POLY",
+    ]
+
+
 @pytest.mark.parametrize("overrides, fragment", [
     (["SOLVER.SCHEDULER.POLICY", "WSD", "SOLVER.SCHEDULER.WSD.DECAY_SHAPE", "EXP"],
      "SOLVER.SCHEDULER.WSD.DECAY_SHAPE: unknown value 'EXP'"),
