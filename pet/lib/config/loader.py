@@ -162,14 +162,28 @@ def _set(cfg: CfgNode, full_key: str, value: Any, source: str, from_yaml: bool =
 def _decode_yaml_text(value: Any, default: Any) -> Any:
     """A YAML value as yacs reads it (its ``_decode_cfg_value``): YAML leaves ``1e-3``,
     ``(30, 40)`` and ``None`` as text, yacs (and so Pet's and detectron2's configs) reads them
-    as Python literals; here also the elements of a list of numbers (``STEPS: [1e3, 2e3]``).
-    Text stays text for a key whose default is text: ``OUTPUT_DIR: 1e3`` names a directory."""
-    if isinstance(value, str) and not isinstance(default, str):
+    as Python literals. Inside a list or a mapping (``STEPS: [1e3, 2e3]``, ``CUSTOM_KEYS:
+    [{KEY: head, LR_MULT: 1e-1}]``) only the numbers YAML missed and None are read, so names
+    stay text. So does a key whose default is text: ``OUTPUT_DIR: 1e3`` names a directory."""
+    if isinstance(default, str) or (isinstance(default, tuple) and default
+                                    and all(isinstance(v, str) for v in default)):
+        return value
+    if isinstance(value, str):
         return _parse_literal(value)
-    numbers = isinstance(default, tuple) and default and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in default)
-    if isinstance(value, list) and numbers:
-        return [_parse_literal(v) if isinstance(v, str) else v for v in value]
+    return _decode_missed_numbers(value)
+
+
+# What YAML 1.1 reads as text but Python as a literal: exponents without a dot, and None.
+_YAML_MISSED = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+|None")
+
+
+def _decode_missed_numbers(value: Any) -> Any:
+    if isinstance(value, str):
+        return _parse_literal(value) if _YAML_MISSED.fullmatch(value) else value
+    if isinstance(value, list):
+        return [_decode_missed_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _decode_missed_numbers(v) for k, v in value.items()}
     return value
 
 

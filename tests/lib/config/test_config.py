@@ -219,7 +219,8 @@ def test_yaml_text_that_yacs_reads_as_a_literal_is_read_as_yacs_reads_it(tmp_pat
 def test_yaml_none_and_number_texts_in_lists_are_read_and_text_keys_keep_their_text(tmp_path):
     path = tmp_path / "x.yaml"
     path.write_text("OUTPUT_DIR: 1e3\nSOLVER:\n  SCHEDULER:\n    TOTAL_EPOCHS: None\n    TOTAL_ITERS: 3e3\n"
-                    "    STEPS: [1e3, 2e3]\n  OPTIMIZER:\n    FREEZE: ['0']\n    KWARGS:\n      lr_decay: 1e-2\n")
+                    "    STEPS: [1e3, 2e3]\n  OPTIMIZER:\n    FREEZE: ['0']\n    KWARGS:\n      lr_decay: 1e-2\n"
+                    "    CUSTOM_KEYS: [{KEY: '0', LR_MULT: 1e-1}]\n")
     cfg = load_cfg(str(path))
     assert cfg.OUTPUT_DIR == "1e3"  # a directory's name
     assert cfg.SOLVER.SCHEDULER.TOTAL_EPOCHS is None
@@ -227,3 +228,4 @@ def test_yaml_none_and_number_texts_in_lists_are_read_and_text_keys_keep_their_t
     assert cfg.SOLVER.SCHEDULER.STEPS == (1000, 2000)
     assert cfg.SOLVER.OPTIMIZER.FREEZE == ("0",)  # module names stay text
     assert cfg.SOLVER.OPTIMIZER.KWARGS.lr_decay == 0.01
+    assert cfg.SOLVER.OPTIMIZER.CUSTOM_KEYS == ({"KEY": "0", "LR_MULT": 0.1},)  # in a mapping: the number only
