@@ -28,7 +28,8 @@ from pet.engine.checkpoint_io import (  # noqa: F401  (re-exported: the checkpoi
     write_on_main,
 )
 from pet.engine.distributed import ProcessInfo, all_gather_objects
-from pet.engine.sharded_checkpoint import SHARDED_SUFFIX, load_tensors, remove_tree, reshard, shard_like, split_state
+from pet.engine.sharded_checkpoint import (SHARDED_SUFFIX, load_tensors, remove_tree, reshard, shard_like,
+                                           share_rank_0_buffers, split_state)
 from pet.engine.sharded_writer import ShardedWriter
 from pet.lib.utils.shards import shard_group
 from pet.engine.seed import rng_state, seed_everything, set_rng_state  # noqa: F401  (re-exported)
@@ -335,6 +336,7 @@ class Checkpointer:
         filename = os.path.basename(path)
         if self.sharded:  # its blocks' parameters as shards (an evaluation may leave them gathered)
             reshard(self.checkpointables["model"])
+            share_rank_0_buffers(self.checkpointables)
         state = {key: checkpointable.state_dict() for key, checkpointable in self.checkpointables.items()}
         # A diverged step must not become the state a resume starts from. Every process checks
         # (whole weights are equal; shards are each process's own, so they tell each other),

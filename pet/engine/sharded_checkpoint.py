@@ -208,6 +208,18 @@ def reshard(model: nn.Module) -> None:
             module.reshard()
 
 
+def share_rank_0_buffers(checkpointables: Dict[str, Any]) -> None:
+    """Set every process's buffers (BatchNorm's running statistics) of a sharded model and of
+    the EMA's copy to rank 0's. FSDP2 neither shards nor syncs buffers: each forward updates
+    them from its own process's batch, and DCP saves one process's copy of a replicated tensor,
+    not necessarily rank 0's, so a resumed run evaluated (on rank 0) with another process's
+    statistics. Rank 0's are those a ddp run keeps and evaluates with. Every process calls it."""
+    for checkpointable in checkpointables.values():
+        module = weights_module(checkpointable)
+        for buffer in module.buffers() if module is not None else ():
+            dist.broadcast(buffer, src=0)
+
+
 def full_state_dict(checkpointable: Any) -> Dict[str, torch.Tensor]:
     """The whole weights of a sharded model (or of the EMA's sharded copy) on rank 0's CPU, as
     plain tensors, gathered one at a time (torch's ``get_model_state_dict`` with CPU offload:

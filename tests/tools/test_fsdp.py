@@ -209,6 +209,35 @@ def test_the_ema_is_sharded_alike_and_resumes_bit_identical(tmp_path):
     assert all(torch.equal(resumed["ema"][k], t) for k, t in fsdp["ema"].items())
 
 
+def test_batchnorm_under_fsdp_keeps_rank_0s_statistics_as_ddp_and_resumes_exactly(tmp_path):
+    """BatchNorm's running statistics are buffers: FSDP2 neither shards nor syncs them, so each
+    process updates its own, and DCP saved one process's copy, not necessarily rank 0's, whose
+    statistics the logged evaluation uses: a resumed run evaluated differently (test loss
+    1.567979 -> 1.567790). At each checkpoint every process now takes rank 0's: the
+    evaluations equal ddp's, and a resumed run's equal the uninterrupted one's bit for bit."""
+    job = dict(FSDP_JOB, MODEL={"TYPE": "cnn"}, SOLVER=dict(FSDP_JOB["SOLVER"], OPTIMIZER={
+        "TYPE": "SGD", "BASE_LR": 0.05, "MOMENTUM": 0.9}))
+    cfg_file = write_cfg(tmp_path, job)
+    blocks = ("SOLVER.DISTRIBUTED.FSDP_BLOCKS", "['backbone.conv*']")
+    for name, extra in (("ddp", ()), ("fsdp", (*FSDP, *blocks))):
+        result = torchrun(tmp_path, cfg_file, "OUTPUT_DIR", name, *extra)
+        assert result.returncode == 0, result.stderr
+
+    def evaluations(run):
+        return [(r["iteration"], r["test_loss"], r["accuracy"]) for r in read_metrics(tmp_path / run) if "test_loss" in r]
+    fsdp = evaluations("fsdp")
+    assert [e[0] for e in fsdp] == [9, 19]
+    for (_, ddp_loss, ddp_accuracy), (_, fsdp_loss, fsdp_accuracy) in zip(evaluations("ddp"), fsdp):
+        assert fsdp_loss == pytest.approx(ddp_loss, rel=1e-5) and fsdp_accuracy == ddp_accuracy
+    resume_from(tmp_path / "fsdp", "model_0000010.dcp", tmp_path / "out")
+    result = torchrun(tmp_path, cfg_file, "OUTPUT_DIR", "out", *FSDP, *blocks, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert evaluations("out")[-1] == fsdp[-1]
+    final, resumed = whole_final(tmp_path / "fsdp"), whole_final(tmp_path / "out")
+    assert_bit_identical(final, resumed)
+    assert any("running_mean" in name for name in final["model"])
+
+
 def resume_from(source, checkpoint: str, destination):
     """``destination``: a copy of the run ``source`` as it was when ``checkpoint`` was its last."""
     shutil.copytree(source, destination)
