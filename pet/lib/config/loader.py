@@ -241,6 +241,8 @@ def _coerce(full_key: str, value: Any, default: Any) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif isinstance(default, str):
+        if default == "" and (value is None or value == "None"):
+            return ""  # an off-by-default path (MODEL.WEIGHTS: null): off
         if isinstance(value, str):
             return value
     elif isinstance(default, tuple):

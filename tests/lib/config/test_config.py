@@ -229,3 +229,12 @@ def test_yaml_none_and_number_texts_in_lists_are_read_and_text_keys_keep_their_t
     assert cfg.SOLVER.OPTIMIZER.FREEZE == ("0",)  # module names stay text
     assert cfg.SOLVER.OPTIMIZER.KWARGS.lr_decay == 0.01
     assert cfg.SOLVER.OPTIMIZER.CUSTOM_KEYS == ({"KEY": "0", "LR_MULT": 0.1},)  # in a mapping: the number only
+
+
+def test_null_for_a_path_that_is_off_by_default_turns_it_off(tmp_path):
+    # MODEL.WEIGHTS "" is "no weights": YAML's null (or the text None) says the same.
+    path = tmp_path / "x.yaml"
+    path.write_text("MODEL:\n  WEIGHTS: null\n")
+    assert load_cfg(str(path)).MODEL.WEIGHTS == ""
+    assert load_cfg(None, ["MODEL.WEIGHTS", "None"]).MODEL.WEIGHTS == ""
+    assert "OUTPUT_DIR: expected a string, got None" in config_error(None, ["OUTPUT_DIR", "None"])
