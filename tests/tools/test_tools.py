@@ -293,13 +293,15 @@ def test_every_tool_rejects_a_bad_config_like_train_net(tmp_path, tool):
 def test_check_cfg_warns_about_keys_the_run_ignores_and_lists_no_milestones_without_them(tmp_path):
     cfg = write_cfg(tmp_path, EPOCH_CFG)
     result = run_tool("check_cfg", "--cfg", cfg, "SOLVER.SCHEDULER.POLICY", "COSINE",
-                      "SOLVER.SCHEDULER.TOTAL_ITERS", "5", cwd=tmp_path)
+                      "SOLVER.SCHEDULER.TOTAL_ITERS", "5", "TEST.EVAL_EPOCHS", "2", "TEST.EVAL_ITERS", "7",
+                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "# milestones" not in result.stdout
     for line in ("SOLVER.SCHEDULER.TOTAL_ITERS=5 is ignored: SOLVER.SCHEDULER.TOTAL_EPOCHS is set",
+                 "TEST.EVAL_ITERS=7 is ignored: TEST.EVAL_EPOCHS is set",
                  "SOLVER.SCHEDULER.STEPS=(2, 3) is ignored: POLICY COSINE has no milestones"):
         assert f"# warning: {line}" in result.stdout
-    assert result.stdout.rstrip().endswith("# OK: the config is valid (2 warning(s): set but ignored)")
+    assert result.stdout.rstrip().endswith("# OK: the config is valid (3 warning(s): set but ignored)")
 
 
 def test_check_cfg_warns_about_each_optimizers_ignored_keys(tmp_path):
