@@ -81,8 +81,8 @@ def scheduler_warnings(scheduler, schedule):
 
 
 def warned_key(line):
-    """The SOLVER.SCHEDULER key a warning names (``STEPS``, ``WSD.DECAY_ITERS``)."""
-    return re.match(rf"{re.escape(SCHEDULER_SECTION)}\.([A-Z_.]+?)[=:]", line).group(1)
+    """The SOLVER.SCHEDULER key a warning names (``STEPS``, ``COSINE_RESTARTS.T_0``)."""
+    return re.match(rf"{re.escape(SCHEDULER_SECTION)}\.([^=:\s]+)[=:]", line).group(1)
 
 
 def main(argv=None):

@@ -310,11 +310,13 @@ def test_check_cfg_warns_about_each_optimizers_ignored_keys(tmp_path):
                       "SOLVER.OPTIMIZERS.generator.SCHEDULER.STEPS", "(10,)",  # its COSINE has none
                       "SOLVER.SCHEDULER.STEPS", "(5,)",  # COSINE ignores it, the discriminator has its own
                       "SOLVER.SCHEDULER.LR_POW", "2",  # neither schedule is POLY
-                      "SOLVER.SCHEDULER.WARM_UP_FACTOR", "0.5", cwd=tmp_path)  # both warm up: read
+                      "SOLVER.SCHEDULER.WARM_UP_FACTOR", "0.5",  # both warm up: read
+                      "SOLVER.OPTIMIZERS.discriminator.SCHEDULER.COSINE_RESTARTS.T_0", "5", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stdout.splitlines() if line.startswith("# warning:")]
     assert warnings == [
         "# warning: SOLVER.OPTIMIZERS.generator.SCHEDULER.STEPS=(10,) is ignored: POLICY COSINE has no milestones",
+        "# warning: SOLVER.OPTIMIZERS.discriminator.SCHEDULER.COSINE_RESTARTS.T_0=5 is ignored: POLICY is STEP",
         "# warning: SOLVER.SCHEDULER.STEPS=(5,) is ignored: POLICY COSINE has no milestones",
         "# warning: SOLVER.SCHEDULER.LR_POW=2.0 is ignored: POLICY COSINE is not POLY",
     ]
