@@ -105,7 +105,7 @@ def build_training_run(cfg: CfgNode, process: ProcessInfo, device: torch.device,
                               f"has no train_step(batch, optim_wrappers); a model trained with several "
                               f"optimizers steps them itself (MMEngine's protocol)")
     optimizers, solvers = named_optimizers(model, cfg.SOLVER)
-    wrappers = {name: build_optim_wrapper(optimizer, solvers[name], device.type)
+    wrappers = {name: build_optim_wrapper(optimizer, solvers[name], device.type, name)
                 for name, optimizer in optimizers.items()}
     optim_wrapper = OptimWrapperDict(**wrappers) if cfg.SOLVER.OPTIMIZERS else wrappers[""]
     check_free_space(cfg.OUTPUT_DIR, checkpoint_size_estimate(model))

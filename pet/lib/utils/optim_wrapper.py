@@ -52,6 +52,8 @@ class OptimWrapper:
         device_type: the device type autocast runs on ("cpu", "cuda", ...).
         skip_nonfinite: how many non-finite steps in a row are skipped (0: the first one
             raises FloatingPointError); see ``update_params``.
+        name: the optimizer's name in SOLVER.OPTIMIZERS (its errors name its keys); "" for
+            SOLVER.OPTIMIZER's.
 
     Raises:
         ValueError when ``accumulation_steps`` is below 1.
@@ -60,7 +62,7 @@ class OptimWrapper:
     def __init__(self, optimizer: torch.optim.Optimizer, accumulation_steps: int = 1,
                  scaler: Optional[torch.amp.GradScaler] = None,
                  autocast_dtype: Optional[torch.dtype] = None, device_type: str = "cpu",
-                 skip_nonfinite: int = 0) -> None:
+                 skip_nonfinite: int = 0, name: str = "") -> None:
         if int(accumulation_steps) != accumulation_steps or accumulation_steps < 1:
             raise ValueError(f"accumulation_steps: expected an integer >= 1, got {accumulation_steps!r}")
         self.optimizer = optimizer
@@ -82,7 +84,7 @@ class OptimWrapper:
         # The cycle's divided losses so far, added on the device when the cycle steps.
         self._cycle_losses: List[torch.Tensor] = []
         # The steps since the last read_back, with their device-held values, and the counts.
-        self._record = StepRecord(self.skip_nonfinite, scaled=self.scaler is not None)
+        self._record = StepRecord(self.skip_nonfinite, scaled=self.scaler is not None, name=name)
         self._gradient_check = GradientCheck(optimizer)
         self._flags: Optional[FlagSlots] = None  # the steps' non-finite flags (no scaler)
         # Whether the steps run under torch.distributed: a run's process group is set up before
@@ -380,11 +382,11 @@ AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def build_optim_wrapper(optimizer: torch.optim.Optimizer, solver: CfgNode,
-                        device_type: str = "cpu") -> OptimWrapper:
+                        device_type: str = "cpu", name: str = "") -> OptimWrapper:
     """The step seam of ``SOLVER`` (ACCUMULATION_STEPS, AMP, SKIP_NONFINITE; already validated)
     on a device: float16 gets a ``GradScaler``, bfloat16 autocast alone (its range needs no loss
     scaling). Sharded (FSDP2) parameters: no autocast (the model's MixedPrecisionPolicy casts)
-    and a ``ShardedGradScaler`` for float16."""
+    and a ``ShardedGradScaler`` for float16. ``name``: the optimizer's in SOLVER.OPTIMIZERS."""
     autocast_dtype = AUTOCAST_DTYPES[solver.AMP.DTYPE] if solver.AMP.ENABLED else None
     scaler = torch.amp.GradScaler(device_type) if autocast_dtype is torch.float16 else None
     shards = optimizer_shard_group(optimizer)
@@ -393,7 +395,7 @@ def build_optim_wrapper(optimizer: torch.optim.Optimizer, solver: CfgNode,
         autocast_dtype = None
     wrapper = OptimWrapper(optimizer, accumulation_steps=solver.ACCUMULATION_STEPS, scaler=scaler,
                            autocast_dtype=autocast_dtype, device_type=device_type,
-                           skip_nonfinite=solver.SKIP_NONFINITE)
+                           skip_nonfinite=solver.SKIP_NONFINITE, name=name)
     if solver.OPTIMIZER.COMPILE:
         if scaler is not None:
             raise ConfigError("SOLVER.OPTIMIZER.COMPILE: not supported with SOLVER.AMP.DTYPE float16 (its "

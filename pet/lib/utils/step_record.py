@@ -37,9 +37,10 @@ class StepRecord:
     counted (``skipped_steps``) and never stop a run.
     """
 
-    def __init__(self, skip_nonfinite: int, scaled: bool) -> None:
+    def __init__(self, skip_nonfinite: int, scaled: bool, name: str = "") -> None:
         self.skip_nonfinite = int(skip_nonfinite)
         self.scaled = scaled
+        self.name = name  # of an optimizer of SOLVER.OPTIMIZERS: errors name its keys
         self.pending: List[PendingStep] = []
         self.skipped_steps = 0  # by the scaler
         self.nonfinite_steps = 0  # skipped for SKIP_NONFINITE
@@ -82,9 +83,10 @@ class StepRecord:
         if self.skip_nonfinite:
             what += f" for {self.nonfinite_in_a_row} steps in a row (SOLVER.SKIP_NONFINITE {self.skip_nonfinite})"
         self.nonfinite_in_a_row = 0
-        raise FloatingPointError(f"{what}{where}; lower SOLVER.OPTIMIZER.BASE_LR, enable "
-                                 f"SOLVER.OPTIMIZER.CLIP_GRADIENTS or skip such steps with "
-                                 f"SOLVER.SKIP_NONFINITE")
+        owner, keys = (f"the {self.name} optimizer's ", f"SOLVER.OPTIMIZERS.{self.name}") if self.name else (
+            "", "SOLVER.OPTIMIZER")
+        raise FloatingPointError(f"{owner}{what}{where}; lower {keys}.BASE_LR, enable {keys}.CLIP_GRADIENTS "
+                                 f"or skip such steps with SOLVER.SKIP_NONFINITE")
 
     def metrics(self) -> Dict[str, float]:
         """``grad_norm`` when the last step measured it, ``nonfinite_steps`` with

@@ -72,3 +72,20 @@ def test_the_dict_updates_nothing_itself_and_takes_only_wrappers():
             getattr(optim_dict, method)(torch.zeros(()))
     with pytest.raises(TypeError, match="only accepts OptimWrapper values, got SGD for 'gen'"):
         OptimWrapperDict(gen=torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=0.1))
+
+
+def test_a_non_finite_step_names_the_optimizer_and_its_own_keys():
+    # An optimizer of SOLVER.OPTIMIZERS: the hint names its entry's keys (SOLVER.OPTIMIZERS.<name>.BASE_LR),
+    # whether the step raises at once (no fused kernel) or at the next read (fused).
+    for implementation in ({"foreach": False}, {"fused": True}):
+        gen, disc = nn.Linear(1, 1), nn.Linear(1, 1)
+        wrappers = OptimWrapperDict(
+            gen=OptimWrapper(torch.optim.SGD(gen.parameters(), lr=0.1, **implementation), name="gen"),
+            disc=OptimWrapper(torch.optim.SGD(disc.parameters(), lr=0.1, **implementation), name="disc"))
+        wrappers["disc"].update_params(disc(torch.ones(1, 1)).sum())
+        with pytest.raises(FloatingPointError, match=r"^the gen optimizer's loss became nan; lower "
+                                                     r"SOLVER.OPTIMIZERS.gen.BASE_LR, enable "
+                                                     r"SOLVER.OPTIMIZERS.gen.CLIP_GRADIENTS or skip such steps "
+                                                     r"with SOLVER.SKIP_NONFINITE$"):
+            wrappers["gen"].update_params(gen(torch.ones(1, 1)).sum() * float("nan"))
+            wrappers.read_back()
