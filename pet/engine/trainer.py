@@ -163,6 +163,7 @@ class Trainer:
         k = wrappers.accumulation_steps
         for wrapper in wrappers.values():  # the model's update_params calls do not say
             wrapper.measure_grad_norm = read_back
+            wrapper.iteration = iteration
         totals: Dict[str, torch.Tensor] = {}
         for inputs, labels, weight in self._micro_batches(iteration):
             losses = self.model.train_step((inputs, labels), wrappers)

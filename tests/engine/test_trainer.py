@@ -11,7 +11,7 @@ from torch.utils.data import TensorDataset
 from pet.data import BatchPlan, TrainLoader
 from pet.engine.hooks import HookBase
 from pet.engine.trainer import Trainer
-from pet.lib.utils.optim_wrapper import OptimWrapper
+from pet.lib.utils.optim_wrapper import OptimWrapper, OptimWrapperDict
 
 
 def Batches(scale=1.0):
@@ -81,6 +81,32 @@ def test_a_non_finite_loss_stops_the_loop_naming_the_iteration():
     assert recorder.losses == [] and recorder.after_train_iter is None
     for a, b in zip(model.parameters(), before.parameters()):
         assert torch.equal(a, b)
+
+
+class TwoHeads(nn.Module):
+    """Two submodules, each stepped by its own optimizer in ``train_step`` (MMEngine's protocol)."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = nn.Linear(6, 3), nn.Linear(6, 3)
+
+    def train_step(self, batch, optim_wrappers):
+        inputs, labels = batch
+        losses = {}
+        for name in ("first", "second"):
+            losses[name] = nn.functional.cross_entropy(getattr(self, name)(inputs), labels)
+            optim_wrappers[name].update_params(losses[name])
+        return losses
+
+
+def test_a_non_finite_step_of_one_of_several_optimizers_names_it_its_keys_and_the_iteration():
+    model = TwoHeads()
+    wrappers = OptimWrapperDict(**{name: OptimWrapper(torch.optim.SGD(getattr(model, name).parameters(), lr=0.1),
+                                                      name=name) for name in ("first", "second")})
+    trainer = Trainer(model, wrappers, Batches(scale=math.nan), [Recorder()], 3, 10)
+    with pytest.raises(FloatingPointError, match=r"^the first optimizer's loss became nan at iteration 3; "
+                                                 r"lower SOLVER.OPTIMIZERS.first.BASE_LR"):
+        trainer.train()
 
 
 class LRStepper(HookBase):

@@ -79,8 +79,10 @@ class OptimWrapper:
         # Micro-batches whose gradients are accumulated and wait for the next step (0 .. k-1).
         self.micro_batches = 0
         self.skip_nonfinite = int(skip_nonfinite)
-        # Whether an update_params call that does not say measures the gradients' norm.
+        # Whether an update_params call that does not say measures the gradients' norm, and
+        # the iteration its errors name (the trainer sets both for a model's own train_step).
         self.measure_grad_norm = True
+        self.iteration: Optional[int] = None
         # The cycle's divided losses so far, added on the device when the cycle steps.
         self._cycle_losses: List[torch.Tensor] = []
         # The steps since the last read_back, with their device-held values, and the counts.
@@ -143,9 +145,10 @@ class OptimWrapper:
 
         Returns, on the call that steps, the step's loss on this process (the sum of the
         cycle's k divided losses: their mean) as a detached 0-dim tensor on the loss's device;
-        None on the other calls. ``iteration`` names the step in error messages. Nothing here
-        reads a tensor's value on the host (see ``read_back``) unless the optimizer has no
-        fused kernel: then, as GradScaler does for such optimizers, one flag per step. Under
+        None on the other calls. ``iteration`` names the step in error messages (None: the
+        wrapper's ``iteration``). Nothing here reads a tensor's value on the host (see
+        ``read_back``) unless the optimizer has no fused kernel: then, as GradScaler does for
+        such optimizers, one flag per step. Under
         torch.distributed nothing communicates beyond DDP's own gradient all-reduce: the step
         is decided from what every process holds alike.
 
@@ -174,7 +177,7 @@ class OptimWrapper:
         step_loss = losses[0] if len(losses) == 1 else torch.stack([l.float() for l in losses]).sum()
         measure = self.measure_grad_norm if measure_grad_norm is None else measure_grad_norm
         grad_norm = self._grad_norm() if measure else None
-        step = PendingStep(iteration, step_loss, grad_norm)
+        step = PendingStep(self.iteration if iteration is None else iteration, step_loss, grad_norm)
         self._record.pending.append(step)
         if self.scaler is not None:
             step.nonfinite = self._scaled_step()
