@@ -71,13 +71,6 @@ def test_a_compiled_run_equals_the_eager_run_and_their_checkpoints_are_interchan
         assert load(tmp_path / run / "model_final.pth")["iteration"] == 30
 
 
-def test_a_compiled_run_killed_and_resumed_ends_bit_identical(tmp_path):
-    job = dict(COMPILE_JOB, LOG_PERIOD=10, MODEL=dict(COMPILE_JOB["MODEL"], COMPILE={"ENABLED": True}))
-    job["SOLVER"] = dict(COMPILE_JOB["SOLVER"], SNAPSHOT_ITERS=100,
-                         SCHEDULER={"POLICY": "STEP", "TOTAL_ITERS": 400, "STEPS": [300], "WARM_UP_ITERS": 10})
-    sigkill_resume_matches_reference(tmp_path, job)
-
-
 def test_graph_breaks_are_logged_once_and_refused_under_fullgraph(tmp_path):
     job = dict(COMPILE_JOB, CUSTOM_IMPORTS=["compile_probe"], MODEL=dict(COMPILE_JOB["MODEL"], TYPE="breaking_net"))
     job["SOLVER"] = dict(COMPILE_JOB["SOLVER"], SCHEDULER=dict(COMPILE_JOB["SOLVER"]["SCHEDULER"], TOTAL_ITERS=4, STEPS=[2], WARM_UP_ITERS=0))
@@ -147,21 +140,23 @@ def test_a_compiled_model_inside_ddp_trains_as_the_eager_one(tmp_path):
         torch.testing.assert_close(final["model"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_a_compiled_optimizer_step_resumes_bit_identical_and_across_settings(tmp_path):
-    """SOLVER.OPTIMIZER.COMPILE: its checkpoints hold the lr as tensors; a killed run resumes
-    bit-identical, and a finished one continues eagerly (and an eager one compiled)."""
-    job = dict(COMPILE_JOB, LOG_PERIOD=10)
+def test_a_compiled_run_killed_and_resumed_ends_bit_identical_and_its_step_resumes_across_settings(tmp_path):
+    """MODEL.COMPILE and SOLVER.OPTIMIZER.COMPILE (whose checkpoints hold the lr as tensors): a
+    killed run resumes bit-identical, and a finished one continues with an eager step (and an
+    eager step's run with a compiled one)."""
+    job = dict(COMPILE_JOB, LOG_PERIOD=10, MODEL=dict(COMPILE_JOB["MODEL"], COMPILE={"ENABLED": True}))
     job["SOLVER"] = dict(COMPILE_JOB["SOLVER"], SNAPSHOT_ITERS=100,
                          OPTIMIZER=dict(COMPILE_JOB["SOLVER"]["OPTIMIZER"], COMPILE=True),
                          SCHEDULER={"POLICY": "STEP", "TOTAL_ITERS": 400, "STEPS": [300], "WARM_UP_ITERS": 10})
     sigkill_resume_matches_reference(tmp_path, job)
     longer = ["SOLVER.SCHEDULER.TOTAL_ITERS", "420"]
     cfg_file = tmp_path / "reference.yaml"
-    result = train(tmp_path, cfg_file, "--resume", *longer, "SOLVER.OPTIMIZER.COMPILE", "False")
+    eager_model = ["MODEL.COMPILE.ENABLED", "False"]  # the model's own switch is tested above
+    result = train(tmp_path, cfg_file, "--resume", *longer, *eager_model, "SOLVER.OPTIMIZER.COMPILE", "False")
     assert result.returncode == 0 and "Resuming from" in result.stdout, result.stderr
     checkpoint = load(tmp_path / "reference" / "model_final.pth")
     assert checkpoint["iteration"] == 420 and isinstance(checkpoint["optimizer"]["param_groups"][0]["lr"], float)
-    result = train(tmp_path, cfg_file, "--resume", "SOLVER.SCHEDULER.TOTAL_ITERS", "440")
+    result = train(tmp_path, cfg_file, "--resume", "SOLVER.SCHEDULER.TOTAL_ITERS", "440", *eager_model)
     assert result.returncode == 0, result.stderr
     checkpoint = load(tmp_path / "reference" / "model_final.pth")
     group = checkpoint["optimizer"]["param_groups"][0]
