@@ -9,6 +9,7 @@ hyper-parameter schedules write into the tensors in place. Checkpoints hold them
 ``set_hyperparameter_form`` turns a loaded optimizer's values into the form its run steps with
 (a run resumes compiled or eager alike).
 """
+import logging
 from types import MethodType
 from typing import Any, Callable, Dict, Iterable, Optional
 
@@ -80,11 +81,25 @@ def write_beta1(group: Dict[str, Any], value: float) -> None:
         group["betas"] = (value, *betas[1:])
 
 
+class _ProfilerRangeNotice(logging.Filter):
+    """Drops dynamo's "Profiler record function ... will be ignored": the compiled step keeps
+    torch's step wrapper for its hooks, whose profiler range a compiled graph cannot record;
+    said on every run's standard error, it reported nothing a run could act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Profiler record function")
+
+
+_DYNAMO_CONTEXT_LOG = logging.getLogger("torch._dynamo.variables.ctx_manager")
+_PROFILER_RANGE_NOTICE = _ProfilerRangeNotice()
+
+
 def compiled_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
     """``optimizer.step()`` (its clipping included) through torch.compile. SGD, Adam and
     AdamW step through their ``tensor_updates``: that update becomes this optimizer's ``step``
     (torch's step hooks kept around it). The compiled code calls the hooked step, never an
     instance's patch of ``optimizer.step``; an lr scheduler's record is set as its patch sets it."""
+    _DYNAMO_CONTEXT_LOG.addFilter(_PROFILER_RANGE_NOTICE)  # once: a filter is added at most once
     update = tensor_update(optimizer)
     if update is not None:
         optimizer.step = MethodType(torch.optim.Optimizer.profile_hook_step(_step_of(update)), optimizer)

@@ -1,6 +1,7 @@
 """Tests of SOLVER.OPTIMIZER.COMPILE (pet/lib/utils/compiled_step.py): the compiled step
 equals torch's eager step to float tolerance, and a whole schedule (warm-up, restarts, a
 momentum cycle) runs with no recompilation, counted with dynamo's own counters."""
+import logging
 import os
 import shutil
 import warnings
@@ -215,3 +216,17 @@ def test_each_optimizer_compiles_its_own_step_past_dynamos_recompile_limit():
         for _ in range(3):
             train(model(), solver(*keys), 2)
     assert counters["stats"]["unique_graphs"] == 3
+
+
+def test_the_compiled_step_says_nothing_about_its_profiler_range(caplog):
+    # dynamo warns once that the step wrapper's profiler range is not recorded in a graph:
+    # a line on every run's standard error that no run can act on.
+    torch._logging._internal.warning_once.cache_clear()  # said once per process: say it again
+    torch._dynamo.reset()
+    keys = ["SOLVER.OPTIMIZER.TYPE", "SGD", "SOLVER.OPTIMIZER.MOMENTUM", "0.9", "SOLVER.SCHEDULER.POLICY",
+            "COSINE", "SOLVER.SCHEDULER.TOTAL_ITERS", "3", "SOLVER.SCHEDULER.WARM_UP_ITERS", "0",
+            "SOLVER.OPTIMIZER.COMPILE", "True"]
+    with caplog.at_level(logging.WARNING):
+        train(model(), solver(*keys), 2)
+    assert counters["stats"]["unique_graphs"] >= 1
+    assert "Profiler record function" not in caplog.text
