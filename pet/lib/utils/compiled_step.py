@@ -17,6 +17,7 @@ import torch
 
 from pet.lib.config.errors import ConfigError
 from pet.lib.utils.grad_clip import GradientClipping
+from pet.lib.utils.step_call import record_step_call
 from pet.lib.utils.tensor_updates import TENSOR_KEYS, init_adam_state, tensor_update, torch_class
 
 
@@ -117,8 +118,7 @@ def compiled_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
     state_ready = [False]
 
     def step() -> None:
-        if getattr(optimizer.__dict__.get("step"), "_wrapped_by_lr_sched", False):
-            optimizer._opt_called = True
+        record_step_call(optimizer)
         if not state_ready[0]:
             if _creates_momentum_buffers(optimizer):
                 type(optimizer).step(optimizer)  # once, from scratch: torch's own step makes the buffers

@@ -32,7 +32,7 @@ from pet.lib.config.errors import ConfigError
 from pet.lib.utils.compiled_step import compiled_step, start_momentum_buffers
 from pet.lib.utils.grad_check import FlagSlots, GradientCheck
 from pet.lib.utils.shards import ShardedGradScaler, optimizer_shard_group
-from pet.lib.utils.step_call import optimizer_step
+from pet.lib.utils.step_call import optimizer_step, record_step_call
 from pet.lib.utils.step_record import PendingStep, StepRecord
 
 # One instance serves every step: entering it allocates nothing.
@@ -216,6 +216,7 @@ class OptimWrapper:
         if not bool(step.nonfinite):  # the one read of such an optimizer's step
             self._optimizer_step()
             return
+        record_step_call(self.optimizer)  # a skipped step
         if step.grad_norm is None:  # for the error message and the metrics
             step.grad_norm = self._gradient_check.total_norm()
         self.read_back()  # raises when too many were non-finite in a row
@@ -258,6 +259,7 @@ class OptimWrapper:
         self.micro_batches = 0
         allocates_momentum = self._momentum_unset()
         self.scaler.step(self.optimizer)
+        record_step_call(self.optimizer)  # a step the scaler skipped too
         found = list(self.scaler._found_inf_per_device(self.optimizer).values())
         self.scaler.update()
         nonfinite = found[0] if len(found) == 1 else torch.stack([f.to(found[0].device) for f in found]).sum()

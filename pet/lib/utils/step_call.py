@@ -26,9 +26,18 @@ def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
     if not unobserved(optimizer):
         optimizer.step()
         return
-    if "step" in optimizer.__dict__:
-        optimizer._opt_called = True  # what the scheduler's wrapper records
+    record_step_call(optimizer)
     call_step_unhooked(type(optimizer).step.__get__(optimizer))
+
+
+def record_step_call(optimizer: torch.optim.Optimizer) -> None:
+    """Record what an lr scheduler's patch of ``optimizer.step`` records when the step runs.
+    The seam also records a step it skipped (not finite, or GradScaler's overflow): the
+    schedule is a function of the iteration, which the step belongs to either way, and torch's
+    scheduler would otherwise warn at its first step that it ran before the optimizer's and
+    skips a value of the schedule (GradScaler's skipped first step is that warning's known
+    false alarm)."""
+    optimizer._opt_called = True
 
 
 def unobserved(optimizer: torch.optim.Optimizer) -> bool:

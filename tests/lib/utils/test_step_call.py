@@ -3,10 +3,12 @@ observes them, and updates exactly as ``optimizer.step()``."""
 import copy
 import warnings
 
+import pytest
 import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
+from pet.lib.utils.optim_wrapper import OptimWrapper
 from pet.lib.utils.step_call import optimizer_step, unobserved
 
 
@@ -65,3 +67,26 @@ def test_hooks_a_profiler_and_a_patched_step_get_the_wrapped_call():
     optimizer_step(optimizer)
     assert calls[-1] == "patched"
     optimizer.step = patched
+
+
+@pytest.mark.parametrize("implementation", [{"foreach": False}, {"foreach": True}, {"fused": True}])
+@pytest.mark.parametrize("seam", ["gradscaler", "skip_nonfinite"])
+def test_a_skipped_first_step_leaves_torchs_scheduler_without_its_order_warning(implementation, seam):
+    # torch's scheduler warns at its first step when optimizer.step has not run: GradScaler's
+    # skipped first step (an overflow at the initial scale) is the warning's known false alarm.
+    model = nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, **implementation)
+    if seam == "gradscaler":
+        wrapper = OptimWrapper(optimizer, scaler=torch.amp.GradScaler("cpu"))
+    else:
+        wrapper = OptimWrapper(optimizer, skip_nonfinite=1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda iteration: 0.5 ** iteration)
+    before = copy.deepcopy(model.state_dict())
+    wrapper.update_params(model(torch.ones(1, 2)).sum() * float("inf"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics = wrapper.read_back()
+        scheduler.step()
+    assert metrics.get("skipped_steps", metrics.get("nonfinite_steps")) == 1
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # skipped
+    assert optimizer.param_groups[0]["lr"] == 0.05  # the schedule's next value, none skipped
