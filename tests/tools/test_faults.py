@@ -84,6 +84,9 @@ CORPUS = [
     ("threads_negative", OK_YAML, ["NUM_THREADS", "-4"], "NUM_THREADS: expected an integer >= 0"),
     ("batch_huge", OK_YAML, ["DATA.BATCH_SIZE", str(2 ** 63)], "DATA.BATCH_SIZE: must be <="),
     ("hidden_huge", OK_YAML, ["MODEL.CNN.HIDDEN_DIM", str(2 ** 40)], "MODEL.CNN.HIDDEN_DIM: must be <="),
+    ("mlp_ratio_huge", OK_YAML, ["MODEL.TRANSFORMER.MLP_RATIO", "1e30"],
+     "MODEL.TRANSFORMER.MLP_RATIO: 1e+30 x MODEL.TRANSFORMER.EMBED_DIM 64 gives an MLP of 6.4e+31 units; "
+     "allowed: 1 to 2147483647"),
     ("classes_below_labels", OK_YAML, ["MODEL.NUM_CLASSES", "5"], "MODEL.NUM_CLASSES: 5 is fewer than the 10 labels"),
     ("zero_iteration_schedule", OK_YAML, ["SOLVER.SCHEDULER.TOTAL_EPOCHS", "0.001", "SOLVER.SCHEDULER.STEPS", "()",
                                          "SOLVER.SCHEDULER.WARM_UP_ITERS", "0"], "round to 0 iterations"),

@@ -8,7 +8,7 @@ from typing import Optional
 from yacs.config import CfgNode
 
 from pet.lib.config.errors import ConfigError
-from pet.lib.config.validate import check_bool, check_choice, check_int
+from pet.lib.config.validate import MAX_INT, check_bool, check_choice, check_int
 
 # numpy's seeds are 32-bit; torch.set_num_threads crashes far above any real core count.
 MAX_SEED = 2 ** 32 - 1
@@ -61,6 +61,10 @@ def validate_model(model: CfgNode) -> None:
         )
     if not t.MLP_RATIO > 0:
         raise ConfigError(f"MODEL.TRANSFORMER.MLP_RATIO: must be > 0, got {t.MLP_RATIO!r}")
+    hidden = int(t.EMBED_DIM * t.MLP_RATIO)  # the MLP's width, as the model rounds it
+    if not 1 <= hidden <= MAX_INT:
+        raise ConfigError(f"MODEL.TRANSFORMER.MLP_RATIO: {t.MLP_RATIO!r} x MODEL.TRANSFORMER.EMBED_DIM {t.EMBED_DIM} "
+                          f"gives an MLP of {hidden:.4g} units; allowed: 1 to {MAX_INT}")
     _check_probability(t.DROPOUT, "MODEL.TRANSFORMER.DROPOUT")
 
 
