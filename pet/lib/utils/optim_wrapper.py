@@ -148,9 +148,9 @@ class OptimWrapper:
         None on the other calls. ``iteration`` names the step in error messages (None: the
         wrapper's ``iteration``). Nothing here reads a tensor's value on the host (see
         ``read_back``) unless the optimizer has no fused kernel: then, as GradScaler does for
-        such optimizers, one flag per step. Under
-        torch.distributed nothing communicates beyond DDP's own gradient all-reduce: the step
-        is decided from what every process holds alike.
+        such optimizers, one flag per step. Under torch.distributed nothing communicates
+        beyond DDP's own gradient all-reduce: the step is decided from what every process
+        holds alike.
 
         A step is non-finite when an element of its gradients is (identical on every process
         after DDP averaged them), or, in a single process, its loss. Such a step changes no
