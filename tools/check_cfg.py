@@ -11,7 +11,6 @@ milestones, ...). Exit status 0 when the config is valid (warnings or not), 2 wi
 stderr when it is not.
 """
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -55,34 +54,27 @@ def warning_lines(cfg, schedule, iter_per_epoch):
     key of SOLVER.SCHEDULER that no optimizer's schedule reads (its policy ignores it, or the
     optimizer sets its own)."""
     lines = replaced_keys(cfg)
-    main_lines = scheduler_warnings(cfg.SOLVER.SCHEDULER, schedule)
+    main_found = scheduler_warnings(cfg.SOLVER.SCHEDULER, schedule, "SOLVER.SCHEDULER")
     solvers = optimizer_solvers(cfg.SOLVER)
     if not solvers:
-        return lines + main_lines
+        return lines + [line for _, line in main_found]
     unread_everywhere = None
     for name, solver in solvers.items():
-        own = [key for key, _ in flatten(cfg.SOLVER.OPTIMIZERS[name].get("SCHEDULER", {}))]
-        found = scheduler_warnings(solver.SCHEDULER, build_schedule(solver.SCHEDULER, iter_per_epoch))
-        section = f"SOLVER.OPTIMIZERS.{name}.SCHEDULER"
-        lines += [line.replace(SCHEDULER_SECTION, section) for line in found if warned_key(line) in own]
-        unread = {warned_key(line) for line in found} | set(own)  # ignored, or replaced by its own
+        own = {key for key, _ in flatten(cfg.SOLVER.OPTIMIZERS[name].get("SCHEDULER", {}))}
+        found = scheduler_warnings(solver.SCHEDULER, build_schedule(solver.SCHEDULER, iter_per_epoch),
+                                   f"SOLVER.OPTIMIZERS.{name}.SCHEDULER")
+        lines += [line for key, line in found if key in own]
+        unread = {key for key, _ in found} | own  # ignored, or replaced by its own
         unread_everywhere = unread if unread_everywhere is None else unread_everywhere & unread
-    return lines + [line for line in main_lines if warned_key(line) in unread_everywhere]
+    return lines + [line for key, line in main_found if key in unread_everywhere]
 
 
-SCHEDULER_SECTION = "SOLVER.SCHEDULER"
-
-
-def scheduler_warnings(scheduler, schedule):
-    """The keys of ``scheduler`` (as SOLVER.SCHEDULER) that ``schedule``'s policy ignores."""
+def scheduler_warnings(scheduler, schedule, section):
+    """(key, line) for the keys of ``scheduler`` (named ``section``) that ``schedule``'s
+    policy ignores."""
     entry = LR_POLICIES.get(schedule.policy)
     return ignored_scheduler_keys(scheduler, schedule.policy, entry.uses_milestones, entry.uses_floor,
-                                  schedule.warmup_iters, schedule.milestones)
-
-
-def warned_key(line):
-    """The SOLVER.SCHEDULER key a warning names (``STEPS``, ``COSINE_RESTARTS.T_0``)."""
-    return re.match(rf"{re.escape(SCHEDULER_SECTION)}\.([^=:\s]+)[=:]", line).group(1)
+                                  schedule.warmup_iters, schedule.milestones, section)
 
 
 def main(argv=None):

@@ -1,6 +1,6 @@
 """Keys that were set (differ from their defaults) but that the run will ignore: each one line
 naming the key, for ``tools/check_cfg.py`` to warn about (the config is still valid)."""
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 from yacs.config import CfgNode
 
@@ -27,17 +27,18 @@ def replaced_keys(cfg: CfgNode) -> List[str]:
 
 
 def ignored_scheduler_keys(scheduler: CfgNode, policy: str, uses_milestones: bool, uses_floor: bool,
-                           warmup_iters: int, milestones: Sequence[int]) -> List[str]:
-    """Keys of ``scheduler`` (SOLVER.SCHEDULER, or an optimizer's merged one, named as
-    SOLVER.SCHEDULER's) that the selected ``policy`` does not read, and milestones that fall
-    inside the warm-up (``milestones`` and ``warmup_iters`` in iterations). PHASES reads the
-    policy keys of its phases, so none of those is reported for it."""
+                           warmup_iters: int, milestones: Sequence[int],
+                           section: str = _SCHED) -> List[Tuple[str, str]]:
+    """(key, line) for each key of ``scheduler`` (SOLVER.SCHEDULER, or an optimizer's merged
+    one: ``section`` names it in the lines) that the selected ``policy`` does not read, and for
+    milestones that fall inside the warm-up (``milestones`` and ``warmup_iters`` in
+    iterations). PHASES reads the policy keys of its phases, so none of those is reported for it."""
     default = get_cfg().SOLVER.SCHEDULER
     found = []
 
     def unread(key: str, why: str) -> None:
         if _changed(scheduler, default, key):
-            found.append(f"{_SCHED}.{key}={scheduler[key]} is ignored: {why}")
+            found.append((key, f"{section}.{key}={scheduler[key]} is ignored: {why}"))
 
     reads_policy_keys = policy == "PHASES"
     if not (uses_milestones or reads_policy_keys):
@@ -53,14 +54,14 @@ def ignored_scheduler_keys(scheduler: CfgNode, policy: str, uses_milestones: boo
         unread("WARM_UP_METHOD", "there is no warm-up")
     early = [m for m in milestones if m < warmup_iters]
     if early:
-        found.append(f"{_SCHED}.STEPS: milestone(s) at iteration(s) {', '.join(map(str, early))} fall "
-                     f"inside the warm-up ({warmup_iters} iterations)")
+        found.append(("STEPS", f"{section}.STEPS: milestone(s) at iteration(s) {', '.join(map(str, early))} "
+                               f"fall inside the warm-up ({warmup_iters} iterations)"))
     for name, node in scheduler.items():
         if isinstance(node, CfgNode) and name != policy and not reads_policy_keys:
-            found.extend(f"{_SCHED}.{name}.{key}={node[key]} is ignored: POLICY is {policy}"
+            found.extend((f"{name}.{key}", f"{section}.{name}.{key}={node[key]} is ignored: POLICY is {policy}")
                          for key in node if _changed(node, default[name], key))
     wsd = scheduler.WSD
     if policy == "WSD" and wsd.DECAY_ITERS is not None and _changed(wsd, default.WSD, "DECAY_FRACTION"):
-        found.append(f"{_SCHED}.WSD.DECAY_FRACTION={wsd.DECAY_FRACTION} is ignored: "
-                     f"{_SCHED}.WSD.DECAY_ITERS is set")
+        found.append(("WSD.DECAY_FRACTION", f"{section}.WSD.DECAY_FRACTION={wsd.DECAY_FRACTION} is ignored: "
+                                            f"{section}.WSD.DECAY_ITERS is set"))
     return found
