@@ -14,25 +14,39 @@ checkpoints to OUTPUT_DIR. Bad input (file, key, type, value, an OUTPUT_DIR that
 run, a checkpoint that does not fit) exits with status 2 and one line on stderr, before anything
 is written.
 """
+import ctypes
 import os
 import signal
 import threading
 import time
 
 
-def _end_with_the_launcher(launcher_pid: int) -> None:
+def _end_with_the_launcher() -> None:
     """torchrun starts each worker in a session of its own: a torchrun killed with SIGKILL (the
-    OOM killer, a scheduler) leaves its workers behind, waiting on a store or peers that never
-    answer. A worker whose launcher is gone leaves too (its own workers follow it)."""
-    while True:
-        time.sleep(1.0)
-        if os.getppid() != launcher_pid:
-            os.write(2, b"error: torchrun, which started this process, is gone; stopping\n")
-            os._exit(1)
+    OOM killer, a scheduler) would leave its workers behind, training on (gloo needs no
+    launcher) and writing checkpoints into the directory a restarted job resumes from, or
+    waiting on peers that never answer. Linux kills a worker the moment its launcher dies (the
+    parent-death signal, which belongs to the thread that sets it: this is the main thread);
+    elsewhere a thread notices within a second."""
+    launcher_pid = os.getppid()
+    try:
+        if ctypes.CDLL(None).prctl(1, signal.SIGKILL) == 0:  # PR_SET_PDEATHSIG
+            if os.getppid() != launcher_pid:  # gone before the signal was set
+                os._exit(1)
+            return
+    except (OSError, AttributeError):  # not Linux
+        pass
+
+    def watch() -> None:
+        while os.getppid() == launcher_pid:
+            time.sleep(1.0)
+        os.write(2, b"error: torchrun, which started this process, is gone; stopping\n")
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
 
 
 if "TORCHELASTIC_RUN_ID" in os.environ:  # started by torchrun
-    threading.Thread(target=_end_with_the_launcher, args=(os.getppid(),), daemon=True).start()
+    _end_with_the_launcher()
 
 
 def _stopped_while_importing(signum, frame):
@@ -247,8 +261,8 @@ def interrupted_message(output_dir: str) -> str:
     """The line after a second Ctrl-C: where to resume from, or that nothing can be resumed."""
     last = last_checkpoint_path(output_dir) if os.path.isdir(output_dir) else None
     if last is None:
-        return (f"interrupted before the first checkpoint; nothing to resume: run the same "
-                f"command again without --resume")
+        return ("interrupted before the first checkpoint; nothing to resume: run the same "
+                "command again without --resume")
     return f"interrupted; continue from {last} with: {resume_command()}"
 
 

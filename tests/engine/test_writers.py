@@ -5,7 +5,6 @@ import csv
 import json
 
 import pytest
-import torch
 from torch import nn
 
 from pet.engine.events import MetricsStorage

@@ -9,7 +9,6 @@ import subprocess
 import time
 
 import pytest
-import torch
 
 from tests.tools.test_faults import SHORT_JOB, limit_file_size, sigkill_during_checkpoint_writes
 from tests.tools.test_train_distributed import torchrun, torchrun_command

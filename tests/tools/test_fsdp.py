@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pet.engine.sharded_checkpoint import read_whole
-from tests.tools.test_train_distributed import free_port, torchrun, torchrun_command
+from tests.tools.test_train_distributed import free_port, sigkill_job, torchrun, torchrun_command
 from tests.tools.test_train_net import REPO, assert_bad_input, load, read_metrics, train, write_cfg
 
 pytestmark = pytest.mark.slow
@@ -150,12 +150,7 @@ def sigkill_job_when(cwd, command: list, appeared) -> None:
     while not appeared():
         assert process.poll() is None and time.monotonic() < deadline, "the run ended first"
         time.sleep(0.001)
-    with open(f"/proc/{process.pid}/task/{process.pid}/children") as f:
-        workers = [int(pid) for pid in f.read().split()]
-    for pid in workers:
-        os.kill(pid, signal.SIGKILL)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=60)
+    sigkill_job(process)
 
 
 def test_sigkill_and_resume_under_fsdp_is_bit_identical(references, tmp_path):

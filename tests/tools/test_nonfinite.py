@@ -74,9 +74,9 @@ def test_a_nan_loss_stops_the_run_before_the_step_naming_the_last_good_checkpoin
     result = train(tmp_path, nan_job(tmp_path, skip=0))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        f"error: loss became nan at iteration 25; lower SOLVER.OPTIMIZER.BASE_LR, enable "
-        f"SOLVER.OPTIMIZER.CLIP_GRADIENTS or skip such steps with SOLVER.SKIP_NONFINITE; "
-        f"last good checkpoint: out/model_0000020.pth"]  # as OUTPUT_DIR names it
+        "error: loss became nan at iteration 25; lower SOLVER.OPTIMIZER.BASE_LR, enable "
+        "SOLVER.OPTIMIZER.CLIP_GRADIENTS or skip such steps with SOLVER.SKIP_NONFINITE; "
+        "last good checkpoint: out/model_0000020.pth"]  # as OUTPUT_DIR names it
     assert_finite(load(tmp_path / "out" / "model_0000020.pth"))
     assert not (tmp_path / "out" / "model_final.pth").exists()
 

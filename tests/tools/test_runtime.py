@@ -2,7 +2,6 @@
 config, TensorBoard and CSV writers, tools/plot_metrics.py on two runs, the best checkpoint, the
 log header, and the EMA of the weights resumed bit for bit after a SIGKILL."""
 import csv
-import json
 import subprocess
 import sys
 

@@ -12,14 +12,13 @@ checkpoint write (one every 5 iterations), inside a metrics line or the TensorBo
 """
 import os
 import random
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.tools.test_train_distributed import torchrun_command
+from tests.tools.test_train_distributed import sigkill_job, torchrun_command
 from tests.tools.test_train_net import assert_same_final_state, train_command, write_cfg
 
 pytestmark = pytest.mark.slow  # many real runs
@@ -61,14 +60,12 @@ def test_a_run_killed_at_random_moments_and_resumed_each_time_ends_bit_identical
     kills = 0
     for _ in range(KILLS):
         command = make_command(cfg_file, *resume())
-        # A new session: a SIGKILL to the group reaches torchrun and its workers alike.
         process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL, start_new_session=True)
         time.sleep(moments.uniform(0.05, 4.0))
         if process.poll() is not None:  # it finished before this kill
             break
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=60)
+        sigkill_job(process)  # torchrun and its workers alike
         kills += 1
     assert kills >= min(KILLS, 3), f"only {kills} kills landed before the run finished"
     run_to_the_end(tmp_path, make_command(cfg_file, *resume()))

@@ -67,9 +67,36 @@ def torchrun(cwd: Path, cfg_file: Path, *args) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def sigkill_job(process: subprocess.Popen) -> None:
+    """SIGKILL a job started in a session of its own and everything it started, as a node that
+    dies takes it all, and return once all of it is gone: torchrun starts its workers in
+    sessions of their own, out of reach of a signal to its group (alone they follow their
+    launcher at once, yet the next run must not meet one still writing)."""
+    os.killpg(process.pid, signal.SIGSTOP)  # no process is started after this
+    with open(f"/proc/{process.pid}/task/{process.pid}/children") as f:
+        started = [int(pid) for pid in f.read().split()]
+    for pid in started:
+        os.kill(pid, signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    deadline = time.monotonic() + 60
+    while any(alive(pid) for pid in started):
+        assert time.monotonic() < deadline, f"processes {started} outlived the SIGKILL"
+        time.sleep(0.01)
+
+
 def kill_job_after_checkpoint(cwd: Path, command: list, checkpoint: Path) -> None:
-    """Start ``command`` in its own process group and SIGKILL the whole group (torchrun and its
-    workers) right after ``checkpoint`` appears."""
+    """Start ``command`` in its own session and SIGKILL it (torchrun and its workers) right
+    after ``checkpoint`` appears."""
     process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                start_new_session=True)
     deadline = time.monotonic() + 240
@@ -78,8 +105,7 @@ def kill_job_after_checkpoint(cwd: Path, command: list, checkpoint: Path) -> Non
         assert time.monotonic() < deadline, "no checkpoint in time"
         time.sleep(0.005)
     time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=60)
+    sigkill_job(process)
     process.stderr.close()
 
 

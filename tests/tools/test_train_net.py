@@ -1,7 +1,6 @@
 """End-to-end tests of tools/train_net.py, run as a user runs it: a subprocess on short schedules,
 real files, real checkpoints, a real SIGKILL."""
 import json
-import os
 import shutil
 import signal
 import subprocess

@@ -5,7 +5,6 @@ import math
 import warnings
 
 import pytest
-import torch
 from torch.optim import lr_scheduler as tls
 
 from pet.lib.utils.lr_scheduler import LearningRateScheduler

@@ -5,7 +5,6 @@ import copy
 import io
 import pickle
 
-import pytest
 import torch
 from torch import nn
 

@@ -2,14 +2,12 @@
 own step on param groups written out by hand, with the typed keys and KWARGS reaching it; bad
 keywords are one-line ConfigErrors before any model is touched."""
 import copy
-import pickle
 
 import pytest
 import torch
 from torch import nn
 
 from pet.lib.config import ConfigError, get_cfg
-from pet.lib.utils.muon import MuonWithAdamW
 from pet.lib.utils.optimizer import OPTIMIZERS, Optimizer, optimizer_spec
 
 # name: (config overrides, the torch class, its keyword arguments written out by hand)
