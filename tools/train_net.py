@@ -14,11 +14,23 @@ checkpoints to OUTPUT_DIR. Bad input (file, key, type, value, an OUTPUT_DIR that
 run, a checkpoint that does not fit) exits with status 2 and one line on stderr, before anything
 is written.
 """
-import ctypes
 import os
 import signal
-import threading
-import time
+
+
+def _stopped_while_importing(signum, frame):
+    """Ctrl-C or SIGTERM while the modules load (a second or two; nothing is written yet): one
+    line and the shell's status, not a traceback out of whichever import it hit."""
+    name = "interrupted" if signum == signal.SIGINT else "terminated"
+    os.write(2, f"{name} before training started\n".encode())
+    os._exit(130 if signum == signal.SIGINT else 143)
+
+
+# Only where the signals have their defaults: a background job starts with SIGINT ignored.
+_IMPORT_HANDLERS = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+for _sig, _handler in _IMPORT_HANDLERS.items():
+    if _handler in (signal.default_int_handler, signal.SIG_DFL):
+        signal.signal(_sig, _stopped_while_importing)
 
 
 def _end_with_the_launcher() -> None:
@@ -28,6 +40,10 @@ def _end_with_the_launcher() -> None:
     waiting on peers that never answer. Linux kills a worker the moment its launcher dies (the
     parent-death signal, which belongs to the thread that sets it: this is the main thread);
     elsewhere a thread notices within a second."""
+    import ctypes  # here, not above: the handlers above come first
+    import threading
+    import time
+
     launcher_pid = os.getppid()
     try:
         if ctypes.CDLL(None).prctl(1, signal.SIGKILL) == 0:  # PR_SET_PDEATHSIG
@@ -48,25 +64,11 @@ def _end_with_the_launcher() -> None:
 if "TORCHELASTIC_RUN_ID" in os.environ:  # started by torchrun
     _end_with_the_launcher()
 
-
-def _stopped_while_importing(signum, frame):
-    """Ctrl-C or SIGTERM while the modules load (a second or two; nothing is written yet): one
-    line and the shell's status, not a traceback out of whichever import it hit."""
-    name = "interrupted" if signum == signal.SIGINT else "terminated"
-    os.write(2, f"{name} before training started\n".encode())
-    os._exit(130 if signum == signal.SIGINT else 143)
-
-
-# Only where the signals have their defaults: a background job starts with SIGINT ignored.
-_IMPORT_HANDLERS = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-for _sig, _handler in _IMPORT_HANDLERS.items():
-    if _handler in (signal.default_int_handler, signal.SIG_DFL):
-        signal.signal(_sig, _stopped_while_importing)
-
 import io  # noqa: E402
 import logging  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 
 import torch  # noqa: E402
 
