@@ -9,20 +9,30 @@ epochs, for the policies that have milestones), then a warning for each key that
 that the run ignores (TOTAL_ITERS while TOTAL_EPOCHS is set, STEPS of a policy without
 milestones, ...). Exit status 0 when the config is valid (warnings or not), 2 with one line on
 stderr when it is not.
+
+The solver is checked against the model as train_net checks it: the model, its optimizers,
+step seams and schedules are built (on the CPU; nothing trains), so a CUSTOM_KEYS, FREEZE or
+SOLVER.OPTIMIZERS name that matches nothing, a scheduled key the optimizer lacks or a
+schedule a compiled step would recompile for are refused here too. Not checked: the data
+files, OUTPUT_DIR, MODEL.WEIGHTS and the compiler (train_net checks them when it starts).
 """
 import os
 import sys
+
+import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pet.lib.config.cli import (build_parser, end_quietly_on_closed_pipe, exit_on_config_error,  # noqa: E402
                                 parse_cfg)
 from pet.engine.job import validate_job  # noqa: E402
+from pet.engine.training_run import build_schedulers, build_solver  # noqa: E402
 from pet.lib.config.ignored_keys import ignored_scheduler_keys, replaced_keys  # noqa: E402
 from pet.lib.utils.lr_scheduler import LR_POLICIES, build_schedule  # noqa: E402
 from pet.lib.config.cli import add_iter_per_epoch_argument  # noqa: E402
 from pet.lib.config.yaml_file import flatten  # noqa: E402
 from pet.lib.utils.multi_optimizer import optimizer_solvers  # noqa: E402
+from pet.models import build_model  # noqa: E402
 
 
 def derived_lines(cfg, schedule, iter_per_epoch, source):
@@ -85,6 +95,8 @@ def main(argv=None):
     with exit_on_config_error():
         iter_per_epoch = validate_job(cfg, args.iter_per_epoch)
         schedule = build_schedule(cfg.SOLVER.SCHEDULER, iter_per_epoch)
+        optimizers, solvers, _ = build_solver(cfg, build_model(cfg), torch.device("cpu"))
+        build_schedulers(optimizers, solvers, 0, iter_per_epoch)
         warnings = warning_lines(cfg, schedule, iter_per_epoch)
     if args.iter_per_epoch:
         source = "--iter-per-epoch"

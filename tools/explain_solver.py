@@ -21,12 +21,14 @@ import json
 import os
 import sys
 
+import torch
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pet.lib.config.cli import (build_parser, end_quietly_on_closed_pipe, exit_on_config_error,  # noqa: E402
                                 parse_cfg)
 from pet.engine.job import validate_job  # noqa: E402
-from pet.lib.utils.multi_optimizer import named_optimizers  # noqa: E402
+from pet.engine.training_run import build_schedulers, build_solver  # noqa: E402
 from pet.lib.utils.optimizer import optimizer_spec  # noqa: E402
 from pet.lib.utils.param_groups import assignments_of_groups, explain_params  # noqa: E402
 from pet.reports.param_report import FROZEN, group_rows, grouping_warnings, param_rows  # noqa: E402
@@ -91,11 +93,12 @@ def main(argv=None):
     end_quietly_on_closed_pipe()
     args, cfg = parse_cfg(parser, argv)
     with exit_on_config_error():
-        validate_job(cfg)
+        iter_per_epoch = validate_job(cfg)
         model = build_model(cfg)
         # Several optimizers: one report each, over its top-level submodule (freezes FREEZE's
-        # parameters first, as the build does).
-        optimizers, solvers = named_optimizers(model, cfg.SOLVER)
+        # parameters first, as the build does). Built and checked as train_net builds them.
+        optimizers, solvers, _ = build_solver(cfg, model, torch.device("cpu"))
+        build_schedulers(optimizers, solvers, 0, iter_per_epoch)
         reports = {name: explain(getattr(model, name) if name else model, optimizer, solvers[name].OPTIMIZER,
                                  f"{name}." if name else "")
                    for name, optimizer in optimizers.items()}

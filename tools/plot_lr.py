@@ -33,15 +33,16 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")  # files only: no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
 
 from pet.lib.config.cli import build_parser, exit_on_config_error, parse_cfg  # noqa: E402
 from pet.engine.job import validate_job  # noqa: E402
 from pet.reports.lr_curve import MAX_POINTS, distinct_curves, record_curves  # noqa: E402
-from pet.lib.utils.multi_optimizer import named_optimizers  # noqa: E402
 from pet.lib.utils.param_groups import explain_params, grouping_spec  # noqa: E402
 from pet.reports.param_report import group_rules  # noqa: E402
 from pet.lib.config.cli import add_iter_per_epoch_argument, check_output_file, output_file_errors  # noqa: E402
 from pet.models import build_model  # noqa: E402
+from pet.engine.training_run import build_solver  # noqa: E402
 
 
 def write_csv(path, curves, iter_per_epoch, others, iterations):
@@ -110,7 +111,8 @@ def main(argv=None):
             check_output_file(args.csv, "--csv")
         iter_per_epoch = validate_job(cfg, args.iter_per_epoch)
         model = build_model(cfg)
-        optimizers, solvers = named_optimizers(model, cfg.SOLVER)  # several: names before the labels
+        # Built and checked as train_net builds them; several: names before the labels.
+        optimizers, solvers, _ = build_solver(cfg, model, torch.device("cpu"))
         records = {name: record_curves(optimizers[name], solvers[name], iter_per_epoch, MAX_POINTS)
                    for name in optimizers}
         iterations = sorted({i for record in records.values() for i in record[1]})

@@ -85,6 +85,36 @@ def checkpoint_size_estimate(model: nn.Module) -> int:
     return 3 * weights + (1 << 20)
 
 
+def build_solver(cfg: CfgNode, model: nn.Module, device: torch.device):
+    """(optimizers by name, their solvers, the step seam) of ``cfg`` over ``model``: one
+    optimizer ({"": it}) for SOLVER.OPTIMIZER, one per top-level submodule for
+    SOLVER.OPTIMIZERS. Raises ConfigError for what does not fit the model."""
+    if cfg.SOLVER.OPTIMIZERS and not callable(getattr(model, "train_step", None)):
+        raise ConfigError(f"SOLVER.OPTIMIZERS: {type(model).__name__} (MODEL.TYPE {cfg.MODEL.TYPE}) "
+                          f"has no train_step(batch, optim_wrappers); a model trained with several "
+                          f"optimizers steps them itself (MMEngine's protocol)")
+    optimizers, solvers = named_optimizers(model, cfg.SOLVER)
+    wrappers = {name: build_optim_wrapper(optimizer, solvers[name], device.type, name)
+                for name, optimizer in optimizers.items()}
+    optim_wrapper = OptimWrapperDict(**wrappers) if cfg.SOLVER.OPTIMIZERS else wrappers[""]
+    return optimizers, solvers, optim_wrapper
+
+
+def build_schedulers(optimizers: Dict[str, torch.optim.Optimizer], solvers: Dict[str, CfgNode],
+                     start_iter: int, iter_per_epoch: int) -> Dict[str, LearningRateScheduler]:
+    """One LearningRateScheduler per optimizer, at ``start_iter``. Raises ConfigError for a
+    schedule that does not fit its optimizer (a key it lacks, a scheduled number a compiled
+    step would recompile for)."""
+    schedulers = {}
+    for name, optimizer in optimizers.items():
+        schedulers[name] = LearningRateScheduler(optimizer, solvers[name], start_iter=start_iter,
+                                                 iter_per_epoch=iter_per_epoch, name=name)
+        if solvers[name].OPTIMIZER.COMPILE:
+            check_scheduled_keys(optimizer, schedulers[name].cycles_momentum,
+                                 [s.param for s in schedulers[name].param_schedules or ()])
+    return schedulers
+
+
 def build_training_run(cfg: CfgNode, process: ProcessInfo, device: torch.device,
                        iter_per_epoch: int, resume: bool = False) -> TrainingRun:
     """Seed, build the data, model, optimizer, step seam, checkpointer, scheduler, EMA,
@@ -99,28 +129,15 @@ def build_training_run(cfg: CfgNode, process: ProcessInfo, device: torch.device,
         check_compile(cfg, model, train_split, device)
     if cfg.SOLVER.DISTRIBUTED.STRATEGY == "fsdp":  # before the optimizer: it holds the shards
         shard_model(model, cfg, device, process.world_size)
-    if cfg.SOLVER.OPTIMIZERS:  # several optimizers, each over a top-level submodule
-        if not callable(getattr(model, "train_step", None)):
-            raise ConfigError(f"SOLVER.OPTIMIZERS: {type(model).__name__} (MODEL.TYPE {cfg.MODEL.TYPE}) "
-                              f"has no train_step(batch, optim_wrappers); a model trained with several "
-                              f"optimizers steps them itself (MMEngine's protocol)")
-    optimizers, solvers = named_optimizers(model, cfg.SOLVER)
-    wrappers = {name: build_optim_wrapper(optimizer, solvers[name], device.type, name)
-                for name, optimizer in optimizers.items()}
-    optim_wrapper = OptimWrapperDict(**wrappers) if cfg.SOLVER.OPTIMIZERS else wrappers[""]
+    optimizers, solvers, optim_wrapper = build_solver(cfg, model, device)
     check_free_space(cfg.OUTPUT_DIR, checkpoint_size_estimate(model))
     checkpointer = Checkpointer(cfg.OUTPUT_DIR, resume=resume, weights=cfg.MODEL.WEIGHTS,
                                 process=process, keep_checkpoints=cfg.SOLVER.KEEP_CHECKPOINTS,
                                 async_save=cfg.SOLVER.ASYNC_CHECKPOINT, model=model,
                                 optim_wrapper=optim_wrapper)
-    schedulers = {}
+    # The checkpoint's iteration is the whole progress of each schedule.
+    schedulers = build_schedulers(optimizers, solvers, checkpointer.start_iter, iter_per_epoch)
     for name, optimizer in optimizers.items():
-        # The checkpoint's iteration is the whole progress of each schedule.
-        schedulers[name] = LearningRateScheduler(optimizer, solvers[name], start_iter=checkpointer.start_iter,
-                                                 iter_per_epoch=iter_per_epoch, name=name)
-        if solvers[name].OPTIMIZER.COMPILE:
-            check_scheduled_keys(optimizer, schedulers[name].cycles_momentum,
-                                 [s.param for s in schedulers[name].param_schedules or ()])
         suffix = f".{name}" if name else ""  # optimizer and scheduler, or optimizer.<name>, ...
         checkpointer.add_checkpointable(f"optimizer{suffix}", optimizer)
         checkpointer.add_checkpointable(f"scheduler{suffix}", schedulers[name])

@@ -41,6 +41,7 @@ def run_writer(output_dir, names, iterations, start_iter=0, period=2):
         storage.put_scalar("loss", 10.0 - it)
         if it == 5:
             storage.put_scalar("accuracy", 50.0, smoothing_hint=False)
+        optimizer.step()  # as the loop steps (no gradients: nothing changes)
         for hook in hooks:
             hook.after_step(storage)
     if iterations == 8:

@@ -131,6 +131,40 @@ def test_every_tool_refuses_the_corpus_with_one_line(tmp_path, capsys, tool, nam
     assert fragment in line
 
 
+# What only the model tells (names that match none of its parameters or submodules, a
+# scheduled key its optimizer lacks, a schedule a compiled step would recompile for): refused
+# before training by every tool that builds the solver, as train_net refuses it.
+# (name, YAML text, overrides, fragment, tools)
+CHECKERS = ("check_cfg", "explain_solver", "plot_lr")
+MODEL_FAULTS = [
+    ("custom_key_matches_nothing", OK_YAML, ["SOLVER.OPTIMIZER.CUSTOM_KEYS", "[{'KEY': 'nothere', 'LR_MULT': 0.1}]"],
+     "SOLVER.OPTIMIZER.CUSTOM_KEYS: KEY 'nothere' matches no trainable parameter", CHECKERS),
+    ("freeze_matches_nothing", OK_YAML, ["SOLVER.OPTIMIZER.FREEZE", "['nothere']"],
+     "SOLVER.OPTIMIZER.FREEZE: 'nothere' matches no parameter of DigitsCNN", CHECKERS),
+    ("several_optimizers_without_train_step", OK_YAML, ["SOLVER.OPTIMIZERS.backbone.BASE_LR", "0.1"],
+     "has no train_step(batch, optim_wrappers)", CHECKERS),
+    ("optimizer_of_no_submodule", "MODEL: {TYPE: digits_gan}\n",
+     ["SOLVER.OPTIMIZERS.generator.BASE_LR", "0.1", "SOLVER.OPTIMIZERS.critic.BASE_LR", "0.1"],
+     "SOLVER.OPTIMIZERS.critic: DigitsGAN has no top-level submodule 'critic'", CHECKERS),
+    ("scheduled_key_the_optimizer_lacks", OK_YAML,
+     ["SOLVER.OPTIMIZER.TYPE", "AdamW", "SOLVER.SCHEDULER.PARAMS", "[{'PARAM': 'momentum', 'START': 0.9, 'END': 0.99}]"],
+     "AdamW has no param-group key 'momentum'", CHECKERS),
+    ("compiled_step_recompiling_each_change", OK_YAML,
+     ["SOLVER.OPTIMIZER.COMPILE", "True", "SOLVER.OPTIMIZER.TYPE", "RMSprop", "SOLVER.SCHEDULER.POLICY", "ONE_CYCLE"],
+     "SOLVER.OPTIMIZER.COMPILE: RMSprop takes the momentum", ("check_cfg", "explain_solver")),
+]
+
+
+@pytest.mark.parametrize("name, text, overrides, fragment, tools", MODEL_FAULTS, ids=[c[0] for c in MODEL_FAULTS])
+def test_the_tools_refuse_what_only_the_model_tells(tmp_path, capsys, name, text, overrides, fragment, tools):
+    for tool in tools:
+        argv = ["--cfg", str(make_cfg_file(tmp_path, text)), *overrides]
+        if tool == "plot_lr":
+            argv += ["--out", str(tmp_path / "lr.png")]
+        assert fragment in run_tool_in_process(tool, argv, capsys), tool
+    assert not (tmp_path / "lr.png").exists()
+
+
 def file_fault(tmp_path: Path, fault: str) -> Path:
     if fault == "missing":
         return tmp_path / "nope.yaml"

@@ -149,6 +149,9 @@ def _set(cfg: CfgNode, full_key: str, value: Any, source: str, from_yaml: bool =
         # An open section (SOLVER.OPTIMIZER.KWARGS) takes new keys; its owner checks them.
         if not node.is_new_allowed():
             raise ConfigError(_unknown_key_message(cfg, full_key, source))
+        if isinstance(value, dict) and not value:  # ``generator: {}``: a section of its own, empty
+            node[leaf] = CfgNode(new_allowed=True)
+            return
         node[leaf] = _coerce(full_key, _decode_yaml_text(value, None) if from_yaml else value, None)
         return
     if isinstance(node[leaf], CfgNode):
@@ -291,6 +294,8 @@ def _coerce_tuple(full_key: str, value: tuple, default: tuple) -> tuple:
 
 
 def _describe(default: Any) -> str:
+    if default is None:  # an optional key, or a new one in an open section
+        return "a single value or a list"
     if isinstance(default, bool):
         return "True or False"
     if isinstance(default, float):

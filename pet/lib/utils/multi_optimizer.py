@@ -24,7 +24,7 @@ def optimizer_solvers(solver: CfgNode) -> Dict[str, CfgNode]:
     nodes: Dict[str, CfgNode] = {}
     for name, entry in solver.OPTIMIZERS.items():
         where = f"{_KEY}.{name}"
-        if not isinstance(entry, dict) or not entry:
+        if not isinstance(entry, dict):  # an empty one takes all of SOLVER.OPTIMIZER
             raise ConfigError(f"{where}: expected a mapping of SOLVER.OPTIMIZER keys (and SCHEDULER), "
                               f"got {entry!r}")
         root = CfgNode()

@@ -43,3 +43,9 @@ def test_infinity_stays_allowed_where_it_means_the_max_norm():
 def test_hostile_overrides_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_cfg(None, overrides)
+
+
+def test_a_mapping_where_a_single_value_goes_says_what_goes_there():
+    with pytest.raises(ConfigError, match=r"^SOLVER.SCHEDULER.TOTAL_EPOCHS: expected a single value or a "
+                                          r"list, got \{'a': 1\} \(dict\)$"):
+        load_cfg(None, ["SOLVER.SCHEDULER.TOTAL_EPOCHS", "{'a': 1}"])

@@ -75,7 +75,7 @@ def test_exponential_in_epoch_mode_steps_once_per_epoch():
     theirs = tls.ExponentialLR(reference, gamma=0.5)
     for i in range(42):
         assert values(optimizer)[0] == pytest.approx(values(reference)[0]), i
-        ours.step()
+        optimizer.step(), ours.step()
         if (i + 1) % 7 == 0:
             reference.step(), theirs.step()
 

@@ -39,6 +39,18 @@ def test_each_entry_over_the_shared_keys_builds_its_submodules_optimizer():
     assert nodes["disc"].OPTIMIZER.BASE_LR == 0.001  # not given: SOLVER.OPTIMIZER's
 
 
+def test_an_empty_entry_takes_every_shared_key(tmp_path):
+    """``gen: {}`` (YAML or command line): an optimizer of its own with SOLVER.OPTIMIZER's keys
+    (it was refused as "expected NoneType, got {}")."""
+    (tmp_path / "two.yaml").write_text("SOLVER:\n  OPTIMIZER: {TYPE: ADAM, BASE_LR: 0.001}\n"
+                                       "  OPTIMIZERS:\n    gen: {}\n    disc: {TYPE: SGD}\n")
+    for cfg in (load_cfg(str(tmp_path / "two.yaml")).SOLVER,
+                solver("SOLVER.OPTIMIZERS.gen", "{}", "SOLVER.OPTIMIZERS.disc.TYPE", "SGD")):
+        optimizers = build_optimizers(TwoParts(), cfg)
+        assert isinstance(optimizers["gen"], torch.optim.Adam) and isinstance(optimizers["disc"], torch.optim.SGD)
+        assert {g["lr"] for g in optimizers["gen"].param_groups} == {0.001}
+
+
 def test_a_parameter_in_none_or_in_two_optimizers_is_one_line_naming_it():
     with pytest.raises(ConfigError, match=r"^SOLVER.OPTIMIZERS: parameter 'disc.weight' is in no optimizer; "
                                           r"add its top-level submodule 'disc'"):
