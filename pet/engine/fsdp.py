@@ -13,7 +13,6 @@ from typing import List
 import torch
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from yacs.config import CfgNode
 
 from pet.lib.config.errors import ConfigError
@@ -61,9 +60,12 @@ def check_fsdp_job(cfg: CfgNode) -> None:
     check_on_shards(optimizer_spec(cfg.SOLVER.OPTIMIZER))
 
 
-def mixed_precision(solver: CfgNode, root: bool) -> MixedPrecisionPolicy:
-    """SOLVER.AMP as FSDP2's policy (float32 throughout without AMP); the ``root``'s outputs
-    (the logits the loss reads) in float32, a block's in the AMP dtype for the next block."""
+def mixed_precision(solver: CfgNode, root: bool):
+    """SOLVER.AMP as FSDP2's MixedPrecisionPolicy (float32 throughout without AMP); the
+    ``root``'s outputs (the logits the loss reads) in float32, a block's in the AMP dtype for
+    the next block."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy  # here: see pet.lib.utils.shards
+
     if not solver.AMP.ENABLED:
         return MixedPrecisionPolicy()
     return MixedPrecisionPolicy(param_dtype=AUTOCAST_DTYPES[solver.AMP.DTYPE], reduce_dtype=torch.float32,
@@ -82,6 +84,8 @@ def sharded_copy(cfg: CfgNode, device: torch.device, world_size: int) -> nn.Modu
 def shard_model(model: nn.Module, cfg: CfgNode, device: torch.device, world_size: int) -> nn.Module:
     """``model`` with its blocks and root wrapped by ``fully_shard`` over ``world_size``
     processes on ``device`` (in place; returned for convenience). Build the optimizer after."""
+    from torch.distributed.fsdp import fully_shard  # here: see pet.lib.utils.shards
+
     blocks = fsdp_blocks(model, list(cfg.SOLVER.DISTRIBUTED.FSDP_BLOCKS), cfg.MODEL.TYPE)
     mesh = init_device_mesh(device.type, (world_size,))
     for block in reversed(blocks):  # inner blocks before the blocks that hold them

@@ -21,14 +21,10 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch import nn
-from torch.distributed.fsdp import FSDPModule
-from torch.distributed.tensor import DTensor, distribute_tensor
 
 from pet.engine.checkpoint_io import TMP_SUFFIX, fsync_dir
-from pet.lib.utils.shards import optimizer_params
+from pet.lib.utils.shards import imported_class, is_sharded, optimizer_params
 SHARDED_SUFFIX = ".dcp"
 STATE_FILE = "state.pth"
 METADATA_FILE = ".metadata"
@@ -85,6 +81,8 @@ def split_state(state: Dict[str, Any], checkpointables: Dict[str, Any]) -> Tuple
 
 def read_metadata(path: str):
     """DCP's index of ``path``: {tensor name: its metadata (size, dtype)}."""
+    import torch.distributed.checkpoint as dcp  # here: see pet.lib.utils.shards
+
     return dcp.FileSystemReader(path).read_metadata().state_dict_metadata
 
 
@@ -123,7 +121,9 @@ def _place(checkpoint: Dict[str, Any], key: str, tensor: torch.Tensor) -> None:
 def _target_like(param: torch.Tensor, size: Tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """An empty tensor to load a saved tensor of ``size`` and ``dtype`` into: sharded like
     ``param`` when it has the parameter's shape (a moment), else whole (a step count)."""
-    if isinstance(param, DTensor) and tuple(param.shape) == tuple(size):
+    if is_sharded(param) and tuple(param.shape) == tuple(size):
+        from torch.distributed.tensor import DTensor
+
         local = torch.empty_like(param._local_tensor, dtype=dtype)
         return DTensor.from_local(local, param.device_mesh, param.placements, run_check=False,
                                   shape=param.shape, stride=param.stride())
@@ -149,6 +149,8 @@ def load_tensors(saved: Dict[str, Any], checkpointables: Dict[str, Any], path: s
                     if isinstance(item, torch.Tensor):
                         param_state[key] = targets[f"{name}.state.{index}.{key}"] = _target_like(
                             params[index], item.shape, item.dtype)
+    import torch.distributed.checkpoint as dcp
+
     distributed = dist.is_available() and dist.is_initialized()
     with warnings.catch_warnings():  # one process reading a sharded checkpoint: DCP warns
         warnings.simplefilter("ignore", UserWarning)
@@ -165,6 +167,8 @@ def read_whole(path: str) -> Dict[str, Any]:
     for key, meta in metadata.items():
         if hasattr(meta, "size"):
             targets[key] = torch.empty(tuple(meta.size), dtype=meta.properties.dtype)
+    import torch.distributed.checkpoint as dcp
+
     with warnings.catch_warnings():  # DCP warns that it reads in one process: the intent here
         warnings.simplefilter("ignore", UserWarning)
         dcp.load(targets, storage_reader=dcp.FileSystemReader(path), no_dist=True)
@@ -182,29 +186,34 @@ def shard_like(saved: Dict[str, Any], checkpointables: Dict[str, Any]) -> None:
         if holds_weights(kind):
             current = kind.state_dict()
             for key, tensor in entry.items():
-                if isinstance(current.get(key), DTensor) and isinstance(tensor, torch.Tensor):
+                if is_sharded(current.get(key)) and isinstance(tensor, torch.Tensor):
                     entry[key] = _shard(tensor, current[key])
         elif isinstance(kind, torch.optim.Optimizer):
             params = optimizer_params(kind)
             for index, param_state in entry["state"].items():
                 param = params[int(index)] if int(index) < len(params) else None
                 for key, item in param_state.items():
-                    if (isinstance(param, DTensor) and isinstance(item, torch.Tensor)
+                    if (is_sharded(param) and isinstance(item, torch.Tensor)
                             and tuple(item.shape) == tuple(param.shape)):
                         param_state[key] = _shard(item, param)
 
 
-def _shard(tensor: torch.Tensor, like: DTensor) -> DTensor:
-    """This process's shard of the whole ``tensor``, placed as ``like`` (every process holds
-    the whole tensor, so nothing is communicated)."""
+def _shard(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """This process's shard of the whole ``tensor``, placed as the DTensor ``like`` (every
+    process holds the whole tensor, so nothing is communicated)."""
+    from torch.distributed.tensor import distribute_tensor
+
     return distribute_tensor(tensor.to(like.device), like.device_mesh, like.placements, src_data_rank=None)
 
 
 def reshard(model: nn.Module) -> None:
     """Free every gathered parameter of a sharded model (FSDP2 keeps a module's whole
     parameters after a forward without backward when it does not reshard after forward)."""
+    fsdp_module = imported_class("torch.distributed.fsdp", "FSDPModule")
+    if fsdp_module is None:
+        return
     for module in model.modules():
-        if isinstance(module, FSDPModule):
+        if isinstance(module, fsdp_module):
             module.reshard()
 
 
@@ -224,6 +233,8 @@ def full_state_dict(checkpointable: Any) -> Dict[str, torch.Tensor]:
     """The whole weights of a sharded model (or of the EMA's sharded copy) on rank 0's CPU, as
     plain tensors, gathered one at a time (torch's ``get_model_state_dict`` with CPU offload:
     the other processes get nothing and never hold a whole copy). Every process calls it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
     module = weights_module(checkpointable)
     reshard(module)
     return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

@@ -11,7 +11,6 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
 
 from pet.engine.checkpoint_io import CheckpointWriteError, atomic_write, write_on_main
 from pet.engine.distributed import ProcessInfo, all_gather_objects
@@ -65,6 +64,8 @@ class ShardedWriter:
                 raise _write_error(path, e.strerror or first_line(e)) from None
             atomic_write(os.path.join(tmp, STATE_FILE), lambda f: torch.save(rest, f))
         write_on_main(self.process, prepare)
+        import torch.distributed.checkpoint as dcp  # here: see pet.lib.utils.shards
+
         writer = dcp.FileSystemWriter(tmp)
         if self.async_save and background:
             future = dcp.async_save(tensors, storage_writer=writer, process_group=self._group)

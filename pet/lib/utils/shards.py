@@ -5,31 +5,43 @@ gradients (the finiteness check, the norms, the clips) run on each process's own
 plain tensors; what must be the same on every process (the step's non-finite flag, a norm) is
 then one all-reduce of a few numbers over the shards' process group. Nothing is read on the
 host and no gradient is gathered.
+
+torch.distributed.tensor (DTensor) and FSDP2 are imported only by a run that shards: their
+import takes half a second of every start of the tools, and before it no tensor can be a
+DTensor, nor a module an FSDP2 module.
 """
 import math
+import sys
 from typing import Iterable, List, Optional
 
 import torch
 import torch.distributed as dist
-from torch.distributed.tensor import DTensor
+
+
+def imported_class(module: str, name: str) -> Optional[type]:
+    """The class ``module.name`` if ``module`` was imported, else None (then nothing is an
+    instance of it)."""
+    loaded = sys.modules.get(module)
+    return None if loaded is None else getattr(loaded, name, None)
+
+
+def is_sharded(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is a DTensor (a sharded parameter or gradient)."""
+    dtensor = imported_class("torch.distributed.tensor", "DTensor")
+    return dtensor is not None and isinstance(tensor, dtensor)
 
 
 def local_shard(tensor: torch.Tensor) -> torch.Tensor:
     """This process's shard of ``tensor`` (a DTensor's local tensor, sharing its storage), or
     ``tensor`` itself when it is not sharded."""
-    return tensor._local_tensor if isinstance(tensor, DTensor) else tensor
-
-
-def is_sharded(tensor: torch.Tensor) -> bool:
-    """Whether ``tensor`` is a DTensor (a sharded parameter or gradient)."""
-    return isinstance(tensor, DTensor)
+    return tensor._local_tensor if is_sharded(tensor) else tensor
 
 
 def shard_group(params: Iterable[torch.Tensor]) -> Optional[dist.ProcessGroup]:
     """The process group ``params`` are sharded over, or None when they are plain tensors (a
     model is sharded whole by its root's fully_shard: the first parameter tells)."""
     for param in params:
-        if isinstance(param, DTensor) and param.device_mesh.size() > 1:
+        if is_sharded(param) and param.device_mesh.size() > 1:
             return param.device_mesh.get_group()
         return None
     return None
