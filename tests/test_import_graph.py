@@ -96,6 +96,18 @@ def test_checking_a_config_loads_no_torch():
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
+def test_a_run_that_does_not_shard_imports_no_dtensor_fsdp_or_dcp():
+    """Their import is half a second of every start (a refused config answered in 1.3 s, was
+    2.0 s): only the runs that shard load them (see pet.lib.utils.shards)."""
+    heavy = ("torch.distributed.tensor", "torch.distributed.fsdp", "torch.distributed.checkpoint")
+    code = (f"import sys; import pet.engine.training_run, pet.engine.checkpointer; "
+            f"print([m for m in {heavy!r} if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_no_source_file_is_much_over_400_lines():
     long = {str(path.relative_to(REPO)): n for path in FILES
             if (n := len(path.read_text().splitlines())) > 420}
