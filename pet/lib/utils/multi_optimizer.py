@@ -32,6 +32,8 @@ def optimizer_solvers(solver: CfgNode) -> Dict[str, CfgNode]:
         root.SOLVER.defrost()
         root.SOLVER.OPTIMIZERS = CfgNode(new_allowed=True)
         for key, value in flatten(entry):
+            if isinstance(value, dict) and not value:  # ``SCHEDULER: {}`` sets nothing
+                continue
             section, _, rest = key.partition(".") if key.startswith("SCHEDULER.") else ("OPTIMIZER", "", key)
             if section == "SCHEDULER" and rest in RUN_LENGTH_KEYS:
                 raise ConfigError(f"{where}.{key}: the run's length is SOLVER.SCHEDULER's; an "

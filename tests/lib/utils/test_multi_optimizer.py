@@ -40,10 +40,11 @@ def test_each_entry_over_the_shared_keys_builds_its_submodules_optimizer():
 
 
 def test_an_empty_entry_takes_every_shared_key(tmp_path):
-    """``gen: {}`` (YAML or command line): an optimizer of its own with SOLVER.OPTIMIZER's keys
-    (it was refused as "expected NoneType, got {}")."""
+    """``gen: {}`` (YAML or command line) or ``gen: {SCHEDULER: {}}``: an optimizer of its own
+    with SOLVER.OPTIMIZER's keys (refused as "expected NoneType, got {}" and "unknown config
+    key SOLVER.OPTIMIZERS.gen.SCHEDULER")."""
     (tmp_path / "two.yaml").write_text("SOLVER:\n  OPTIMIZER: {TYPE: ADAM, BASE_LR: 0.001}\n"
-                                       "  OPTIMIZERS:\n    gen: {}\n    disc: {TYPE: SGD}\n")
+                                       "  OPTIMIZERS:\n    gen: {SCHEDULER: {}}\n    disc: {TYPE: SGD}\n")
     for cfg in (load_cfg(str(tmp_path / "two.yaml")).SOLVER,
                 solver("SOLVER.OPTIMIZERS.gen", "{}", "SOLVER.OPTIMIZERS.disc.TYPE", "SGD")):
         optimizers = build_optimizers(TwoParts(), cfg)
