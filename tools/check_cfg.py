@@ -31,7 +31,6 @@ from pet.lib.config.ignored_keys import ignored_scheduler_keys, replaced_keys  #
 from pet.lib.utils.lr_scheduler import LR_POLICIES, build_schedule  # noqa: E402
 from pet.lib.config.cli import add_iter_per_epoch_argument  # noqa: E402
 from pet.lib.config.yaml_file import flatten  # noqa: E402
-from pet.lib.utils.multi_optimizer import optimizer_solvers  # noqa: E402
 from pet.models import build_model  # noqa: E402
 
 
@@ -58,20 +57,20 @@ def derived_lines(cfg, schedule, iter_per_epoch, source):
     return lines
 
 
-def warning_lines(cfg, schedule, iter_per_epoch):
+def warning_lines(cfg, schedule, solvers, schedulers):
     """One line per key that was set but that this run ignores. With SOLVER.OPTIMIZERS each
-    optimizer's schedule is checked: a key of its own SCHEDULER that its policy ignores, and a
-    key of SOLVER.SCHEDULER that no optimizer's schedule reads (its policy ignores it, or the
+    optimizer's schedule (``schedulers`` and their ``solvers``, by name, as the run builds
+    them) is checked: a key of its own SCHEDULER that its policy ignores, and a key of
+    SOLVER.SCHEDULER that no optimizer's schedule reads (its policy ignores it, or the
     optimizer sets its own)."""
     lines = replaced_keys(cfg)
     main_found = scheduler_warnings(cfg.SOLVER.SCHEDULER, schedule, "SOLVER.SCHEDULER")
-    solvers = optimizer_solvers(cfg.SOLVER)
-    if not solvers:
+    if not cfg.SOLVER.OPTIMIZERS:
         return lines + [line for _, line in main_found]
     unread_everywhere = None
-    for name, solver in solvers.items():
+    for name, scheduler in schedulers.items():
         own = {key for key, _ in flatten(cfg.SOLVER.OPTIMIZERS[name].get("SCHEDULER", {}))}
-        found = scheduler_warnings(solver.SCHEDULER, build_schedule(solver.SCHEDULER, iter_per_epoch),
+        found = scheduler_warnings(solvers[name].SCHEDULER, scheduler.schedule,
                                    f"SOLVER.OPTIMIZERS.{name}.SCHEDULER")
         lines += [line for key, line in found if key in own]
         unread = {key for key, _ in found} | own  # ignored, or replaced by its own
@@ -96,8 +95,8 @@ def main(argv=None):
         iter_per_epoch = validate_job(cfg, args.iter_per_epoch)
         schedule = build_schedule(cfg.SOLVER.SCHEDULER, iter_per_epoch)
         optimizers, solvers, _ = build_solver(cfg, build_model(cfg), torch.device("cpu"))
-        build_schedulers(optimizers, solvers, 0, iter_per_epoch)
-        warnings = warning_lines(cfg, schedule, iter_per_epoch)
+        schedulers = build_schedulers(optimizers, solvers, 0, iter_per_epoch)
+        warnings = warning_lines(cfg, schedule, solvers, schedulers)
     if args.iter_per_epoch:
         source = "--iter-per-epoch"
     else:
