@@ -27,6 +27,7 @@ from pet.lib.config.cli import (build_parser, end_quietly_on_closed_pipe, exit_o
                                 parse_cfg)
 from pet.engine.job import validate_job  # noqa: E402
 from pet.engine.training_run import build_schedulers, build_solver  # noqa: E402
+from pet.lib.config.validate import amount  # noqa: E402
 from pet.lib.config.ignored_keys import ignored_scheduler_keys, replaced_keys  # noqa: E402
 from pet.lib.utils.lr_scheduler import LR_POLICIES, build_schedule  # noqa: E402
 from pet.lib.config.cli import add_iter_per_epoch_argument  # noqa: E402
@@ -38,7 +39,7 @@ def derived_lines(cfg, schedule, iter_per_epoch, source):
     """The derived quantities, one ``name: value`` line each; lengths in iterations with their
     epochs alongside."""
     def in_epochs(iterations):
-        return f"{iterations} iterations = {iterations / iter_per_epoch:g} epochs"
+        return f"{amount(iterations, 'iteration')} = {amount(f'{iterations / iter_per_epoch:g}', 'epoch')}"
 
     scheduler = cfg.SOLVER.SCHEDULER
     unit = "epoch" if scheduler.TOTAL_EPOCHS is not None else "iteration"

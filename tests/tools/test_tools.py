@@ -222,7 +222,7 @@ def test_check_cfg_prints_merged_config_and_derived_quantities(tmp_path):
     result = run_tool("check_cfg", "--cfg", cfg, "SOLVER.SCHEDULER.STEPS", "(1.5, 3)", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "# max_iter: 176 iterations = 4 epochs" in result.stdout
-    assert "# warm-up: 44 iterations = 1 epochs (LINEAR from factor 0.333333)" in result.stdout
+    assert "# warm-up: 44 iterations = 1 epoch (LINEAR from factor 0.333333)" in result.stdout
     assert "# milestones (iterations): 66, 132" in result.stdout
     assert "# iterations per epoch: 44 (data set digits, DATA.BATCH_SIZE 32)" in result.stdout
     assert result.stdout.rstrip().endswith("# OK: the config is valid")
@@ -244,10 +244,10 @@ def test_check_cfg_validates_with_the_given_iterations_per_epoch(tmp_path):
                  "SOLVER.SCHEDULER.WARM_UP_EPOCHS", "None", "SOLVER.SCHEDULER.WARM_UP_ITERS", "50"]
     given = run_tool("check_cfg", "--cfg", cfg, "--iter-per-epoch", 100, *overrides, cwd=tmp_path)
     assert given.returncode == 0, given.stderr
-    assert "# max_iter: 100 iterations = 1 epochs" in given.stdout
+    assert "# max_iter: 100 iterations = 1 epoch" in given.stdout
     assert_one_line_error(run_tool("check_cfg", "--cfg", cfg, *overrides, cwd=tmp_path),
                           "SOLVER.SCHEDULER.WARM_UP_ITERS=50: the warm-up must be shorter than the "
-                          "schedule (1 epochs = 44 iterations)")
+                          "schedule (1 epoch = 44 iterations)")
 
 
 def test_check_cfg_passes_the_readme_config():

@@ -126,7 +126,6 @@ def validate_scheduler(scheduler: CfgNode, iter_per_epoch: Optional[int] = None,
                 f"(relative, here {scheduler.MIN_LR_FACTOR}), not both"
             )
 
-    unit = "epochs" if epoch_mode else "iterations"
     steps = tuple(scheduler.STEPS)
     for step in steps:
         check_number(step, f"{_SCHED}.STEPS", minimum=0.0, shown=steps)
@@ -141,6 +140,7 @@ def validate_scheduler(scheduler: CfgNode, iter_per_epoch: Optional[int] = None,
     # Lengths compared in iterations, so epoch and iteration keys can be mixed.
     scale = iter_per_epoch if epoch_mode else 1
     total = scheduler.TOTAL_EPOCHS if epoch_mode else scheduler.TOTAL_ITERS
+    unit = "epoch" if epoch_mode else "iteration"
     max_iter = total * scale
     if epoch_mode and int(round(max_iter)) < 1:
         raise ConfigError(
@@ -159,18 +159,23 @@ def validate_scheduler(scheduler: CfgNode, iter_per_epoch: Optional[int] = None,
     if warmup_iters > 0 and warmup_iters >= max_iter:
         raise ConfigError(
             f"{_SCHED}.{warmup_key}={scheduler[warmup_key]}: the warm-up must be shorter than the "
-            f"schedule ({total} {unit}{'' if not epoch_mode else f' = {max_iter} iterations'})"
+            f"schedule ({amount(total, unit)}{'' if not epoch_mode else f' = {max_iter} iterations'})"
         )
     if (uses_milestones or decays_from_last_milestone) and steps and steps[-1] >= total:
         raise ConfigError(
-            f"{_SCHED}.STEPS: every milestone must be below the schedule's length ({total} {unit}), "
+            f"{_SCHED}.STEPS: every milestone must be below the schedule's length ({amount(total, unit)}), "
             f"got {steps}"
         )
     if decays_from_last_milestone and steps[-1] * scale < warmup_iters:
         raise ConfigError(
-            f"{_SCHED}.STEPS: {scheduler.POLICY}'s last milestone ({steps[-1]} {unit}) must not fall "
+            f"{_SCHED}.STEPS: {scheduler.POLICY}'s last milestone ({amount(steps[-1], unit)}) must not fall "
             f"inside the warm-up ({_SCHED}.{warmup_key}={scheduler[warmup_key]})"
         )
+
+
+def amount(number, unit: str) -> str:
+    """``1 epoch``, ``2 epochs``, ``0.5 epochs`` (``number`` as it is shown: a number or text)."""
+    return f"{number} {unit}{'' if str(number) == '1' else 's'}"
 
 
 AMP_DTYPES = ("bfloat16", "float16")
