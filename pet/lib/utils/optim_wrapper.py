@@ -33,7 +33,7 @@ from pet.lib.utils.compiled_step import compiled_step, start_momentum_buffers
 from pet.lib.utils.grad_check import FlagSlots, GradientCheck
 from pet.lib.utils.shards import ShardedGradScaler, optimizer_shard_group
 from pet.lib.utils.step_call import optimizer_step, record_step_call
-from pet.lib.utils.step_record import PendingStep, StepRecord
+from pet.lib.utils.step_record import PendingStep, StepRecord, decay_overshoot
 
 # One instance serves every step: entering it allocates nothing.
 _NULL_CONTEXT = contextlib.nullcontext()
@@ -86,7 +86,8 @@ class OptimWrapper:
         # The cycle's divided losses so far, added on the device when the cycle steps.
         self._cycle_losses: List[torch.Tensor] = []
         # The steps since the last read_back, with their device-held values, and the counts.
-        self._record = StepRecord(self.skip_nonfinite, scaled=self.scaler is not None, name=name)
+        self._record = StepRecord(self.skip_nonfinite, scaled=self.scaler is not None, name=name,
+                                  cause=lambda: decay_overshoot(self.optimizer))
         self._gradient_check = GradientCheck(optimizer)
         self._flags: Optional[FlagSlots] = None  # the steps' non-finite flags (no scaler)
         # Whether the steps run under torch.distributed: a run's process group is set up before

@@ -7,11 +7,30 @@ run of non-finite steps in a row), raising when a run must stop.
 """
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
 from pet.lib.utils.grad_check import host_floats
+
+
+def decay_overshoot(optimizer: torch.optim.Optimizer) -> Optional[str]:
+    """Why weight decay alone makes the weights grow, when it does: a group whose lr x weight
+    decay passes the bound past which the decay's step overshoots zero by more than it started
+    from (2 for a decoupled decay, ``p (1 - lr wd)``; 2 (1 + momentum) for SGD's, a heavy ball
+    on ``wd p^2 / 2``). None for the other optimizers (Adam's coupled decay is normalised away)."""
+    for group in optimizer.param_groups:
+        if isinstance(optimizer, torch.optim.SGD):
+            bound = 2.0 * (1.0 + float(group.get("momentum", 0.0)))
+        elif isinstance(optimizer, torch.optim.AdamW) or group.get("decoupled_weight_decay"):
+            bound = 2.0
+        else:
+            return None
+        lr, decay = float(group["lr"]), float(group.get("weight_decay", 0.0))
+        if lr * decay > bound:
+            return (f"lr {lr:.4g} x weight decay {decay:.4g} = {lr * decay:.4g} is above {bound:.4g}, "
+                    f"where the decay alone makes the weights grow")
+    return None
 
 
 @dataclass
@@ -34,13 +53,16 @@ class StepRecord:
 
     ``skip_nonfinite``: how many non-finite steps in a row are skipped before the run stops
     (SOLVER.SKIP_NONFINITE); ``scaled``: the flags are a GradScaler's, whose skipped steps are
-    counted (``skipped_steps``) and never stop a run.
+    counted (``skipped_steps``) and never stop a run; ``cause``: asked when a run must stop, a
+    known cause of the divergence (``decay_overshoot``) or None.
     """
 
-    def __init__(self, skip_nonfinite: int, scaled: bool, name: str = "") -> None:
+    def __init__(self, skip_nonfinite: int, scaled: bool, name: str = "",
+                 cause: Callable[[], Optional[str]] = lambda: None) -> None:
         self.skip_nonfinite = int(skip_nonfinite)
         self.scaled = scaled
         self.name = name  # of an optimizer of SOLVER.OPTIMIZERS: errors name its keys
+        self.cause = cause
         self.pending: List[PendingStep] = []
         self.skipped_steps = 0  # by the scaler
         self.nonfinite_steps = 0  # skipped for SKIP_NONFINITE
@@ -85,6 +107,11 @@ class StepRecord:
         self.nonfinite_in_a_row = 0
         owner, keys = (f"the {self.name} optimizer's ", f"SOLVER.OPTIMIZERS.{self.name}") if self.name else (
             "", "SOLVER.OPTIMIZER")
+        cause = self.cause()
+        if cause is not None:
+            raise FloatingPointError(
+                f"{owner}{what}{where}: {cause}; lower {keys}.WEIGHT_DECAY (or the WEIGHT_DECAY_* key or "
+                f"DECAY_MULT of that parameter: tools/explain_solver.py shows each parameter's)")
         raise FloatingPointError(f"{owner}{what}{where}; lower {keys}.BASE_LR, enable {keys}.CLIP_GRADIENTS "
                                  f"or skip such steps with SOLVER.SKIP_NONFINITE")
 

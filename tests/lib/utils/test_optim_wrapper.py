@@ -454,3 +454,36 @@ def test_the_step_loss_is_a_device_tensor_the_mean_of_the_cycle():
     step_loss = wrapper.update_params(loss_of(model, x2, y2))
     assert isinstance(step_loss, torch.Tensor) and step_loss.dim() == 0 and not step_loss.requires_grad
     assert step_loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("make, overshoot", [
+    # p <- p - lr (g + wd p) with momentum m is stable while lr x wd < 2 (1 + m) (heavy ball).
+    (lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=1000.0),
+     "lr 0.05 x weight decay 1000 = 50 is above 3.8"),
+    (lambda params: torch.optim.SGD(params, lr=0.5, weight_decay=10.0), "lr 0.5 x weight decay 10 = 5 is above 2"),
+    # Decoupled: p <- p (1 - lr wd) - lr u, stable while lr x wd < 2.
+    (lambda params: torch.optim.AdamW(params, lr=0.5, weight_decay=100.0),
+     "lr 0.5 x weight decay 100 = 50 is above 2"),
+], ids=["sgd-momentum", "sgd", "adamw"])
+def test_a_run_that_weight_decay_blows_up_is_told_to_lower_the_decay_not_the_lr(make, overshoot):
+    model = mlp()
+    wrapper = OptimWrapper(make(model.parameters()), name="")
+    (x, y), = batches(1, 8)
+    with pytest.raises(FloatingPointError) as raised:
+        for iteration in range(2000):
+            wrapper.update_params(loss_of(model, x, y), iteration=iteration, measure_grad_norm=False)
+            wrapper.read_back()
+    message = str(raised.value)
+    assert (f"{overshoot}, where the decay alone makes the weights grow; lower SOLVER.OPTIMIZER.WEIGHT_DECAY "
+            "(or the WEIGHT_DECAY_* key or DECAY_MULT of that parameter: tools/explain_solver.py shows "
+            "each parameter's)") in message, message
+    assert "BASE_LR" not in message
+
+
+def test_a_stable_weight_decay_keeps_the_learning_rate_hint():
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1.0)
+    wrapper = OptimWrapper(optimizer)
+    (x, y), = batches(1, 8)
+    with pytest.raises(FloatingPointError, match="lower SOLVER.OPTIMIZER.BASE_LR"):
+        wrapper.update_params(loss_of(model, x, y) * math.nan, iteration=3)
