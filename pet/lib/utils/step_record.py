@@ -110,8 +110,8 @@ class StepRecord:
         cause = self.cause()
         if cause is not None:
             raise FloatingPointError(
-                f"{owner}{what}{where}: {cause}; lower {keys}.WEIGHT_DECAY (or the WEIGHT_DECAY_* key or "
-                f"DECAY_MULT of that parameter: tools/explain_solver.py shows each parameter's)")
+                f"{owner}{what}{where}: {cause}; lower {keys}.BASE_LR or {keys}.WEIGHT_DECAY (or that "
+                f"parameter's WEIGHT_DECAY_* key or DECAY_MULT: tools/explain_solver.py shows each parameter's)")
         raise FloatingPointError(f"{owner}{what}{where}; lower {keys}.BASE_LR, enable {keys}.CLIP_GRADIENTS "
                                  f"or skip such steps with SOLVER.SKIP_NONFINITE")
 
