@@ -39,5 +39,6 @@ part bench_cuda.txt 200 python3 tools/benchmark_solver.py --cfg cfgs/digits_cnn_
 # 3. The compiled step against the eager fused one.
 part compiled_step.txt 120 python3 tools/benchmark_solver.py --cfg cfgs/digits_cnn_sgd_step.yaml \
     --device cuda --compiled-step
-# 4. The whole suite with CUDA visible (pytest-xdist is installed there).
-part suite.log 240 python3 -m pytest -q -n 8 -p no:cacheprovider -x
+# 4. The whole suite with CUDA visible (pytest-xdist is installed there); not -x: under that
+#    machine's torch 2.11 a few tests fail for the version alone (README, "Other torch versions").
+part suite.log 240 python3 -m pytest -q -n 8 -p no:cacheprovider -rf

@@ -48,21 +48,40 @@ class MuonWithAdamW(torch.optim.Optimizer):
                 adamw_groups, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps,
                 amsgrad=amsgrad, maximize=maximize, foreach=foreach)
         super().__init__(groups, dict(lr=lr, weight_decay=weight_decay, use_muon=False))
+        self._bind_children()
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        # load_state_dict and unpickling replace the groups and the state: bind them again here,
+        # outside step(), so a compiled step never assigns to an optimizer (dynamo before
+        # torch 2.13 cannot trace that).
+        super().__setstate__(state)
+        self._bind_children()
+
+    def _bind_children(self) -> None:
+        """Bind torch's Muon and AdamW to this optimizer's groups of their side and its state."""
+        children = self.__dict__.setdefault("_children", {})  # absent after unpickling
+        for use_muon in (True, False):
+            groups = [g for g in self.param_groups if g["use_muon"] == use_muon]
+            if not groups:
+                children.pop(use_muon, None)
+                continue
+            if use_muon not in children:
+                cls = torch.optim.Muon if use_muon else torch.optim.AdamW
+                children[use_muon] = cls([dict(g) for g in groups])
+            child = children[use_muon]
+            for group in groups:  # a group added later has only this optimizer's defaults
+                for key, value in child.defaults.items():
+                    group.setdefault(key, value)
+            child.param_groups = groups
+            child.state = self.state
 
     def _child(self, use_muon: bool) -> Optional[torch.optim.Optimizer]:
-        """torch's Muon or AdamW bound to this optimizer's groups of that side and its state
-        (rebound at every step: ``load_state_dict`` replaces both)."""
-        groups = [g for g in self.param_groups if g["use_muon"] == use_muon]
-        if not groups:
-            return None
-        children = self.__dict__.setdefault("_children", {})  # absent after unpickling
-        if use_muon not in children:
-            cls = torch.optim.Muon if use_muon else torch.optim.AdamW
-            children[use_muon] = cls([dict(g) for g in groups])
-        child = children[use_muon]
-        child.param_groups = groups
-        child.state = self.state
-        return child
+        """torch's Muon or AdamW of that side, bound to this optimizer's groups and state
+        (bound again first if a group was added since)."""
+        bound = sum(len(child.param_groups) for child in self._children.values())
+        if bound != len(self.param_groups):  # add_param_group
+            self._bind_children()
+        return self._children.get(use_muon)
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -101,3 +101,24 @@ def test_state_dict_round_trip_pickle_and_clipping():
     plain.step()
     for p, q in zip(clipped_model.parameters(), plain_model.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_a_group_added_later_steps_with_its_side_as_torch_does():
+    model, extra = Net(), nn.Linear(4, 4)
+    ref, ref_extra = copy.deepcopy(model), copy.deepcopy(extra)
+    opt = MuonWithAdamW([dict(params=[model.body[0].weight], use_muon=True)], lr=0.02)
+    opt.step()  # before the new groups exist
+    opt.add_param_group(dict(params=[extra.weight], use_muon=True))
+    opt.add_param_group(dict(params=[extra.bias]))
+    muon = torch.optim.Muon([ref.body[0].weight, ref_extra.weight], lr=0.02, weight_decay=0.0)
+    adamw = torch.optim.AdamW([ref_extra.bias], lr=0.02, weight_decay=0.0)
+    for step in range(2):
+        for m, e in ((model, extra), (ref, ref_extra)):
+            set_grads(m, step)
+            e.weight.grad, e.bias.grad = torch.full((4, 4), 0.1 * (step + 1)), torch.full((4,), 0.2)
+        opt.step()
+        muon.step()
+        adamw.step()
+    torch.testing.assert_close(model.body[0].weight, ref.body[0].weight)
+    torch.testing.assert_close(extra.weight, ref_extra.weight)
+    torch.testing.assert_close(extra.bias, ref_extra.bias)
