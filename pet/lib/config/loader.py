@@ -8,14 +8,15 @@ import ast
 import difflib
 import math
 import re
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
+import yaml
 from yacs.config import CfgNode
 
 from pet.lib.config.defaults import get_cfg
-from pet.lib.config.errors import ConfigError
+from pet.lib.config.errors import ConfigError, first_line
 from pet.lib.config.foreign_keys import foreign_key_hint
-from pet.lib.config.yaml_file import BASE_KEY, flatten, read_yaml_with_bases
+from pet.lib.config.yaml_file import BASE_KEY, MAX_DEPTH, flatten, read_flow_value, read_yaml_with_bases
 
 _SCALAR_TYPES = (str, int, float, bool, type(None))
 _DEFAULTS = get_cfg()
@@ -54,8 +55,9 @@ MAX_OVERRIDE_CHARS = 10_000
 
 def merge_from_list(cfg: CfgNode, overrides: Sequence[str]) -> None:
     """Merge ``[KEY, VALUE, KEY=VALUE, ...]`` (see split_overrides) into ``cfg`` in place;
-    values are Python literals (``0.05``, ``"(300, 400)"``, ``True``) or bare strings
-    (``ADAMW``)."""
+    values are Python literals (``0.05``, ``"(300, 400)"``, ``True``), lists and mappings
+    written as in the YAML file (``"[{KEY: head, LR_MULT: 10}]"``; a mapping given to a section
+    sets its keys) or bare strings (``ADAMW``)."""
     overrides = split_overrides(overrides)
     for full_key, text in zip(overrides[0::2], overrides[1::2]):
         if full_key == BASE_KEY:
@@ -64,7 +66,13 @@ def merge_from_list(cfg: CfgNode, overrides: Sequence[str]) -> None:
         if isinstance(text, str) and len(text) > MAX_OVERRIDE_CHARS:
             raise ConfigError(f"{full_key} (command line): value longer than {MAX_OVERRIDE_CHARS} "
                               f"characters; not a config value")
-        _set(cfg, full_key, _parse_literal(text), source="command line")
+        value, from_yaml = _read_override(full_key, text)
+        if isinstance(value, dict) and value and _takes_a_section(cfg, full_key):
+            # SOLVER.OPTIMIZER.KWARGS "{lr_decay: 1e-4}": its keys, as the file's mapping sets them.
+            for key, item in flatten(value, full_key + "."):
+                _set(cfg, key, item, source="command line", from_yaml=from_yaml)
+            continue
+        _set(cfg, full_key, value, source="command line", from_yaml=from_yaml)
 
 
 # What a config key looks like on the command line: dotted identifiers (SOLVER.OPTIMIZER.BASE_LR,
@@ -106,6 +114,39 @@ def all_keys(cfg: CfgNode, prefix: str = "") -> List[str]:
         else:
             keys.append(full_key)
     return keys
+
+
+def _read_override(full_key: str, text: Any) -> Tuple[Any, bool]:
+    """(value, whether it was read as YAML): a Python literal as yacs reads it, else a list or
+    mapping written as in the YAML file (``[{KEY: head, LR_MULT: 10}]``), read as there, else
+    the text."""
+    value = _parse_literal(text)
+    if not isinstance(text, str) or value is not text or text.lstrip()[:1] not in ("[", "{") \
+            or _is_text_key(full_key):
+        return value, False
+    try:
+        return read_flow_value(text), True
+    except (yaml.YAMLError, RecursionError) as e:
+        why = first_line(e) if isinstance(e, yaml.YAMLError) else f"nested deeper than {MAX_DEPTH} levels"
+        raise ConfigError(f"{full_key} (command line): not a Python literal nor valid YAML ({why})") from None
+
+
+def _takes_a_section(cfg: CfgNode, full_key: str) -> bool:
+    """Whether ``full_key`` names a section of ``cfg``, or a new one an open section takes."""
+    node = cfg
+    *parents, leaf = full_key.split(".")
+    for part in parents:
+        if not isinstance(node, CfgNode) or part not in node:
+            return isinstance(node, CfgNode) and node.is_new_allowed()
+        node = node[part]
+    if not isinstance(node, CfgNode):
+        return False
+    return isinstance(node.get(leaf), CfgNode) or (leaf not in node and node.is_new_allowed())
+
+
+def _is_text_key(full_key: str) -> bool:
+    """Whether ``full_key``'s default is text (OUTPUT_DIR): its value is never parsed."""
+    return isinstance(_default_value(full_key, None), str)
 
 
 def _parse_literal(text: Any) -> Any:

@@ -114,6 +114,13 @@ def read_yaml(cfg_file: str, label: Optional[str] = None) -> dict:
     return loaded
 
 
+def read_flow_value(text: str) -> Any:
+    """A command-line value written as a YAML flow collection (``[{KEY: head, LR_MULT: 10}]``,
+    ``[json]``), read as the same text in a file is, with its limits; yaml.YAMLError or
+    RecursionError when it is not YAML."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses aliases, nesting deeper than MAX_DEPTH and duplicate keys."""
 

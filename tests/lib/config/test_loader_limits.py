@@ -49,3 +49,46 @@ def test_a_mapping_where_a_single_value_goes_says_what_goes_there():
     with pytest.raises(ConfigError, match=r"^SOLVER.SCHEDULER.TOTAL_EPOCHS: expected a single value or a "
                                           r"list, got \{'a': 1\} \(dict\)$"):
         load_cfg(None, ["SOLVER.SCHEDULER.TOTAL_EPOCHS", "{'a': 1}"])
+
+
+@pytest.mark.parametrize("key, flow", [
+    ("SOLVER.OPTIMIZER.CUSTOM_KEYS", "[{KEY: head, LR_MULT: 10.0, DECAY_MULT: 1e-1}]"),
+    ("WRITERS", "[json]"),
+    ("SOLVER.DISTRIBUTED.FSDP_BLOCKS", "[backbone.blocks.layers.*]"),
+    ("SOLVER.SCHEDULER.STEPS", "[1e3, 2e3]"),
+    ("SOLVER.SCHEDULER.PARAMS", "[{PARAM: momentum, START: 0.85, END: 0.95}]"),
+    ("SOLVER.OPTIMIZER.KWARGS", "{lr_decay: 1e-4}"),
+    ("SOLVER.OPTIMIZERS", "{generator: {BASE_LR: 1e-3, SCHEDULER: {POLICY: COSINE}}, discriminator: {}}"),
+])
+def test_a_command_line_value_may_be_written_as_in_the_yaml_file(tmp_path, key, flow):
+    path = tmp_path / "c.yaml"
+    *sections, leaf = key.split(".")
+    path.write_text("".join(f"{'  ' * depth}{name}:\n" for depth, name in enumerate(sections))
+                    + f"{'  ' * len(sections)}{leaf}: {flow}\n")
+    from_file = load_cfg(str(path))
+    from_command_line = load_cfg(None, [key, flow])
+    assert from_command_line == from_file
+    assert from_command_line != load_cfg(None)
+
+
+@pytest.mark.parametrize("overrides, value", [
+    (["OUTPUT_DIR", "[runs]"], "[runs]"),  # a text key keeps its text
+    (["SOLVER.OPTIMIZER.CUSTOM_KEYS", "[{'KEY': 'head', 'LR_MULT': 10.0}]"], ({"KEY": "head", "LR_MULT": 10.0},)),
+])
+def test_python_literals_and_text_keys_read_as_before(overrides, value):
+    cfg = load_cfg(None, overrides)
+    got = cfg
+    for part in overrides[0].split("."):
+        got = got[part]
+    assert got == value
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["WRITERS", "[&a json, *a]"], r"^WRITERS \(command line\): not a Python literal nor valid YAML \(.*aliases"),
+    (["SOLVER.OPTIMIZER.CUSTOM_KEYS", "[{KEY: head, KEY: neck}]"], r"key KEY is given twice"),
+    (["SOLVER.SCHEDULER.STEPS", "[1, [2"], r"^SOLVER.SCHEDULER.STEPS \(command line\): not a Python literal nor "
+                                           r"valid YAML \(.*\)$"),
+])
+def test_a_command_line_collection_that_is_neither_literal_nor_yaml_says_so(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_cfg(None, overrides)
