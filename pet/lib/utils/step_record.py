@@ -17,11 +17,16 @@ from pet.lib.utils.grad_check import host_floats
 def decay_overshoot(optimizer: torch.optim.Optimizer) -> Optional[str]:
     """Why weight decay alone makes the weights grow, when it does: a group whose lr x weight
     decay passes the bound past which the decay's step overshoots zero by more than it started
-    from (2 for a decoupled decay, ``p (1 - lr wd)``; 2 (1 + momentum) for SGD's, a heavy ball
-    on ``wd p^2 / 2``). None for the other optimizers (Adam's coupled decay is normalised away)."""
+    from (2 for a decoupled decay, ``p (1 - lr wd)``; 2 (1 + momentum) / (1 - dampening) for
+    SGD's, a heavy ball on ``wd p^2 / 2``; Nesterov's bound is lower, so this one never blames
+    the decay wrongly). None for the other optimizers (Adam's coupled decay is normalised away)."""
     for group in optimizer.param_groups:
         if isinstance(optimizer, torch.optim.SGD):
-            bound = 2.0 * (1.0 + float(group.get("momentum", 0.0)))
+            momentum = float(group.get("momentum", 0.0))
+            dampening = float(group.get("dampening", 0.0)) if momentum else 0.0  # as torch's SGD
+            if dampening >= 1.0:
+                continue  # its momentum buffer never takes a gradient
+            bound = 2.0 * (1.0 + momentum) / (1.0 - dampening)
         elif isinstance(optimizer, torch.optim.AdamW) or group.get("decoupled_weight_decay"):
             bound = 2.0
         else:

@@ -461,10 +461,13 @@ def test_the_step_loss_is_a_device_tensor_the_mean_of_the_cycle():
     (lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=1000.0),
      "lr 0.05 x weight decay 1000 = 50 is above 3.8"),
     (lambda params: torch.optim.SGD(params, lr=0.5, weight_decay=10.0), "lr 0.5 x weight decay 10 = 5 is above 2"),
+    # Dampening d scales the step by 1 - d: stable while lr x wd < 2 (1 + m) / (1 - d).
+    (lambda params: torch.optim.SGD(params, lr=0.5, momentum=0.5, dampening=0.5, weight_decay=20.0),
+     "lr 0.5 x weight decay 20 = 10 is above 6"),
     # Decoupled: p <- p (1 - lr wd) - lr u, stable while lr x wd < 2.
     (lambda params: torch.optim.AdamW(params, lr=0.5, weight_decay=100.0),
      "lr 0.5 x weight decay 100 = 50 is above 2"),
-], ids=["sgd-momentum", "sgd", "adamw"])
+], ids=["sgd-momentum", "sgd", "sgd-dampening", "adamw"])
 def test_a_run_that_weight_decay_blows_up_is_told_to_lower_the_decay_or_the_lr(make, overshoot):
     model = mlp()
     wrapper = OptimWrapper(make(model.parameters()), name="")
@@ -480,9 +483,15 @@ def test_a_run_that_weight_decay_blows_up_is_told_to_lower_the_decay_or_the_lr(m
     assert "CLIP_GRADIENTS" not in message  # clipping cannot stop a decay's growth
 
 
-def test_a_stable_weight_decay_keeps_the_learning_rate_hint():
+@pytest.mark.parametrize("make", [
+    lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1.0),
+    # 0.5 x 10 = 5 is above 2 (1 + 0.5) = 3 but below 2 (1 + 0.5) / (1 - 0.5) = 6: stable.
+    lambda params: torch.optim.SGD(params, lr=0.5, momentum=0.5, dampening=0.5, weight_decay=10.0),
+    lambda params: torch.optim.Adam(params, lr=0.5, weight_decay=100.0),  # coupled: normalised away
+], ids=["sgd", "sgd-dampening", "adam"])
+def test_a_stable_weight_decay_keeps_the_learning_rate_hint(make):
     model = mlp()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1.0)
+    optimizer = make(model.parameters())
     wrapper = OptimWrapper(optimizer)
     (x, y), = batches(1, 8)
     with pytest.raises(FloatingPointError, match="lower SOLVER.OPTIMIZER.BASE_LR"):
