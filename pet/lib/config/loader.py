@@ -67,11 +67,6 @@ def merge_from_list(cfg: CfgNode, overrides: Sequence[str]) -> None:
             raise ConfigError(f"{full_key} (command line): value longer than {MAX_OVERRIDE_CHARS} "
                               f"characters; not a config value")
         value, from_yaml = _read_override(full_key, text)
-        if isinstance(value, dict) and value and _takes_a_section(cfg, full_key):
-            # SOLVER.OPTIMIZER.KWARGS "{lr_decay: 1e-4}": its keys, as the file's mapping sets them.
-            for key, item in flatten(value, full_key + "."):
-                _set(cfg, key, item, source="command line", from_yaml=from_yaml)
-            continue
         _set(cfg, full_key, value, source="command line", from_yaml=from_yaml)
 
 
@@ -131,19 +126,6 @@ def _read_override(full_key: str, text: Any) -> Tuple[Any, bool]:
         raise ConfigError(f"{full_key} (command line): not a Python literal nor valid YAML ({why})") from None
 
 
-def _takes_a_section(cfg: CfgNode, full_key: str) -> bool:
-    """Whether ``full_key`` names a section of ``cfg``, or a new one an open section takes."""
-    node = cfg
-    *parents, leaf = full_key.split(".")
-    for part in parents:
-        if not isinstance(node, CfgNode) or part not in node:
-            return isinstance(node, CfgNode) and node.is_new_allowed()
-        node = node[part]
-    if not isinstance(node, CfgNode):
-        return False
-    return isinstance(node.get(leaf), CfgNode) or (leaf not in node and node.is_new_allowed())
-
-
 def _is_text_key(full_key: str) -> bool:
     """Whether ``full_key``'s default is text (OUTPUT_DIR): its value is never parsed."""
     return isinstance(_default_value(full_key, None), str)
@@ -190,17 +172,26 @@ def _set(cfg: CfgNode, full_key: str, value: Any, source: str, from_yaml: bool =
         # An open section (SOLVER.OPTIMIZER.KWARGS) takes new keys; its owner checks them.
         if not node.is_new_allowed():
             raise ConfigError(_unknown_key_message(cfg, full_key, source))
-        if isinstance(value, dict) and not value:  # ``generator: {}``: a section of its own, empty
+        if isinstance(value, dict):  # ``generator: {...}``: a section of its own
             node[leaf] = CfgNode(new_allowed=True)
+            _set_section(cfg, full_key, value, source, from_yaml)
             return
         node[leaf] = _coerce(full_key, _decode_yaml_text(value, None) if from_yaml else value, None)
         return
     if isinstance(node[leaf], CfgNode):
-        if isinstance(value, dict) and not value:
-            return  # an empty mapping (``KWARGS: {}``) sets nothing
+        if isinstance(value, dict):  # its keys; an empty mapping (``KWARGS: {}``) sets nothing
+            _set_section(cfg, full_key, value, source, from_yaml)
+            return
         raise ConfigError(f"{full_key} ({source}): is a section, not a key; set one of its keys")
     default = _default_value(full_key, node[leaf])
     node[leaf] = _coerce(full_key, _decode_yaml_text(value, default) if from_yaml else value, default)
+
+
+def _set_section(cfg: CfgNode, full_key: str, mapping: dict, source: str, from_yaml: bool) -> None:
+    """Set the keys of the section ``full_key`` that ``mapping`` holds, as a file's nested
+    mapping sets them (``SOLVER.OPTIMIZER.KWARGS "{lr_decay: 1e-4}"`` on the command line)."""
+    for key, value in flatten(mapping, full_key + "."):
+        _set(cfg, key, value, source, from_yaml)
 
 
 def _decode_yaml_text(value: Any, default: Any) -> Any:
